@@ -1,0 +1,141 @@
+// Typed errors shared by every part of ArrowQuant. Each class carries the fields a user needs
+// (file, tensor, key, layer) and the process exit code of interfaces.md:
+// 1 runtime failure, 2 bad input or usage, 3 a quality bar or size budget broken.
+
+export class ArrowQuantError extends Error {
+  readonly exitCode: number = 1;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Bad command-line usage (unknown option, missing argument). */
+export class UsageError extends ArrowQuantError {
+  override readonly exitCode = 2;
+}
+
+/** An invalid configuration value or unknown key; names the key and what is allowed. */
+export class ConfigError extends ArrowQuantError {
+  override readonly exitCode = 2;
+  constructor(
+    message: string,
+    readonly key: string,
+    readonly source: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** A malformed or lying model file; names the file and, where known, the tensor. */
+export class ModelFormatError extends ArrowQuantError {
+  override readonly exitCode = 2;
+  constructor(
+    message: string,
+    readonly file: string,
+    readonly tensor?: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+/** The size target cannot be met even with every quantized layer at 2 bits. */
+export class InfeasibleTargetError extends ArrowQuantError {
+  override readonly exitCode = 2;
+  constructor(
+    message: string,
+    readonly targetBytes: number,
+    readonly smallestReachableBytes: number,
+  ) {
+    super(message);
+  }
+}
+
+/** NaN or ±Inf in a tensor that is to be quantized. */
+export class NonFiniteWeightError extends ArrowQuantError {
+  override readonly exitCode = 2;
+  constructor(
+    readonly layer: string,
+    readonly index: number,
+    readonly value: number,
+  ) {
+    super(`layer "${layer}": element ${index} is ${value}; quantization needs finite weights`);
+  }
+}
+
+/** A malformed calibration file. */
+export class CalibrationError extends ArrowQuantError {
+  override readonly exitCode = 2;
+  constructor(
+    message: string,
+    readonly file: string,
+    readonly line?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** An output or arrow file that cannot be read back as format.md describes. */
+export class FormatError extends ArrowQuantError {
+  override readonly exitCode = 2;
+  constructor(
+    message: string,
+    readonly file: string,
+  ) {
+    super(message);
+  }
+}
+
+/** A layer below its quality bar with fail_fast, or the job below min_accuracy. */
+export class QualityBarError extends ArrowQuantError {
+  override readonly exitCode = 3;
+  constructor(
+    message: string,
+    readonly layer?: string,
+    readonly cosine?: number,
+  ) {
+    super(message);
+  }
+}
+
+/** Quality fallbacks pushed bytes_out over target_model_size_mb. */
+export class SizeBudgetError extends ArrowQuantError {
+  override readonly exitCode = 3;
+  constructor(
+    message: string,
+    readonly layers: string[],
+    readonly bytesOut: number,
+    readonly targetBytes: number,
+  ) {
+    super(message);
+  }
+}
+
+/** `verify` found a difference between the file and the source. */
+export class VerificationError extends ArrowQuantError {
+  override readonly exitCode = 1;
+  constructor(
+    message: string,
+    readonly mismatches: string[],
+  ) {
+    super(message);
+  }
+}
+
+/** Writing the output failed (unwritable path, full disk). */
+export class OutputError extends ArrowQuantError {
+  override readonly exitCode = 1;
+  constructor(
+    message: string,
+    readonly path: string,
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function exitCodeOf(err: unknown): number {
+  return err instanceof ArrowQuantError ? err.exitCode : 1;
+}
