@@ -1,0 +1,55 @@
+import { loadCalibration } from '../../core/quant/calibration.js';
+import { openModel } from '../../core/model/model-source.js';
+import { buildPlan, planToJson, type Plan } from '../../core/plan/plan.js';
+import { COMMON_OPTIONS, CONFIG_OPTIONS, CONFIG_OPTIONS_HELP, effectiveConfig, parseCommandArgs } from '../options.js';
+import { formatBytes, formatTable } from '../table.js';
+import type { CommandIO } from './io.js';
+
+export const PLAN_USAGE = 'arrowquant plan <model> [-c cfg.yaml] [options]';
+
+export const PLAN_HELP = `${PLAN_USAGE}
+
+Reads the safetensors headers only (no weights) and prints the per-layer plan: bit width,
+method, group size and exact bytes_out (format.md), with totals against the size target.
+--json prints {"layers": [...], "total_bytes_in", "total_bytes_out", "target_bytes", "target_met"}.
+
+${CONFIG_OPTIONS_HELP}`;
+
+export async function planCommand(argv: string[], io: CommandIO): Promise<number> {
+  const { values, positionals } = parseCommandArgs(argv, { ...COMMON_OPTIONS, ...CONFIG_OPTIONS }, { min: 1, max: 1, usage: PLAN_USAGE });
+  if (values.help) {
+    io.out(PLAN_HELP + '\n');
+    return 0;
+  }
+  const cfg = effectiveConfig(values, io.env);
+  const model = openModel(positionals[0]!);
+  const cal = cfg.calibration_path ? loadCalibration(cfg.calibration_path) : null;
+  const plan = buildPlan(model, cfg, cal);
+  io.err(renderPlan(plan) + '\n');
+  if (values.json) io.out(JSON.stringify(planToJson(plan), null, 2) + '\n');
+  return 0;
+}
+
+export function renderPlan(plan: Plan): string {
+  const rows = plan.layers.map((l) => [
+    l.name, `[${l.shape.join(',')}]`, l.dtype, l.bits, l.method, l.groupSize || '-', l.bytesIn, l.bytesOut,
+    l.reason + (l.notes.length ? `; ${l.notes.join('; ')}` : ''),
+  ]);
+  const table = formatTable(['name', 'shape', 'dtype', 'bits', 'method', 'group', 'bytes in', 'bytes out', 'why'], rows, new Set([3, 5, 6, 7]));
+  const hist = new Map<number, number>();
+  for (const l of plan.layers) hist.set(l.bits, (hist.get(l.bits) ?? 0) + 1);
+  const bits = [...hist].sort((a, b) => a[0] - b[0]).map(([b, n]) => `${n}×${b}-bit`).join(', ');
+  const ratio = plan.totalBytesOut ? (plan.totalBytesIn / plan.totalBytesOut).toFixed(2) : '-';
+  const target =
+    plan.targetBytes === null
+      ? 'no size target'
+      : `target ${plan.targetBytes} bytes (${formatBytes(plan.targetBytes)}): ${plan.targetMet ? 'met' : 'NOT met'}`;
+  const lines = [
+    table,
+    '',
+    `${plan.layers.length} layers (${bits}); modality ${plan.modality ?? 'unknown'}`,
+    `total: bytes in ${plan.totalBytesIn} (${formatBytes(plan.totalBytesIn)}), bytes out ${plan.totalBytesOut} (${formatBytes(plan.totalBytesOut)}), ${ratio}× smaller; ${target}`,
+    ...plan.warnings.map((w) => `warning: ${w}`),
+  ];
+  return lines.join('\n');
+}
