@@ -13,6 +13,7 @@ type Command = (argv: string[], io: CommandIO) => Promise<number>;
 // Commands load on demand: `--version` and `--help` stay fast.
 const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }> = {
   plan: { load: async () => (await import('./commands/plan.js')).planCommand, summary: 'scan headers, print the per-layer plan and totals vs target' },
+  quantize: { load: async () => (await import('./commands/quantize.js')).quantizeCommand, summary: 'quantize a model into one Arrow file on this machine (threads, native kernels)' },
   'sample-model': { load: async () => (await import('./commands/sample-model.js')).sampleModelCommand, summary: 'write a small Llama-shaped safetensors model to try things on' },
 };
 

@@ -139,3 +139,36 @@ export class OutputError extends ArrowQuantError {
 export function exitCodeOf(err: unknown): number {
   return err instanceof ArrowQuantError ? err.exitCode : 1;
 }
+
+const ERROR_CLASSES: Record<string, new (...args: never[]) => ArrowQuantError> = {
+  ArrowQuantError, UsageError, ConfigError, ModelFormatError, InfeasibleTargetError, NonFiniteWeightError, CalibrationError,
+  FormatError, QualityBarError, SizeBudgetError, VerificationError, OutputError,
+};
+
+export interface SerializedError {
+  name: string;
+  message: string;
+  fields: Record<string, unknown>;
+}
+
+/** For crossing a thread or process boundary: name, message and the typed fields. */
+export function serializeError(e: unknown): SerializedError {
+  if (e instanceof Error) {
+    const fields: Record<string, unknown> = {};
+    for (const [k, v] of Object.entries(e)) if (['string', 'number', 'boolean'].includes(typeof v) || Array.isArray(v)) fields[k] = v;
+    return { name: e.name, message: e.message, fields };
+  }
+  return { name: 'Error', message: String(e), fields: {} };
+}
+
+/** The typed error again (its class by name), or a plain ArrowQuantError with the message. */
+export function deserializeError(s: SerializedError): Error {
+  const cls = ERROR_CLASSES[s.name];
+  const err: Error = cls ? Object.create(cls.prototype) : new ArrowQuantError(s.message);
+  if (cls) {
+    Object.defineProperty(err, 'message', { value: s.message, enumerable: false, writable: true, configurable: true });
+    Object.defineProperty(err, 'name', { value: s.name, enumerable: false, writable: true, configurable: true });
+    Object.defineProperty(err, 'stack', { value: `${s.name}: ${s.message}`, enumerable: false, writable: true, configurable: true });
+  }
+  return Object.assign(err, s.fields);
+}

@@ -1,0 +1,118 @@
+// The embedded default: this process is the coordinator, a pool of worker threads quantizes.
+// Layers stream through: at most a few are in flight, each is staged as a shard file next to
+// the output, and the merge copies them in canonical order into the output file.
+
+import { mkdtemp, rm } from 'node:fs/promises';
+import { dirname, join, basename } from 'node:path';
+import type { ArrowQuantConfig } from '../core/config/schema.js';
+import { ArrowQuantError } from '../core/errors.js';
+import { LayerRunner, type LayerOutcome } from '../worker/layer-runner.js';
+import { ThreadPool, resolveThreads } from '../worker/thread-pool.js';
+import { zeroTimings, type Timings } from '../worker/piece-ops.js';
+import type { FileSummary } from './file-metadata.js';
+import { finishJob, prepareJob, type FinishedLayer } from './job.js';
+
+export interface Progress {
+  layersDone: number;
+  layersTotal: number;
+  bytesDone: number;
+  bytesTotal: number;
+  /** the layer that just finished */
+  layer: string;
+}
+
+export interface LocalRunOptions {
+  output: string;
+  config: ArrowQuantConfig;
+  onProgress?: (p: Progress) => void;
+}
+
+/** The command's own summary: the file's summary plus how this run went (never in the file). */
+export interface RunSummary extends FileSummary {
+  output: string;
+  job_id: string;
+  kernel: string;
+  threads: number;
+  elapsed_s: number;
+  input_gb_per_s: number;
+  timings_s: { read: number; kernel: number; hash: number; write: number; merge: number };
+}
+
+export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Promise<RunSummary> {
+  const t0 = performance.now();
+  const job = prepareJob(modelPath, opts.config, opts.output);
+  const stage = await mkdtemp(join(dirname(job.output), `.${basename(job.output)}.stage-`));
+  const shardPath = (i: number) => join(stage, `${i}.shard`);
+  const pool = await ThreadPool.start(resolveThreads(opts.config.num_threads));
+  try {
+    const runner = new LayerRunner(pool);
+    const outcomes = await runAll(job.tasks.length, pool.size + 1, (i) => runner.run(job.tasks[i]!, shardPath(i)), (o, done) =>
+      opts.onProgress?.({ layersDone: done.count, layersTotal: job.tasks.length, bytesDone: done.bytes, bytesTotal: job.plan.totalBytesIn, layer: o.name }),
+    );
+    const tMerge = performance.now();
+    const summary = await finishJob(job, outcomes.map(toFinished), shardPath);
+    const mergeS = (performance.now() - tMerge) / 1000;
+    const elapsed = (performance.now() - t0) / 1000;
+    const t = outcomes.reduce((acc, o) => addTimings(acc, o.timings), zeroTimings());
+    return {
+      ...summary,
+      output: job.output,
+      job_id: job.id,
+      kernel: pool.kernel,
+      threads: pool.size,
+      elapsed_s: round(elapsed),
+      input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
+      timings_s: { read: round(t.readMs / 1e3), kernel: round(t.kernelMs / 1e3), hash: round(t.hashMs / 1e3), write: round(t.writeMs / 1e3), merge: round(mergeS) },
+    };
+  } finally {
+    await pool.close();
+    await rm(stage, { recursive: true, force: true });
+  }
+}
+
+function toFinished(o: LayerOutcome): FinishedLayer {
+  return { layerIndex: o.layerIndex, name: o.name, notes: o.notes, elements: o.elements, bits: o.bits, plannedBits: o.plannedBits, bytesIn: o.bytesIn, bytesOut: o.bytesOut, sqnrDb: o.sqnrDb, cosine: o.cosine };
+}
+
+function addTimings(a: Timings, b: Timings): Timings {
+  return { readMs: a.readMs + b.readMs, kernelMs: a.kernelMs + b.kernelMs, hashMs: a.hashMs + b.hashMs, writeMs: a.writeMs + b.writeMs };
+}
+
+const round = (x: number) => Math.round(x * 1000) / 1000;
+
+/**
+ * Run tasks 0..n−1 with at most `limit` in flight, started in order. On the first failure no
+ * new task starts; once the running ones settle, the failure of the lowest task index is thrown
+ * (so the error a user sees does not depend on thread timing).
+ */
+async function runAll(
+  n: number,
+  limit: number,
+  run: (i: number) => Promise<LayerOutcome>,
+  onDone: (o: LayerOutcome, done: { count: number; bytes: number }) => void,
+): Promise<LayerOutcome[]> {
+  const results: LayerOutcome[] = new Array(n);
+  const failures: { index: number; error: unknown }[] = [];
+  const done = { count: 0, bytes: 0 };
+  let next = 0;
+  const lane = async () => {
+    while (failures.length === 0 && next < n) {
+      const i = next++;
+      try {
+        const o = await run(i);
+        results[i] = o;
+        done.count++;
+        done.bytes += o.bytesIn;
+        onDone(o, done);
+      } catch (error) {
+        failures.push({ index: i, error });
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, n) }, lane));
+  if (failures.length) {
+    const first = failures.sort((a, b) => a.index - b.index)[0]!.error;
+    throw first instanceof Error ? first : new ArrowQuantError(String(first));
+  }
+  return results;
+}

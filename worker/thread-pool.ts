@@ -1,0 +1,99 @@
+// A fixed pool of quantization threads (worker_threads running quant-thread.js). Requests queue
+// and go to the first idle thread; a thread that dies fails its request and is replaced.
+
+import { Worker } from 'node:worker_threads';
+import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
+import { ArrowQuantError, deserializeError } from '../core/errors.js';
+import { packageRoot } from '../core/package-info.js';
+import type { PieceRequest, PieceResponse } from './thread-protocol.js';
+
+type Request = PieceRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
+type Ok = Extract<PieceResponse, { ok: true }>;
+
+interface Slot {
+  worker: Worker;
+  busy: { id: number; resolve: (r: Ok) => void; reject: (e: Error) => void } | null;
+}
+
+export function resolveThreads(numThreads: number): number {
+  return numThreads > 0 ? numThreads : availableParallelism();
+}
+
+export class ThreadPool {
+  private readonly slots: Slot[] = [];
+  private readonly queue: { req: Request; resolve: (r: Ok) => void; reject: (e: Error) => void }[] = [];
+  private nextId = 1;
+  private closed = false;
+  kernel = 'unknown';
+
+  private constructor(readonly size: number) {}
+
+  static async start(size: number): Promise<ThreadPool> {
+    const pool = new ThreadPool(size);
+    await Promise.all(Array.from({ length: size }, () => pool.spawn()));
+    return pool;
+  }
+
+  private spawn(): Promise<void> {
+    const script = join(packageRoot(), 'dist', 'worker', 'quant-thread.js');
+    const worker = new Worker(script);
+    const slot: Slot = { worker, busy: null };
+    this.slots.push(slot);
+    return new Promise((resolveReady, rejectReady) => {
+      let ready = false;
+      worker.on('message', (msg: PieceResponse | { ready: true; kernel: string }) => {
+        if ('ready' in msg) {
+          ready = true;
+          this.kernel = msg.kernel;
+          resolveReady();
+          this.dispatch();
+          return;
+        }
+        const job = slot.busy;
+        slot.busy = null;
+        if (job && job.id === msg.id) {
+          if (msg.ok) job.resolve(msg);
+          else job.reject(deserializeError(msg.error));
+        }
+        this.dispatch();
+      });
+      const onDeath = (err: Error) => {
+        const i = this.slots.indexOf(slot);
+        if (i >= 0) this.slots.splice(i, 1);
+        slot.busy?.reject(new ArrowQuantError(`quantization thread failed: ${err.message}`, { cause: err }));
+        slot.busy = null;
+        if (!ready) rejectReady(err);
+        else if (!this.closed) void this.spawn().catch(() => undefined);
+      };
+      worker.on('error', onDeath);
+      worker.on('exit', (code) => {
+        if (!this.closed) onDeath(new Error(`thread exited with code ${code}`));
+      });
+    });
+  }
+
+  run(req: Request): Promise<Ok> {
+    if (this.closed) return Promise.reject(new ArrowQuantError('thread pool is closed'));
+    return new Promise((resolve, reject) => {
+      this.queue.push({ req, resolve, reject });
+      this.dispatch();
+    });
+  }
+
+  private dispatch(): void {
+    for (const slot of this.slots) {
+      if (slot.busy || this.queue.length === 0) continue;
+      const { req, resolve, reject } = this.queue.shift()!;
+      const id = this.nextId++;
+      slot.busy = { id, resolve, reject };
+      slot.worker.postMessage({ ...req, id });
+    }
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const q of this.queue.splice(0)) q.reject(new ArrowQuantError('thread pool closed'));
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}
