@@ -8,7 +8,7 @@ import type { ArrowQuantConfig } from '../core/config/schema.js';
 import { ArrowQuantError } from '../core/errors.js';
 import { LayerRunner, type LayerOutcome } from '../worker/layer-runner.js';
 import { ThreadPool, resolveThreads } from '../worker/thread-pool.js';
-import { zeroTimings, type Timings } from '../worker/piece-ops.js';
+import { zeroTimings, type Timings } from '../core/model/row-reader.js';
 import type { FileSummary } from './file-metadata.js';
 import { finishJob, prepareJob, type FinishedLayer } from './job.js';
 

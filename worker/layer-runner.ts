@@ -12,7 +12,7 @@ import { STATS_PER_ROW, groupsPerRow, packedBytes, type QuantBits } from '../cor
 import { statsToQuality, sumRowStats } from '../core/quant/layer-stats.js';
 import { quantTypeForBits, type LayerRecord, type OutputMethod, type QuantType } from '../core/format/layer-schema.js';
 import { layerBytesOut } from '../core/plan/layer-bytes.js';
-import { CHUNK_BYTES, zeroTimings, type TensorLocation, type Timings } from './piece-ops.js';
+import { CHUNK_BYTES, zeroTimings, type TensorLocation, type Timings } from '../core/model/row-reader.js';
 import { SharedBufferPool } from './shared-buffer-pool.js';
 import type { ThreadPool } from './thread-pool.js';
 import { open } from 'node:fs/promises';

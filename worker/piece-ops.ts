@@ -6,70 +6,15 @@
 // threads write disjoint bytes of the layer's shared output buffers.
 
 import { createHash } from 'node:crypto';
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import type { QuantKernel } from '../native/kernel-api.js';
-import { dtypeSize, decodeToF32, type SourceDtype } from '../core/quant/dtype.js';
+import { decodeToF32 } from '../core/quant/dtype.js';
 import { fitsF16, f32ToBf16Bits, f32ToF16Bits, F16_TABLE, bf16BitsToF32 } from '../core/quant/float16.js';
 import { STATS_PER_ROW, groupsPerRow, type QuantBits } from '../core/quant/reference.js';
 import { encodeShard } from '../core/format/arrow-file.js';
 import type { LayerRecord, QuantType } from '../core/format/layer-schema.js';
-import { ModelFormatError } from '../core/errors.js';
+import { RowReader, chunkRows, type TensorLocation, type Timings } from '../core/model/row-reader.js';
 import { layerStats, type LayerStats } from '../core/quant/layer-stats.js';
-
-/** Rows per read: about this many input bytes, a multiple of 8 rows. */
-export const CHUNK_BYTES = 8 << 20;
-
-export interface Timings {
-  readMs: number;
-  kernelMs: number;
-  hashMs: number;
-  writeMs: number;
-}
-
-export const zeroTimings = (): Timings => ({ readMs: 0, kernelMs: 0, hashMs: 0, writeMs: 0 });
-
-export interface TensorLocation {
-  file: string;
-  dataStart: number;
-  dtype: SourceDtype;
-  cols: number;
-}
-
-/** Reads row ranges of tensors through cached file handles into a reused buffer. */
-export class RowReader {
-  private handles = new Map<string, FileHandle>();
-  private buffers: Buffer[] = [Buffer.alloc(0), Buffer.alloc(0)];
-
-  async read(loc: TensorLocation, rowStart: number, rows: number, slot: 0 | 1, timings: Timings): Promise<Uint8Array> {
-    const rowBytes = loc.cols * dtypeSize(loc.dtype);
-    const n = rows * rowBytes;
-    if (this.buffers[slot]!.byteLength < n) this.buffers[slot] = Buffer.allocUnsafeSlow(Math.max(n, CHUNK_BYTES));
-    const buf = this.buffers[slot]!;
-    let fh = this.handles.get(loc.file);
-    if (!fh) this.handles.set(loc.file, (fh = await open(loc.file, 'r')));
-    const t0 = performance.now();
-    let got = 0;
-    while (got < n) {
-      const { bytesRead } = await fh.read(buf, got, n - got, loc.dataStart + rowStart * rowBytes + got);
-      if (bytesRead === 0) {
-        throw new ModelFormatError(`${loc.file}: file ends before the tensor's data (truncated after it was scanned?)`, loc.file);
-      }
-      got += bytesRead;
-    }
-    timings.readMs += performance.now() - t0;
-    return buf.subarray(0, n);
-  }
-
-  async close(): Promise<void> {
-    for (const fh of this.handles.values()) await fh.close().catch(() => undefined);
-    this.handles.clear();
-  }
-}
-
-export function chunkRows(cols: number, dtype: SourceDtype): number {
-  const rows = Math.floor(CHUNK_BYTES / Math.max(1, cols * dtypeSize(dtype)));
-  return Math.max(8, rows - (rows % 8));
-}
 
 /** Iterate [start, end) row chunks of a piece, reading chunk k+1 while the caller works on chunk k. */
 async function forEachChunk(

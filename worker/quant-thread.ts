@@ -5,7 +5,8 @@ import { parentPort } from 'node:worker_threads';
 import { serializeError } from '../core/errors.js';
 import { statsToQuality } from '../core/quant/layer-stats.js';
 import { selectKernel } from '../native/kernels.js';
-import { RowReader, columnAbsMaxPiece, passthroughLayer, quantizePiece, writeShard, zeroTimings } from './piece-ops.js';
+import { columnAbsMaxPiece, passthroughLayer, quantizePiece, writeShard } from './piece-ops.js';
+import { RowReader, zeroTimings } from '../core/model/row-reader.js';
 import type { PieceRequest, PieceResponse } from './thread-protocol.js';
 
 const { kernel } = selectKernel();

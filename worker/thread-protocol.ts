@@ -2,7 +2,8 @@
 
 import type { SerializedError } from '../core/errors.js';
 import type { LayerRecord, QuantType } from '../core/format/layer-schema.js';
-import type { QuantizePieceArgs, TensorLocation, Timings } from './piece-ops.js';
+import type { QuantizePieceArgs } from './piece-ops.js';
+import type { TensorLocation, Timings } from '../core/model/row-reader.js';
 
 export type PieceRequest =
   | { id: number; op: 'colabsmax'; loc: TensorLocation; rowStart: number; rowEnd: number }

@@ -45,8 +45,8 @@ export async function sampleModelCommand(argv: string[], io: CommandIO): Promise
   const shards = int('shards', values.shards, 1, 1);
   const tensors = syntheticLlamaTensors(shape, dtype as SourceDtype, int('seed', values.seed, 1, 0));
   const metadata = { format: 'pt', source: 'arrowquant sample-model' };
-  if (shards > 1) writeShardedSafetensors(positionals[0]!, tensors, shards, metadata);
-  else writeSafetensors(positionals[0]!, tensors, metadata);
+  if (shards > 1) await writeShardedSafetensors(positionals[0]!, tensors, shards, metadata);
+  else await writeSafetensors(positionals[0]!, tensors, metadata);
   io.err(`wrote ${positionals[0]} (${tensors.length} tensors, ${dtype}${shards > 1 ? `, ${shards} shards` : ''})\n`);
   return 0;
 }

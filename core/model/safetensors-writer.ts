@@ -2,7 +2,8 @@
 // (a tensor's bytes may come in chunks), the header is padded with spaces to 8 bytes as
 // safetensors does, and the file appears under its name only when complete.
 
-import { closeSync, fsyncSync, mkdirSync, openSync, renameSync, rmSync, writeSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { OutputError } from '../errors.js';
 import { dtypeSize, type SourceDtype } from '../quant/dtype.js';
@@ -13,7 +14,7 @@ export interface TensorToWrite {
   dtype: SourceDtype;
   shape: number[];
   /** the tensor's little-endian bytes, whole or in consecutive chunks */
-  data: Uint8Array | (() => Iterable<Uint8Array>);
+  data: Uint8Array | (() => Iterable<Uint8Array> | AsyncIterable<Uint8Array>);
 }
 
 export function tensorByteLength(t: Pick<TensorToWrite, 'dtype' | 'shape'>): number {
@@ -39,43 +40,44 @@ export function safetensorsHeader(tensors: readonly Pick<TensorToWrite, 'name' |
 }
 
 /** Write one .safetensors file atomically (temporary name, then rename). */
-export function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): void {
+export async function writeSafetensors(path: string, tensors: readonly TensorToWrite[], metadata?: Record<string, string>): Promise<void> {
   mkdirSync(dirname(path), { recursive: true });
   const tmp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  let fd = -1;
+  let fh: FileHandle | null = null;
   try {
-    fd = openSync(tmp, 'w');
-    writeAll(fd, safetensorsHeader(tensors, metadata));
+    fh = await open(tmp, 'w');
+    let pos = 0;
+    const put = async (c: Uint8Array) => {
+      let off = 0;
+      while (off < c.byteLength) off += (await fh!.write(c, off, c.byteLength - off, pos + off)).bytesWritten;
+      pos += c.byteLength;
+    };
+    await put(safetensorsHeader(tensors, metadata));
     for (const t of tensors) {
       let written = 0;
       const chunks = typeof t.data === 'function' ? t.data() : [t.data];
-      for (const c of chunks) {
-        writeAll(fd, c);
+      for await (const c of chunks) {
+        await put(c);
         written += c.byteLength;
       }
       if (written !== tensorByteLength(t)) {
         throw new OutputError(`tensor "${t.name}": wrote ${written} bytes, its shape and dtype need ${tensorByteLength(t)}`, path);
       }
     }
-    fsyncSync(fd);
-    closeSync(fd);
-    fd = -1;
-    renameSync(tmp, path);
+    await fh.sync();
+    await fh.close();
+    fh = null;
+    await rename(tmp, path);
   } catch (e) {
-    if (fd >= 0) closeSync(fd);
-    rmSync(tmp, { force: true });
+    if (fh) await fh.close().catch(() => undefined);
+    await rm(tmp, { force: true });
     if (e instanceof OutputError) throw e;
     throw new OutputError(`cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path, { cause: e });
   }
 }
 
-function writeAll(fd: number, data: Uint8Array): void {
-  let off = 0;
-  while (off < data.byteLength) off += writeSync(fd, data, off, data.byteLength - off);
-}
-
 /** A sharded model directory: model-0000i-of-0000n.safetensors and model.safetensors.index.json. */
-export function writeShardedSafetensors(dir: string, tensors: readonly TensorToWrite[], shards: number, metadata?: Record<string, string>): void {
+export async function writeShardedSafetensors(dir: string, tensors: readonly TensorToWrite[], shards: number, metadata?: Record<string, string>): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const total = tensors.reduce((s, t) => s + tensorByteLength(t), 0);
   const per = Math.ceil(total / shards);
@@ -89,10 +91,10 @@ export function writeShardedSafetensors(dir: string, tensors: readonly TensorToW
   const nonEmpty = groups.filter((g) => g.length > 0);
   const pad = (n: number) => String(n).padStart(5, '0');
   const weightMap: Record<string, string> = {};
-  nonEmpty.forEach((g, i) => {
+  for (const [i, g] of nonEmpty.entries()) {
     const file = `model-${pad(i + 1)}-of-${pad(nonEmpty.length)}.safetensors`;
-    writeSafetensors(join(dir, file), g, metadata);
+    await writeSafetensors(join(dir, file), g, metadata);
     for (const t of g) weightMap[t.name] = file;
-  });
+  }
   writeFileSync(join(dir, INDEX_FILE), JSON.stringify({ metadata: { total_size: total }, weight_map: weightMap }, null, 1));
 }

@@ -12,10 +12,12 @@ export interface LayerStats {
 
 /** Sums over two float32 arrays, in float64, in index order. */
 export function layerStats(w: Float32Array, wh: Float32Array): LayerStats {
-  let w2 = 0;
-  let e2 = 0;
-  let wq = 0;
-  let q2 = 0;
+  return accumulateStats({ w2: 0, e2: 0, wq: 0, q2: 0 }, w, wh);
+}
+
+/** Add the first w.length elements' sums to `s` (in index order); returns `s`. */
+export function accumulateStats(s: LayerStats, w: Float32Array, wh: Float32Array): LayerStats {
+  let { w2, e2, wq, q2 } = s;
   for (let i = 0; i < w.length; i++) {
     const a = w[i]!;
     const b = wh[i]!;
@@ -25,7 +27,8 @@ export function layerStats(w: Float32Array, wh: Float32Array): LayerStats {
     wq += a * b;
     q2 += b * b;
   }
-  return { w2, e2, wq, q2 };
+  Object.assign(s, { w2, e2, wq, q2 });
+  return s;
 }
 
 /** Total of per-row sums, in row order (the kernels' row statistics), so that the result never depends on how rows were split between threads. */

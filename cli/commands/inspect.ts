@@ -1,0 +1,38 @@
+import { OutputFileReader } from '../../core/format/output-reader.js';
+import { COMMON_OPTIONS, parseCommandArgs } from '../options.js';
+import { formatTable } from '../table.js';
+import type { CommandIO } from './io.js';
+
+const USAGE = 'arrowquant inspect out.arrow [--json]';
+
+export async function inspectCommand(argv: string[], io: CommandIO): Promise<number> {
+  const { values, positionals } = parseCommandArgs(argv, COMMON_OPTIONS, { min: 1, max: 1, usage: USAGE });
+  if (values.help) {
+    io.out(`${USAGE}\n\nPer-layer table (bits, method, bytes, SQNR, cosine, notes) and the file's summary.\n`);
+    return 0;
+  }
+  const file = await OutputFileReader.open(positionals[0]!);
+  try {
+    const layers = [];
+    for await (const r of file.layers()) {
+      layers.push({
+        name: r.layer_name, shape: r.shape, quant_type: r.quant_type, bits: r.bit_width, planned_bits: r.planned_bit_width, method: r.method,
+        group_size: r.group_size,
+        bytes: r.data.byteLength + 2 * (r.scales.length + r.zero_points.length) + 4 * (r.equalization_scales?.length ?? 0) + 16 * (r.time_group_params?.length ?? 0),
+        sqnr_db: r.sqnr_db, cosine: r.cosine, notes: r.notes,
+      });
+    }
+    const summary = file.json('arrowquant.summary');
+    const source = file.json('arrowquant.source');
+    const rows = layers.map((l) => [
+      l.name, l.quant_type, l.bits === l.planned_bits ? l.bits : `${l.planned_bits}→${l.bits}`, l.method, l.group_size || '-', l.bytes,
+      Number.isFinite(l.sqnr_db) ? l.sqnr_db.toFixed(2) : String(l.sqnr_db), l.cosine.toFixed(5), l.notes ?? '',
+    ]);
+    io.err(formatTable(['name', 'type', 'bits', 'method', 'group', 'bytes', 'SQNR dB', 'cosine', 'notes'], rows, new Set([2, 4, 5, 6, 7])) + '\n\n');
+    io.err(`source ${JSON.stringify(source)}\nsummary ${JSON.stringify(summary)}\n`);
+    if (values.json) io.out(JSON.stringify({ file: positionals[0], format_version: file.metadata.get('arrowquant.format_version'), source, summary, layers }, null, 2) + '\n');
+    return 0;
+  } finally {
+    await file.close();
+  }
+}
