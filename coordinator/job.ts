@@ -38,6 +38,7 @@ export function prepareJob(modelPath: string, cfg: ArrowQuantConfig, output: str
 export function checkOutputPath(out: string): void {
   const dir = dirname(out);
   if (!existsSync(dir)) throw new OutputError(`cannot write ${out}: directory ${dir} does not exist`, out);
+  if (!statSync(dir).isDirectory()) throw new OutputError(`cannot write ${out}: ${dir} is not a directory`, out);
   if (existsSync(out) && statSync(out).isDirectory()) throw new UsageError(`output ${out} is a directory; give a file name, e.g. ${join(out, 'model.arrow')}`);
   try {
     accessSync(dir, constants.W_OK);

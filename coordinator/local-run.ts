@@ -25,6 +25,8 @@ export interface LocalRunOptions {
   output: string;
   config: ArrowQuantConfig;
   onProgress?: (p: Progress) => void;
+  /** input bytes per row-range piece of a large layer (tuning; never changes the output) */
+  pieceBytes?: number;
 }
 
 /** The command's own summary: the file's summary plus how this run went (never in the file). */
@@ -45,7 +47,7 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
   const shardPath = (i: number) => join(stage, `${i}.shard`);
   const pool = await ThreadPool.start(resolveThreads(opts.config.num_threads));
   try {
-    const runner = new LayerRunner(pool);
+    const runner = new LayerRunner(pool, opts.pieceBytes);
     const outcomes = await runAll(job.tasks.length, pool.size + 1, (i) => runner.run(job.tasks[i]!, shardPath(i)), (o, done) =>
       opts.onProgress?.({ layersDone: done.count, layersTotal: job.tasks.length, bytesDone: done.bytes, bytesTotal: job.plan.totalBytesIn, layer: o.name }),
     );
