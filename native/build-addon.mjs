@@ -3,7 +3,7 @@
 // recorded here in native/build/BUILD_FAILED.txt.
 import { spawnSync } from 'node:child_process';
 import { createRequire } from 'node:module';
-import { mkdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -18,6 +18,14 @@ function nodeGypScript() {
   }
 }
 
+// Run outside npm (`node native/build-addon.mjs`), node-gyp does not see npm's nodedir and would
+// download headers; use the running Node's own headers when they are installed beside it.
+function nodedirArgs() {
+  if (process.env.npm_config_nodedir) return [];
+  const prefix = dirname(dirname(process.execPath));
+  return existsSync(join(prefix, 'include', 'node', 'node_api.h')) ? [`--nodedir=${prefix}`] : [];
+}
+
 const script = nodeGypScript();
 let reason = null;
 if (process.env.ARROWQUANT_SKIP_NATIVE_BUILD === '1') {
@@ -25,7 +33,7 @@ if (process.env.ARROWQUANT_SKIP_NATIVE_BUILD === '1') {
 } else if (!script) {
   reason = 'node-gyp is not installed';
 } else {
-  const r = spawnSync(process.execPath, [script, 'rebuild', '--directory', here], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
+  const r = spawnSync(process.execPath, [script, 'rebuild', '--directory', here, ...nodedirArgs()], { stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
   if (r.status !== 0) reason = `node-gyp rebuild failed (exit ${r.status}):\n${(r.stderr || '').split('\n').slice(-30).join('\n')}`;
 }
 if (reason) {
