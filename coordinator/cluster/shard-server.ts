@@ -1,0 +1,412 @@
+// The coordinator's gRPC data plane: workers upload quantized shards (UploadShard) and, where
+// they cannot read the model themselves, download a layer's source bytes (DownloadTensor).
+// The same server answers the standard Health service.
+//
+// An upload is streamed to a temporary file in the job's stage directory while it is hashed,
+// checked (size, SHA-256, a readable shard of the expected layer) and only then renamed to
+// `<stageDir>/<index>.shard`; every rejection, cancellation or failure removes the temporary
+// file, so the stage directory only ever holds complete, verified shards.
+
+import { createHash, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import { createReadStream } from 'node:fs';
+import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import { status as Status, type Server, type ServerReadableStream, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
+import { FormatError } from '../../core/errors.js';
+import { decodeShard } from '../../core/format/arrow-file.js';
+import type { LayerRecord } from '../../core/format/layer-schema.js';
+import { statusName } from '../../core/grpc/errors.js';
+import { HealthService } from '../../core/grpc/health.js';
+import {
+  MAX_CHUNK_BYTES, SHARD_TRANSFER_SERVICE, bindServer, createGrpcServer, grpcServices, stopServer,
+  type DownloadTensorRequest, type DownloadTensorResponse, type ShardHeader, type ShardTransferHandlers, type UploadShardRequest,
+  type UploadShardResponse,
+} from '../../core/grpc/proto.js';
+import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js';
+
+/** Where a staged shard of layer `index` lives. */
+export const shardPath = (stageDir: string, index: number): string => join(stageDir, `${index}.shard`);
+
+/** One layer of a job as the shard server needs it. */
+export interface ShardLayerSource {
+  /** the plan hash of the layer's task; uploads made for another plan are refused */
+  planHash: string;
+  /** the tensor name, checked against the uploaded shard's layer_name */
+  name: string;
+  /** the model file holding the layer's source bytes (for DownloadTensor) */
+  file: string;
+  dataStart: number;
+  byteLength: number;
+}
+
+export interface StagedShard {
+  path: string;
+  sha256: string;
+  size: number;
+  workerId: string;
+  /** the decoded row; its buffers are views into the shard's bytes */
+  record: LayerRecord;
+}
+
+/** What the coordinator registers for each job it serves. */
+export interface ShardJobHandle {
+  readonly stageDir: string;
+  layer(index: number): ShardLayerSource | undefined;
+  /**
+   * Called once per newly staged shard, before the worker gets its answer. If it throws
+   * (or rejects), the staged file is removed and the worker gets INTERNAL, so a retry stages again.
+   */
+  onStaged(index: number, shard: StagedShard): void | Promise<void>;
+}
+
+export interface ShardServerOptions {
+  /** TLS (optionally mutual); plaintext when absent */
+  tls?: ServerTlsOptions | null;
+  /** an upload that sends nothing for this long is dropped (default 60 s) */
+  idleTimeoutMs?: number;
+  /** how long stop() lets running calls finish before cutting them (default 5 s) */
+  graceMs?: number;
+}
+
+/** Emitted as 'upload' once an upload is over and its temporary file is gone. */
+export interface UploadOutcome {
+  jobId: string;
+  layerIndex: number;
+  workerId: string;
+  outcome: 'staged' | 'duplicate' | 'rejected' | 'cancelled';
+  receivedBytes: number;
+  /** gRPC status name of a rejection */
+  code?: string;
+  details?: string;
+}
+
+/** A call to answer with a non-OK status. */
+class Rejection extends Error {
+  constructor(
+    readonly code: Status,
+    readonly details: string,
+  ) {
+    super(details);
+  }
+}
+
+class Cancelled extends Error {}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
+  readonly health = new HealthService();
+  private readonly server: Server = createGrpcServer();
+  private readonly jobs = new Map<string, ShardJobHandle>();
+  /** SHA-256 of staged shards, per job and layer (filled on staging or by hashing a file found on disk) */
+  private readonly stagedHashes = new Map<string, Map<number, string>>();
+  private readonly locks = new Map<string, Promise<void>>();
+  private readonly inflight = new Set<Promise<void>>();
+  private readonly idleTimeoutMs: number;
+  private readonly graceMs: number;
+  private started = false;
+
+  constructor(private readonly options: ShardServerOptions = {}) {
+    super();
+    this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
+    this.graceMs = options.graceMs ?? 5_000;
+    const handlers: ShardTransferHandlers = {
+      UploadShard: (call, callback) => this.track(this.upload(call, callback)),
+      DownloadTensor: (call) => this.track(this.download(call)),
+    };
+    this.server.addService(grpcServices().shardTransfer.definition, handlers);
+    this.health.addTo(this.server);
+  }
+
+  registerJob(jobId: string, handle: ShardJobHandle): void {
+    this.jobs.set(jobId, handle);
+  }
+
+  unregisterJob(jobId: string): void {
+    this.jobs.delete(jobId);
+    this.stagedHashes.delete(jobId);
+  }
+
+  /** Listens on "host:port" (port 0: the OS picks one) and reports SERVING. */
+  async start(listen: string): Promise<{ port: number; address: string }> {
+    const bound = await bindServer(this.server, listen, serverCredentials(this.options.tls));
+    this.started = true;
+    this.setServing(true);
+    return bound;
+  }
+
+  /** The health status of "" and of arrowquant.v1.ShardTransfer (advisory: calls are still served). */
+  setServing(serving: boolean): void {
+    const status = serving ? 'SERVING' : 'NOT_SERVING';
+    this.health.setStatus('', status);
+    this.health.setStatus(SHARD_TRANSFER_SERVICE, status);
+  }
+
+  /** Graceful stop (running calls may finish for graceMs), then forced; waits for uploads to clean up. */
+  async stop(): Promise<void> {
+    this.health.shutdown();
+    if (this.started) await stopServer(this.server, this.graceMs);
+    else this.server.forceShutdown();
+    this.started = false;
+    await Promise.allSettled([...this.inflight]);
+  }
+
+  private track(p: Promise<void>): void {
+    this.inflight.add(p);
+    void p.finally(() => this.inflight.delete(p));
+  }
+
+  // ---- UploadShard
+
+  private async upload(
+    call: ServerReadableStream<UploadShardRequest, UploadShardResponse>,
+    callback: sendUnaryData<UploadShardResponse>,
+  ): Promise<void> {
+    const messages = call[Symbol.asyncIterator]() as AsyncIterator<UploadShardRequest>;
+    let cancelled = false;
+    call.on('cancelled', () => (cancelled = true));
+    let header: ShardHeader | undefined;
+    const progress = { receivedBytes: 0 };
+    try {
+      const first = await this.nextMessage(messages, () => cancelled);
+      if (first === null) throw new Rejection(Status.INVALID_ARGUMENT, 'the upload ended before its header: the first message must carry the header');
+      if (!first.header) throw new Rejection(Status.INVALID_ARGUMENT, 'the first message of an upload must carry the header, not a chunk');
+      header = checkHeader(first.header);
+      const res = await this.receive(header, messages, () => cancelled, progress);
+      this.emit('upload', outcome(header, res.duplicate ? 'duplicate' : 'staged', progress.receivedBytes));
+      callback(null, res);
+    } catch (e) {
+      const ended = cancelled || e instanceof Cancelled;
+      const rejection = e instanceof Rejection ? e : new Rejection(Status.INTERNAL, `${where(header)}: ${(e as Error).message}`);
+      const base = header ?? { job_id: '', layer_index: -1, worker_id: '' };
+      this.emit('upload', { ...outcome(base, ended ? 'cancelled' : 'rejected', progress.receivedBytes), ...(ended ? {} : { code: statusName(rejection.code), details: rejection.details }) });
+      if (!ended) callback({ code: rejection.code, details: rejection.details });
+    } finally {
+      await messages.return?.().catch(() => undefined);
+    }
+  }
+
+  /** The next message, null at the end of the stream; throws Cancelled, or DEADLINE_EXCEEDED when idle. */
+  private async nextMessage(messages: AsyncIterator<UploadShardRequest>, isCancelled: () => boolean, at = 'upload'): Promise<UploadShardRequest | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const idle = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Rejection(Status.DEADLINE_EXCEEDED, `${at}: no message for ${this.idleTimeoutMs} ms`)), this.idleTimeoutMs);
+    });
+    const next = messages.next();
+    next.catch(() => undefined); // the idle timer may win; its later rejection is not news
+    try {
+      const r = await Promise.race([next, idle]);
+      if (isCancelled()) throw new Cancelled();
+      return r.done ? null : r.value;
+    } catch (e) {
+      if (isCancelled() || (e as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') throw new Cancelled();
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  private async receive(header: ShardHeader, messages: AsyncIterator<UploadShardRequest>, isCancelled: () => boolean, progress: { receivedBytes: number }): Promise<UploadShardResponse> {
+    const at = where(header);
+    const handle = this.jobs.get(header.job_id);
+    if (!handle) throw new Rejection(Status.NOT_FOUND, `${at}: unknown job "${header.job_id}" (not registered on this coordinator)`);
+    const layer = handle.layer(header.layer_index);
+    if (!layer) throw new Rejection(Status.NOT_FOUND, `${at}: job "${header.job_id}" has no layer ${header.layer_index}`);
+    if (layer.planHash !== header.plan_hash) {
+      throw new Rejection(Status.FAILED_PRECONDITION, `${at}: the shard was made for plan ${header.plan_hash}, the job's plan is ${layer.planHash}`);
+    }
+    // Fail fast on a conflict; the decision that counts is taken again under the lock.
+    const staged = await this.stagedHash(header.job_id, handle, header.layer_index);
+    if (staged !== undefined && staged !== header.sha256) throw conflict(at, staged, header.sha256);
+
+    await mkdir(handle.stageDir, { recursive: true });
+    const tmp = join(handle.stageDir, `.${header.layer_index}.shard.upload-${randomUUID()}`);
+    let fh: FileHandle | null = await open(tmp, 'wx');
+    try {
+      const hash = createHash('sha256');
+      for (let n = 1; ; n++) {
+        const msg = await this.nextMessage(messages, isCancelled, at);
+        if (msg === null) break;
+        if (!msg.chunk) throw new Rejection(Status.INVALID_ARGUMENT, `${at}: message ${n + 1} carries a second header; only chunks may follow the header`);
+        const chunk = msg.chunk;
+        if (chunk.byteLength > MAX_CHUNK_BYTES) {
+          throw new Rejection(Status.INVALID_ARGUMENT, `${at}: chunk ${n} holds ${chunk.byteLength} bytes, more than the ${MAX_CHUNK_BYTES} allowed`);
+        }
+        progress.receivedBytes += chunk.byteLength;
+        if (progress.receivedBytes > header.size) {
+          throw new Rejection(Status.DATA_LOSS, `${at}: received more than the ${header.size} bytes the header declared (${progress.receivedBytes} so far)`);
+        }
+        hash.update(chunk);
+        await fh.writeFile(chunk); // writes all of it at the current position
+      }
+      if (progress.receivedBytes !== header.size) {
+        throw new Rejection(Status.DATA_LOSS, `${at}: received ${progress.receivedBytes} bytes, the header declared ${header.size}`);
+      }
+      const sha256 = hash.digest('hex');
+      if (sha256 !== header.sha256) throw new Rejection(Status.DATA_LOSS, `${at}: the received bytes have SHA-256 ${sha256}, the header declared ${header.sha256}`);
+      await fh.sync();
+      await fh.close();
+      fh = null;
+      const record = checkShard(await readFile(tmp), header, layer.name);
+      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, tmp, record, progress.receivedBytes));
+    } finally {
+      await fh?.close().catch(() => undefined);
+      await rm(tmp, { force: true });
+    }
+  }
+
+  /** Under the layer's lock: duplicate, conflict, or rename into place and tell the job. */
+  private async stage(header: ShardHeader, handle: ShardJobHandle, tmp: string, record: LayerRecord, size: number): Promise<UploadShardResponse> {
+    const at = where(header);
+    if (this.jobs.get(header.job_id) !== handle) throw new Rejection(Status.ABORTED, `${at}: the job was unregistered during the upload`);
+    const staged = await this.stagedHash(header.job_id, handle, header.layer_index);
+    if (staged === header.sha256) return { duplicate: true, received_bytes: size };
+    if (staged !== undefined) throw conflict(at, staged, header.sha256);
+    const path = shardPath(handle.stageDir, header.layer_index);
+    await rename(tmp, path);
+    try {
+      await handle.onStaged(header.layer_index, { path, sha256: header.sha256, size, workerId: header.worker_id, record });
+    } catch (e) {
+      await rm(path, { force: true });
+      throw new Rejection(Status.INTERNAL, `${at}: the coordinator could not record the staged shard: ${(e as Error).message}`);
+    }
+    this.hashesOf(header.job_id).set(header.layer_index, header.sha256);
+    return { duplicate: false, received_bytes: size };
+  }
+
+  private hashesOf(jobId: string): Map<number, string> {
+    let m = this.stagedHashes.get(jobId);
+    if (!m) this.stagedHashes.set(jobId, (m = new Map()));
+    return m;
+  }
+
+  /** SHA-256 of the staged shard of a layer, or undefined when none is staged (a file from an earlier run counts). */
+  private async stagedHash(jobId: string, handle: ShardJobHandle, index: number): Promise<string | undefined> {
+    const known = this.hashesOf(jobId).get(index);
+    if (known !== undefined) return known;
+    const hash = createHash('sha256');
+    try {
+      for await (const buf of createReadStream(shardPath(handle.stageDir, index))) hash.update(buf as Buffer);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw e;
+    }
+    const sha = hash.digest('hex');
+    if (this.jobs.get(jobId) === handle) this.hashesOf(jobId).set(index, sha);
+    return sha;
+  }
+
+  private async withLock<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const previous = this.locks.get(key) ?? Promise.resolve();
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const mine = previous.then(() => gate);
+    this.locks.set(key, mine);
+    await previous;
+    try {
+      return await fn();
+    } finally {
+      release();
+      if (this.locks.get(key) === mine) this.locks.delete(key);
+    }
+  }
+
+  // ---- DownloadTensor
+
+  private async download(call: ServerWritableStream<DownloadTensorRequest, DownloadTensorResponse>): Promise<void> {
+    const { job_id, layer_index } = call.request;
+    const at = `download of layer ${layer_index} of job "${job_id}"`;
+    try {
+      const layer = this.jobs.get(job_id)?.layer(layer_index);
+      if (!this.jobs.has(job_id)) throw new Rejection(Status.NOT_FOUND, `${at}: unknown job "${job_id}" (not registered on this coordinator)`);
+      if (!layer) throw new Rejection(Status.NOT_FOUND, `${at}: job "${job_id}" has no layer ${layer_index}`);
+      let sent = 0;
+      if (layer.byteLength > 0) {
+        const source = createReadStream(layer.file, { start: layer.dataStart, end: layer.dataStart + layer.byteLength - 1, highWaterMark: MAX_CHUNK_BYTES });
+        try {
+          for await (const buf of source) {
+            if (call.cancelled) throw new Cancelled();
+            sent += (buf as Buffer).byteLength;
+            if (!call.write({ chunk: buf as Buffer })) await drained(call);
+          }
+        } catch (e) {
+          if (e instanceof Cancelled || e instanceof Rejection) throw e;
+          throw new Rejection(Status.INTERNAL, `${at}: cannot read ${layer.file}: ${(e as Error).message}`);
+        } finally {
+          source.destroy();
+        }
+      }
+      if (sent !== layer.byteLength) {
+        throw new Rejection(Status.DATA_LOSS, `${at}: ${layer.file} ends before the layer's bytes [${layer.dataStart}, ${layer.dataStart + layer.byteLength}) (${sent} read)`);
+      }
+      call.end();
+    } catch (e) {
+      if (e instanceof Cancelled || call.cancelled) return;
+      const r = e instanceof Rejection ? e : new Rejection(Status.INTERNAL, `${at}: ${(e as Error).message}`);
+      // grpc-js turns an 'error' event on a server stream into the call's status
+      call.emit('error', { code: r.code, details: r.details });
+    }
+  }
+}
+
+/** Waits for a server stream to drain; throws Cancelled if the call goes away first. */
+function drained(call: ServerWritableStream<DownloadTensorRequest, DownloadTensorResponse>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const done = (err?: Error) => {
+      call.off('drain', onDrain);
+      call.off('cancelled', onGone);
+      call.off('close', onGone);
+      if (err) reject(err);
+      else resolve();
+    };
+    const onDrain = () => done();
+    const onGone = () => done(new Cancelled());
+    call.on('drain', onDrain);
+    call.on('cancelled', onGone);
+    call.on('close', onGone);
+  });
+}
+
+function where(h: Pick<ShardHeader, 'job_id' | 'layer_index' | 'worker_id'> | undefined): string {
+  return h ? `upload of layer ${h.layer_index} of job "${h.job_id}" from worker "${h.worker_id}"` : 'upload';
+}
+
+function outcome(h: Pick<ShardHeader, 'job_id' | 'layer_index' | 'worker_id'>, what: UploadOutcome['outcome'], receivedBytes: number): UploadOutcome {
+  return { jobId: h.job_id, layerIndex: h.layer_index, workerId: h.worker_id, outcome: what, receivedBytes };
+}
+
+function conflict(at: string, staged: string, declared: string): Rejection {
+  return new Rejection(Status.FAILED_PRECONDITION, `${at}: a different shard is already staged for this layer (SHA-256 ${staged}, this one ${declared})`);
+}
+
+function checkHeader(h: ShardHeader): ShardHeader {
+  const bad = (msg: string): never => {
+    throw new Rejection(Status.INVALID_ARGUMENT, `upload header: ${msg}`);
+  };
+  if (!h.job_id) bad('job_id is empty');
+  if (!h.plan_hash) bad('plan_hash is empty');
+  if (!h.worker_id) bad('worker_id is empty');
+  if (!SHA256_HEX.test(h.sha256)) bad(`sha256 "${h.sha256}" is not 64 lowercase hex digits`);
+  if (!Number.isSafeInteger(h.size) || h.size <= 0) bad(`size ${h.size} is not a positive byte count`);
+  return h;
+}
+
+/** Decodes the uploaded bytes and checks they are the layer the header names; DATA_LOSS otherwise. */
+function checkShard(bytes: Uint8Array, h: ShardHeader, expectedName: string): LayerRecord {
+  const at = where(h);
+  let record: LayerRecord;
+  try {
+    record = decodeShard(bytes, `shard of layer ${h.layer_index}`).record;
+  } catch (e) {
+    if (e instanceof FormatError) throw new Rejection(Status.DATA_LOSS, `${at}: not a valid shard: ${e.message}`);
+    throw e;
+  }
+  if (record.layer_index !== h.layer_index || record.layer_name !== expectedName) {
+    throw new Rejection(
+      Status.DATA_LOSS,
+      `${at}: the shard holds layer ${record.layer_index} "${record.layer_name}", expected layer ${h.layer_index} "${expectedName}"`,
+    );
+  }
+  return record;
+}

@@ -1,0 +1,360 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { once } from 'node:events';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, test } from 'vitest';
+import { ShardServer, shardPath, type ShardLayerSource, type StagedShard, type UploadOutcome } from '../coordinator/cluster/shard-server.js';
+import { encodeShard } from '../core/format/arrow-file.js';
+import type { LayerRecord } from '../core/format/layer-schema.js';
+import { ShardTransferError, TlsConfigError } from '../core/grpc/errors.js';
+import { GRPC_MESSAGE_LIMITS, MAX_CHUNK_BYTES, grpcServices, type HealthCheckResponse, type UploadShardRequest, type UploadShardResponse } from '../core/grpc/proto.js';
+import { loadClientTls, loadServerTls } from '../core/grpc/tls.js';
+import { ShardClient } from '../worker/cluster/shard-client.js';
+import { generateTestCerts, type TestCerts } from './helpers/certs.js';
+import { tempDir } from './helpers/models.js';
+
+const MiB = 1024 * 1024;
+const JOB = 'job-1';
+const PLAN = 'plan-abc';
+const { dir, cleanup } = tempDir('aq-grpc-');
+const stageDir = join(dir, 'stage');
+const modelFile = join(dir, 'model.bin');
+const modelBytes = randomBytes(6 * MiB + 100);
+writeFileSync(modelFile, modelBytes);
+
+const layerName = (i: number) => `model.layers.${i}.mlp.up_proj.weight`;
+// layer 20: a source range larger than 4 MiB, for DownloadTensor
+const layers = new Map<number, ShardLayerSource>(
+  Array.from({ length: 20 }, (_, i) => [i, { planHash: PLAN, name: layerName(i), file: modelFile, dataStart: 0, byteLength: 64 }] as const),
+);
+layers.set(20, { planHash: PLAN, name: layerName(20), file: modelFile, dataStart: 4097, byteLength: 5 * MiB + 3 });
+
+const staged: { index: number; shard: StagedShard }[] = [];
+/** called when the server looks a layer up, i.e. once it has read an upload's header */
+let onLookup: ((index: number) => void) | null = null;
+
+function record(i: number, dataBytes: number): LayerRecord {
+  const data = randomBytes(dataBytes);
+  return {
+    layer_name: layerName(i), layer_index: i, shape: [1, dataBytes * 2], source_dtype: 'BF16', quant_type: 'int4', bit_width: 4,
+    method: 'base', group_size: 128, data, scales: new Uint16Array(8).fill(0x3c00), zero_points: new Uint16Array(8),
+    equalization_scales: null, act_bit_width: null, time_group_params: null, sqnr_db: 21.5, cosine: Math.fround(0.995),
+    planned_bit_width: 4, notes: null, data_sha256: createHash('sha256').update(data).digest('hex'),
+  };
+}
+
+/** A shard file for layer `i` (its content may claim another layer), and its bytes. */
+function shardFile(i: number, dataBytes = 4096, contentLayer = i): { path: string; bytes: Buffer; sha256: string } {
+  const bytes = Buffer.from(encodeShard(record(contentLayer, dataBytes)));
+  const path = join(dir, `upload-${i}-${randomBytes(4).toString('hex')}.shard`);
+  writeFileSync(path, bytes);
+  return { path, bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
+}
+
+const header = (i: number, extra: Partial<{ job_id: string; plan_hash: string }> = {}) => ({ job_id: JOB, layer_index: i, plan_hash: PLAN, worker_id: 'w1', ...extra });
+
+/** Everything in the stage directory that is not a staged shard (temporary files). */
+const leftovers = () => readdirSync(stageDir).filter((n) => !/^\d+\.shard$/.test(n));
+const stagedNames = () => readdirSync(stageDir).filter((n) => /^\d+\.shard$/.test(n)).sort();
+
+let server: ShardServer;
+let address: string;
+let client: ShardClient;
+
+/** A plain generated client: sends exactly the given messages. */
+function rawUpload(messages: UploadShardRequest[]): Promise<ServiceError | UploadShardResponse> {
+  const raw = new (grpcServices().shardTransfer.Client)(address, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
+  return new Promise((resolve) => {
+    const call = raw.UploadShard({}, (err, res) => {
+      raw.close();
+      resolve(err ?? res!);
+    });
+    call.on('error', () => undefined);
+    for (const m of messages) call.write(m);
+    call.end();
+  });
+}
+
+function chunks(bytes: Buffer, size = MAX_CHUNK_BYTES): UploadShardRequest[] {
+  const out: UploadShardRequest[] = [];
+  for (let off = 0; off < bytes.length; off += size) out.push({ chunk: bytes.subarray(off, off + size) });
+  return out;
+}
+
+async function expectTransferError(p: Promise<unknown>, codeName: string, message: RegExp): Promise<ShardTransferError> {
+  const err = await p.then(
+    () => null,
+    (e: unknown) => e,
+  );
+  expect(err).toBeInstanceOf(ShardTransferError);
+  const e = err as ShardTransferError;
+  expect(e.codeName).toBe(codeName);
+  expect(e.message).toMatch(message);
+  return e;
+}
+
+function expectStatus(res: ServiceError | UploadShardResponse, codeName: string, details: RegExp): void {
+  expect(res).toBeInstanceOf(Error);
+  const e = res as ServiceError;
+  expect(new ShardTransferError('', e.code, e.details, address).codeName).toBe(codeName);
+  expect(e.details).toMatch(details);
+}
+
+let certs: TestCerts;
+
+beforeAll(async () => {
+  mkdirSync(stageDir);
+  server = new ShardServer();
+  server.registerJob(JOB, {
+    stageDir,
+    layer: (i) => {
+      onLookup?.(i);
+      return layers.get(i);
+    },
+    onStaged: (index, shard) => {
+      staged.push({ index, shard });
+    },
+  });
+  ({ address } = await server.start('127.0.0.1:0'));
+  client = new ShardClient(address);
+  certs = await generateTestCerts();
+});
+
+afterAll(async () => {
+  client?.close();
+  await server?.stop();
+  await certs?.cleanup();
+  cleanup();
+});
+
+describe('grpc shards', () => {
+  test('grpc shards - a shard larger than 4 MiB is staged byte-identical and reported once', async () => {
+    const shard = shardFile(0, 5 * MiB);
+    expect(shard.bytes.length).toBeGreaterThan(4 * MiB);
+    const res = await client.upload(header(0), shard.path);
+    expect(res).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
+    expect(Buffer.compare(readFileSync(shardPath(stageDir, 0)), shard.bytes)).toBe(0);
+    expect(staged).toHaveLength(1);
+    const { index, shard: info } = staged[0]!;
+    expect(index).toBe(0);
+    expect(info).toMatchObject({ path: shardPath(stageDir, 0), sha256: shard.sha256, size: shard.bytes.length, workerId: 'w1' });
+    expect(info.record.layer_index).toBe(0);
+    expect(info.record.layer_name).toBe(layerName(0));
+    expect(info.record.data.byteLength).toBe(5 * MiB);
+    expect(leftovers()).toEqual([]);
+
+    // the same shard again: a harmless duplicate
+    const again = await client.upload({ ...header(0), worker_id: 'w2' }, shard.path);
+    expect(again).toEqual({ duplicate: true, receivedBytes: shard.bytes.length });
+    expect(staged).toHaveLength(1);
+
+    // another shard for the same layer: refused, the staged one untouched
+    const other = shardFile(0, 1024);
+    await expectTransferError(client.upload(header(0), other.path), 'FAILED_PRECONDITION', /layer 0 of job "job-1".*a different shard is already staged/);
+    expect(Buffer.compare(readFileSync(shardPath(stageDir, 0)), shard.bytes)).toBe(0);
+    expect(staged).toHaveLength(1);
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - a wrong declared SHA-256 is DATA_LOSS and nothing is staged', async () => {
+    const shard = shardFile(1, 2 * MiB);
+    const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256: 'ab'.repeat(32) } }, ...chunks(shard.bytes)]);
+    expectStatus(res, 'DATA_LOSS', new RegExp(`have SHA-256 ${shard.sha256}, the header declared ${'ab'.repeat(32)}`));
+    expect(stagedNames()).toEqual(['0.shard']);
+    expect(leftovers()).toEqual([]);
+    expect(staged).toHaveLength(1);
+  });
+
+  test('grpc shards - a stream shorter than the declared size is DATA_LOSS', async () => {
+    const shard = shardFile(1, 2 * MiB);
+    const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length + 10, sha256: shard.sha256 } }, ...chunks(shard.bytes)]);
+    expectStatus(res, 'DATA_LOSS', new RegExp(`received ${shard.bytes.length} bytes, the header declared ${shard.bytes.length + 10}`));
+    expect(stagedNames()).toEqual(['0.shard']);
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - a shard holding another layer is DATA_LOSS', async () => {
+    const shard = shardFile(1, 4096, 2);
+    await expectTransferError(
+      client.upload(header(1), shard.path),
+      'DATA_LOSS',
+      new RegExp(`the shard holds layer 2 "${layerName(2)}", expected layer 1 "${layerName(1)}"`),
+    );
+    const garbage = join(dir, 'garbage.shard');
+    writeFileSync(garbage, randomBytes(3000));
+    await expectTransferError(client.upload(header(1), garbage), 'DATA_LOSS', /not a valid shard/);
+    expect(stagedNames()).toEqual(['0.shard']);
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - a shard made for another plan is FAILED_PRECONDITION', async () => {
+    // large, so that the refusal (after the header) arrives while the client is still sending
+    const shard = shardFile(1, 5 * MiB);
+    const e = await expectTransferError(
+      client.upload(header(1, { plan_hash: 'plan-old' }), shard.path),
+      'FAILED_PRECONDITION',
+      /made for plan plan-old, the job's plan is plan-abc/,
+    );
+    expect(e.address).toBe(address);
+    expect(e.code).toBe(9);
+    expect(stagedNames()).toEqual(['0.shard']);
+  });
+
+  test('grpc shards - an unknown job or layer is NOT_FOUND', async () => {
+    const shard = shardFile(1);
+    await expectTransferError(client.upload(header(1, { job_id: 'nope' }), shard.path), 'NOT_FOUND', /unknown job "nope"/);
+    await expectTransferError(client.upload(header(99), shard.path), 'NOT_FOUND', /job "job-1" has no layer 99/);
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - a chunk over 1 MiB or a missing header is INVALID_ARGUMENT', async () => {
+    const shard = shardFile(1, 2 * MiB);
+    const big = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256: shard.sha256 } }, ...chunks(shard.bytes, MAX_CHUNK_BYTES + 1)]);
+    expectStatus(big, 'INVALID_ARGUMENT', new RegExp(`chunk 1 holds ${MAX_CHUNK_BYTES + 1} bytes, more than the ${MAX_CHUNK_BYTES} allowed`));
+    const headless = await rawUpload(chunks(shard.bytes));
+    expectStatus(headless, 'INVALID_ARGUMENT', /first message of an upload must carry the header/);
+    const empty = await rawUpload([]);
+    expectStatus(empty, 'INVALID_ARGUMENT', /ended before its header/);
+    const badSha = await rawUpload([{ header: { ...header(1), size: 10, sha256: 'XYZ' } }]);
+    expectStatus(badSha, 'INVALID_ARGUMENT', /sha256 "XYZ" is not 64 lowercase hex digits/);
+    expect(stagedNames()).toEqual(['0.shard']);
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - concurrent uploads of different layers are all staged', async () => {
+    const shards = [3, 4, 5].map((i) => ({ i, ...shardFile(i, 2 * MiB + i) }));
+    const results = await Promise.all(shards.map((s) => client.upload(header(s.i), s.path)));
+    expect(results).toEqual(shards.map((s) => ({ duplicate: false, receivedBytes: s.bytes.length })));
+    for (const s of shards) expect(Buffer.compare(readFileSync(shardPath(stageDir, s.i)), s.bytes)).toBe(0);
+    expect(staged.map((s) => s.index).sort()).toEqual([0, 3, 4, 5]);
+
+    // two workers racing with the same layer (a redelivery): staged once, the other is a duplicate
+    const same = shardFile(7, 2 * MiB);
+    const race = await Promise.all([client.upload(header(7), same.path), client.upload({ ...header(7), worker_id: 'w2' }, same.path)]);
+    expect(race.map((r) => r.duplicate).sort()).toEqual([false, true]);
+    expect(staged.filter((s) => s.index === 7)).toHaveLength(1);
+    expect(Buffer.compare(readFileSync(shardPath(stageDir, 7)), same.bytes)).toBe(0);
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - a client that cancels mid-stream leaves nothing behind', async () => {
+    const shard = shardFile(6, 3 * MiB);
+    const raw = new (grpcServices().shardTransfer.Client)(address, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
+    const ended = once(server, 'upload') as Promise<[UploadOutcome]>;
+    const headerRead = new Promise<void>((resolve) => (onLookup = (i) => i === 6 && resolve()));
+    const call = raw.UploadShard({}, () => undefined);
+    call.on('error', () => undefined);
+    call.write({ header: { ...header(6), size: shard.bytes.length, sha256: shard.sha256 } });
+    call.write(chunks(shard.bytes)[0]!);
+    await headerRead;
+    onLookup = null;
+    call.cancel();
+    const [outcome] = await ended;
+    raw.close();
+    expect(outcome).toMatchObject({ jobId: JOB, layerIndex: 6, outcome: 'cancelled' });
+    expect(stagedNames()).not.toContain('6.shard');
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - a tensor larger than 4 MiB downloads as the file byte range', async () => {
+    const dest = join(dir, 'dl', 'tensor.bin');
+    mkdirSync(join(dir, 'dl'));
+    const layer = layers.get(20)!;
+    const n = await client.download(JOB, 20, dest, layer.byteLength);
+    expect(n).toBe(layer.byteLength);
+    expect(Buffer.compare(readFileSync(dest), modelBytes.subarray(layer.dataStart, layer.dataStart + layer.byteLength))).toBe(0);
+    await expectTransferError(client.download(JOB, 99, join(dir, 'dl', 'x.bin')), 'NOT_FOUND', /download of layer 99 of job "job-1".*has no layer 99/);
+    await expectTransferError(client.download('nope', 0, join(dir, 'dl', 'x.bin')), 'NOT_FOUND', /unknown job "nope"/);
+    expect(readdirSync(join(dir, 'dl'))).toEqual(['tensor.bin']);
+  });
+
+  test('grpc shards - health reports SERVING, NOT_FOUND for an unknown service, NOT_SERVING after setServing(false)', async () => {
+    expect(await client.health()).toBe('SERVING');
+    expect(await client.health('arrowquant.v1.ShardTransfer')).toBe('SERVING');
+    await expectTransferError(client.health('nope.Service'), 'NOT_FOUND', /health check of "nope.Service".*unknown service "nope.Service"/);
+
+    const raw = new (grpcServices().health.Client)(address, credentials.createInsecure());
+    const watch = raw.Watch({ service: '' });
+    watch.on('error', () => undefined);
+    const seen: string[] = [];
+    const twoUpdates = new Promise<void>((resolve) => {
+      watch.on('data', (r: HealthCheckResponse) => {
+        seen.push(r.status);
+        if (seen.length === 1) server.setServing(false);
+        if (seen.length === 2) resolve();
+      });
+    });
+    await twoUpdates;
+    expect(seen).toEqual(['SERVING', 'NOT_SERVING']);
+    expect(await client.health()).toBe('NOT_SERVING');
+    const list = await new Promise((resolve, reject) => raw.List({}, {}, (err, res) => (err ? reject(err) : resolve(res))));
+    expect(list).toEqual({ statuses: { '': { status: 'NOT_SERVING' }, 'arrowquant.v1.ShardTransfer': { status: 'NOT_SERVING' } } });
+    watch.cancel();
+    raw.close();
+    server.setServing(true);
+    expect(await client.health()).toBe('SERVING');
+  });
+
+  test('grpc shards - TLS: the right CA connects, an unrelated CA is refused', async () => {
+    const tlsServer = new ShardServer({ tls: loadServerTls({ certFile: certs.server.certFile, keyFile: certs.server.keyFile }) });
+    tlsServer.registerJob(JOB, { stageDir, layer: (i) => layers.get(i), onStaged: () => undefined });
+    const { port } = await tlsServer.start('127.0.0.1:0');
+    const good = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile }));
+    const byName = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile, serverNameOverride: 'localhost' }));
+    const wrong = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.otherCa.certFile }));
+    const plain = new ShardClient(`127.0.0.1:${port}`);
+    try {
+      expect(await good.health()).toBe('SERVING');
+      expect(await byName.health()).toBe('SERVING');
+      const dest = join(dir, 'tls-tensor.bin');
+      expect(await good.download(JOB, 1, dest)).toBe(64);
+      expect(Buffer.compare(readFileSync(dest), modelBytes.subarray(0, 64))).toBe(0);
+      const e = await expectTransferError(wrong.health(), 'UNAVAILABLE', new RegExp(`health check of "" to 127.0.0.1:${port} failed: UNAVAILABLE`));
+      expect(e.retryable).toBe(true);
+      await expectTransferError(plain.health(), 'UNAVAILABLE', /UNAVAILABLE/);
+    } finally {
+      for (const c of [good, byName, wrong, plain]) c.close();
+      await tlsServer.stop();
+    }
+  });
+
+  test('grpc shards - mutual TLS: a client without a certificate is refused, one with it works', async () => {
+    const tlsServer = new ShardServer({
+      tls: loadServerTls({ certFile: certs.server.certFile, keyFile: certs.server.keyFile, clientCaFile: certs.ca.certFile }),
+    });
+    const { port } = await tlsServer.start('127.0.0.1:0');
+    const anonymous = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile }));
+    const known = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile, certFile: certs.client.certFile, keyFile: certs.client.keyFile }));
+    try {
+      await expectTransferError(anonymous.health(), 'UNAVAILABLE', /UNAVAILABLE/);
+      expect(await known.health()).toBe('SERVING');
+    } finally {
+      anonymous.close();
+      known.close();
+      await tlsServer.stop();
+    }
+  });
+
+  test('grpc shards - TLS files that are missing or do not match fail with TlsConfigError', () => {
+    const missing = join(dir, 'missing.pem');
+    expect(() => loadServerTls({ certFile: missing, keyFile: certs.server.keyFile })).toThrow(TlsConfigError);
+    expect(() => loadServerTls({ certFile: missing, keyFile: certs.server.keyFile })).toThrow(`TLS certFile ${missing} cannot be read: no such file`);
+    expect(() => loadServerTls({ certFile: certs.server.certFile, keyFile: certs.client.keyFile })).toThrow(
+      new RegExp(`TLS keyFile ${certs.client.keyFile} does not hold a usable private key for ${certs.server.certFile}`),
+    );
+    const notPem = join(dir, 'not.pem');
+    writeFileSync(notPem, 'hello');
+    expect(() => loadClientTls({ caFile: notPem })).toThrow(`TLS caFile ${notPem} is not a PEM file (no "-----BEGIN" line)`);
+    expect(() => loadClientTls({ certFile: certs.client.certFile })).toThrow(/TLS client keyFile is missing/);
+    const thrown = (() => {
+      try {
+        return loadServerTls({ certFile: certs.server.certFile, keyFile: missing });
+      } catch (e) {
+        return e;
+      }
+    })();
+    expect(thrown).toBeInstanceOf(TlsConfigError);
+    expect(thrown).toMatchObject({ option: 'keyFile', file: missing, exitCode: 2 });
+  });
+});
