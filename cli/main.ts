@@ -14,6 +14,7 @@ type Command = (argv: string[], io: CommandIO) => Promise<number>;
 const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }> = {
   plan: { load: async () => (await import('./commands/plan.js')).planCommand, summary: 'scan headers, print the per-layer plan and totals vs target' },
   quantize: { load: async () => (await import('./commands/quantize.js')).quantizeCommand, summary: 'quantize a model into one Arrow file on this machine (threads, native kernels)' },
+  worker: { load: async () => (await import('./commands/worker.js')).workerCommand, summary: 'run a cluster worker (NATS JetStream tasks, gRPC shard uploads)' },
   inspect: { load: async () => (await import('./commands/inspect.js')).inspectCommand, summary: 'per-layer table of an output file and its summary' },
   verify: { load: async () => (await import('./commands/verify.js')).verifyCommand, summary: 'check an output file against its source model (hashes, shapes, SQNR)' },
   dequantize: { load: async () => (await import('./commands/dequantize.js')).dequantizeCommand, summary: 'turn an output file back into safetensors' },

@@ -5,7 +5,7 @@
 import { mkdtemp, rm } from 'node:fs/promises';
 import { dirname, join, basename } from 'node:path';
 import type { ArrowQuantConfig } from '../core/config/schema.js';
-import { ArrowQuantError } from '../core/errors.js';
+import { ArrowQuantError, JobCancelledError } from '../core/errors.js';
 import { LayerRunner, type LayerOutcome } from '../worker/layer-runner.js';
 import { ThreadPool, resolveThreads } from '../worker/thread-pool.js';
 import { zeroTimings, type Timings } from '../core/model/row-reader.js';
@@ -27,6 +27,8 @@ export interface LocalRunOptions {
   onProgress?: (p: Progress) => void;
   /** input bytes per row-range piece of a large layer (tuning; never changes the output) */
   pieceBytes?: number;
+  /** resolves when the job should be cancelled (e.g. SIGINT): it stops and leaves nothing behind */
+  cancel?: Promise<void>;
 }
 
 /** The command's own summary: the file's summary plus how this run went (never in the file). */
@@ -37,6 +39,8 @@ export interface RunSummary extends FileSummary {
   threads: number;
   elapsed_s: number;
   input_gb_per_s: number;
+  /** peak resident memory of this process (all threads) */
+  peak_rss_mb: number;
   timings_s: { read: number; kernel: number; hash: number; write: number; merge: number };
 }
 
@@ -46,11 +50,17 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
   const stage = await mkdtemp(join(dirname(job.output), `.${basename(job.output)}.stage-`));
   const shardPath = (i: number) => join(stage, `${i}.shard`);
   const pool = await ThreadPool.start(resolveThreads(opts.config.num_threads));
+  let cancelled = false;
+  void opts.cancel?.then(() => {
+    cancelled = true;
+    void pool.close();
+  });
   try {
     const runner = new LayerRunner(pool, opts.pieceBytes);
     const outcomes = await runAll(job.tasks.length, pool.size + 1, (i) => runner.run(job.tasks[i]!, shardPath(i)), (o, done) =>
       opts.onProgress?.({ layersDone: done.count, layersTotal: job.tasks.length, bytesDone: done.bytes, bytesTotal: job.plan.totalBytesIn, layer: o.name }),
     );
+    if (cancelled) throw new JobCancelledError(job.id);
     const tMerge = performance.now();
     const summary = await finishJob(job, outcomes.map(toFinished), shardPath);
     const mergeS = (performance.now() - tMerge) / 1000;
@@ -64,8 +74,11 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
       threads: pool.size,
       elapsed_s: round(elapsed),
       input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
+      peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
       timings_s: { read: round(t.readMs / 1e3), kernel: round(t.kernelMs / 1e3), hash: round(t.hashMs / 1e3), write: round(t.writeMs / 1e3), merge: round(mergeS) },
     };
+  } catch (e) {
+    throw cancelled ? new JobCancelledError(job.id) : e;
   } finally {
     await pool.close();
     await rm(stage, { recursive: true, force: true });

@@ -136,13 +136,21 @@ export class OutputError extends ArrowQuantError {
   }
 }
 
+/** The job was cancelled (a signal, or `cancel`); exit code 130 like an interrupted command. */
+export class JobCancelledError extends ArrowQuantError {
+  override readonly exitCode = 130;
+  constructor(readonly jobId: string) {
+    super(`job ${jobId} was cancelled`);
+  }
+}
+
 export function exitCodeOf(err: unknown): number {
   return err instanceof ArrowQuantError ? err.exitCode : 1;
 }
 
 const ERROR_CLASSES: Record<string, new (...args: never[]) => ArrowQuantError> = {
   ArrowQuantError, UsageError, ConfigError, ModelFormatError, InfeasibleTargetError, NonFiniteWeightError, CalibrationError,
-  FormatError, QualityBarError, SizeBudgetError, VerificationError, OutputError,
+  FormatError, QualityBarError, SizeBudgetError, VerificationError, OutputError, JobCancelledError,
 };
 
 export interface SerializedError {

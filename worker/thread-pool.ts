@@ -92,8 +92,14 @@ export class ThreadPool {
   }
 
   async close(): Promise<void> {
+    if (this.closed) return;
     this.closed = true;
-    for (const q of this.queue.splice(0)) q.reject(new ArrowQuantError('thread pool closed'));
+    const closedError = () => new ArrowQuantError('thread pool closed');
+    for (const q of this.queue.splice(0)) q.reject(closedError());
+    for (const s of this.slots) {
+      s.busy?.reject(closedError());
+      s.busy = null;
+    }
     await Promise.all(this.slots.map((s) => s.worker.terminate()));
   }
 }

@@ -1,0 +1,324 @@
+// `arrowquant quantize … --nats URL`: this process is the job's coordinator. It plans exactly as
+// the local run does, publishes one task per layer on the work-queue stream (de-duplicated by
+// <job>/<layer>/<plan-hash>), receives shards over gRPC into a staging directory keyed by the
+// job id, records each in the job's key-value state, and merges them into the same file the
+// local run writes. Killed and started again with the same model and settings (same job id),
+// it resumes: layers whose staged shard matches the recorded hash are not redone.
+
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { hostname } from 'node:os';
+import type { KV, NatsConnection, Subscription } from 'nats';
+import type { ArrowQuantConfig } from '../../core/config/schema.js';
+import { ArrowQuantError, JobCancelledError, deserializeError } from '../../core/errors.js';
+import { decodeShard } from '../../core/format/arrow-file.js';
+import type { LayerRecord } from '../../core/format/layer-schema.js';
+import { matrixView } from '../../core/model/model-source.js';
+import { layerBytesOut } from '../../core/plan/layer-bytes.js';
+import {
+  TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, progressSubject, taskMessageId, taskSubject,
+} from '../../core/cluster/names.js';
+import {
+  decodeMessage, encodeMessage, stagedLayerSchema, taskMessageSchema, workerEventSchema, type ProgressEvent, type TaskMessage,
+} from '../../core/cluster/messages.js';
+import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
+import { ensureTaskQueue, jobsBucket } from '../../core/cluster/jetstream-setup.js';
+import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/errors.js';
+import type { ServerTlsOptions } from '../../core/grpc/tls.js';
+import { ShardServer, shardPath } from './shard-server.js';
+import { finishJob, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
+import type { Progress, RunSummary } from '../local-run.js';
+
+export interface ClusterRunOptions {
+  output: string;
+  config: ArrowQuantConfig;
+  nats: NatsOptions;
+  /** where ShardTransfer listens (host:port, port 0 = any) */
+  listen: string;
+  /** the address workers use to reach it (default: the listen address, or this host's name) */
+  advertise?: string;
+  grpcTls?: ServerTlsOptions | null;
+  /** workers that cannot read the model files may download tensors from this coordinator */
+  allowDownload?: boolean;
+  /** staging root (default: next to the output) */
+  dataDir?: string;
+  onProgress?: (p: Progress) => void;
+  log?: (line: string) => void;
+  /** resolves when the job should be cancelled (e.g. SIGINT) */
+  cancel?: Promise<void>;
+}
+
+export interface ClusterRunSummary extends RunSummary {
+  mode: 'cluster';
+  layers_resumed: number;
+  layers_published: number;
+  workers: string[];
+  grpc_bytes_received: number;
+}
+
+export async function runClusterJob(modelPath: string, opts: ClusterRunOptions): Promise<ClusterRunSummary> {
+  const t0 = performance.now();
+  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  const job = prepareJob(modelPath, opts.config, opts.output);
+  const stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
+  mkdirSync(stageDir, { recursive: true });
+  const nc = await connectNats(opts.nats);
+  const server = new ShardServer({ tls: opts.grpcTls ?? null });
+  const subs: Subscription[] = [];
+  const runId = randomBytes(8).toString('hex');
+  let keepStage = true;
+  try {
+    await ensureTaskQueue(nc);
+    const kv = await jobsBucket(nc);
+    const finished = await resumeStaged(job, stageDir, kv, log);
+    const resumed = finished.size;
+    const workers = new Set<string>();
+    let grpcBytes = 0;
+    let bytesDone = [...finished.values()].reduce((s, l) => s + l.bytesIn, 0);
+
+    let settle!: { resolve: () => void; reject: (e: unknown) => void };
+    let failed = false;
+    const done = new Promise<void>((resolve, reject) => (settle = { resolve, reject: (e) => ((failed = true), reject(e)) }));
+    done.catch(() => undefined); // it may fail while tasks are still being published; handled where awaited
+    const progress = (state: ProgressEvent['state'], message?: string) => {
+      const ev: ProgressEvent = { job_id: job.id, state, layers_done: finished.size, layers_total: job.tasks.length, bytes_done: bytesDone, bytes_total: job.plan.totalBytesIn, message };
+      nc.publish(progressSubject(job.id), encodeMessage(ev));
+    };
+
+    server.registerJob(job.id, {
+      stageDir,
+      layer: (i) => {
+        const t = job.tasks[i];
+        return t && { planHash: t.plan_hash, name: t.name, file: t.file, dataStart: t.data_start, byteLength: t.byte_length };
+      },
+      // The job state records the shard before the worker hears back: a worker told "staged"
+      // means a restarted coordinator will find it.
+      onStaged: async (i, info) => {
+        const layer = finishedFromRecord(job, info.record);
+        await kv.put(layerKey(job.id, i), encodeMessage({ sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId }));
+        finished.set(i, layer);
+        workers.add(info.workerId);
+        grpcBytes += info.size;
+        bytesDone += layer.bytesIn;
+        opts.onProgress?.({ layersDone: finished.size, layersTotal: job.tasks.length, bytesDone, bytesTotal: job.plan.totalBytesIn, layer: layer.name });
+        progress('running');
+        if (finished.size === job.tasks.length) settle.resolve();
+      },
+    });
+    const { port } = await server.start(opts.listen);
+    const advertise = opts.advertise ?? advertisedAddress(opts.listen, port);
+    await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state: 'running', coordinator: advertise }));
+
+    subs.push(
+      nc.subscribe(eventsSubject(job.id), {
+        callback: (_e, m) => {
+          let ev;
+          try {
+            ev = decodeMessage(workerEventSchema, m.data, m.subject);
+          } catch (err) {
+            log(`coordinator: ignoring ${(err as Error).message}`);
+            return;
+          }
+          if (finished.has(ev.layer_index)) return;
+          if (ev.type === 'task_refused') {
+            settle.reject(new TaskRefusedError(ev.reason, ev.name, ev.worker_id));
+          } else if (ev.final) {
+            settle.reject(deserializeError(ev.error));
+          } else {
+            log(`coordinator: worker ${ev.worker_id} failed layer ${ev.layer_index} (${ev.name}), it will be redelivered: ${ev.error.message}`);
+          }
+        },
+      }),
+      nc.subscribe(maxDeliveriesAdvisory, {
+        callback: (_e, m) => void onMaxDeliveries(nc, m.data, job.id, finished, settle.reject, log),
+      }),
+    );
+    opts.cancel?.then(() => settle.reject(new JobCancelledError(job.id)));
+
+    let published = 0;
+    if (finished.size === job.tasks.length) settle.resolve();
+    for (const task of job.tasks) {
+      if (failed) break;
+      if (finished.has(task.layer_index)) continue;
+      const msg: TaskMessage = { task, run_id: runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false };
+      await publishTask(nc, msg, runId);
+      published++;
+    }
+    log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${resumed} already staged, ${published} published; shards to ${advertise}`);
+    progress('running');
+
+    try {
+      await done;
+    } catch (e) {
+      // Whatever stopped the job, its pending tasks go and workers drop its in-flight layers.
+      // A failure of the input (exit 2/3) or a cancel also forgets the staged shards; anything
+      // else keeps them so that running the same command again resumes.
+      const forget = e instanceof JobCancelledError || (e instanceof ArrowQuantError && e.exitCode >= 2);
+      keepStage = !forget;
+      await abandonJob(nc, kv, job, runId, e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message, forget);
+      if (keepStage) log(`coordinator: job ${job.id} stopped; its staged shards stay in ${stageDir} — run the same command again to resume`);
+      progress(e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message);
+      throw e;
+    }
+
+    progress('merging');
+    const tMerge = performance.now();
+    const summary = await finishJob(job, [...finished.values()], (i) => shardPath(stageDir, i)).catch(async (e) => {
+      keepStage = !(e instanceof ArrowQuantError && e.exitCode >= 2);
+      await abandonJob(nc, kv, job, runId, 'failed', (e as Error).message, !keepStage);
+      throw e;
+    });
+    const mergeS = (performance.now() - tMerge) / 1000;
+    await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state: 'done', coordinator: advertise }));
+    await deleteLayerKeys(kv, job);
+    await purgeTasks(nc, job.id);
+    keepStage = false;
+    progress('done');
+    const elapsed = (performance.now() - t0) / 1000;
+    const round = (x: number) => Math.round(x * 1000) / 1000;
+    return {
+      ...summary,
+      mode: 'cluster',
+      output: job.output,
+      job_id: job.id,
+      kernel: 'cluster workers',
+      threads: 0,
+      elapsed_s: round(elapsed),
+      input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
+      peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
+      timings_s: { read: 0, kernel: 0, hash: 0, write: 0, merge: round(mergeS) },
+      layers_resumed: resumed,
+      layers_published: published,
+      workers: [...workers].sort(),
+      grpc_bytes_received: grpcBytes,
+    };
+  } finally {
+    for (const s of subs) s.unsubscribe();
+    await server.stop();
+    await nc.drain().catch(() => undefined);
+    if (!keepStage) rmSync(stageDir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Publish a task, de-duplicated by <job>/<layer>/<plan-hash>. A duplicate whose original is still
+ * queued (a resumed job) is left alone; one whose original is gone (acked or purged by an earlier
+ * run that failed) is published again under this run's id.
+ */
+async function publishTask(nc: NatsConnection, msg: TaskMessage, runId: string): Promise<void> {
+  const js = nc.jetstream();
+  const t = msg.task;
+  const id = taskMessageId(t.job_id, t.layer_index, t.plan_hash);
+  const ack = await js.publish(taskSubject(t.job_id), encodeMessage(msg), { msgID: id });
+  if (!ack.duplicate) return;
+  try {
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.getMessage(TASK_STREAM, { seq: ack.seq });
+  } catch {
+    await js.publish(taskSubject(t.job_id), encodeMessage(msg), { msgID: `${id}/${runId}` });
+  }
+}
+
+function advertisedAddress(listen: string, port: number): string {
+  const host = listen.slice(0, listen.lastIndexOf(':'));
+  const h = host === '0.0.0.0' || host === '::' || host === '[::]' || host === '' ? hostname() : host;
+  return `${h}:${port}`;
+}
+
+/** What a staged shard says about its layer (the coordinator trusts the shard, not the worker). */
+function finishedFromRecord(job: PreparedJob, r: LayerRecord): FinishedLayer {
+  const { rows, cols } = matrixView(r.shape);
+  const t = job.tasks[r.layer_index]!;
+  return {
+    layerIndex: r.layer_index,
+    name: r.layer_name,
+    notes: r.notes ? [r.notes] : [],
+    elements: rows * cols,
+    bits: r.bit_width,
+    plannedBits: r.planned_bit_width,
+    bytesIn: t.byte_length,
+    bytesOut: layerBytesOut({ rows, cols }, r.bit_width, r.group_size, {
+      equalizationScales: r.equalization_scales?.length ?? 0,
+      timeGroups: r.time_group_params?.length ?? 0,
+    }),
+    sqnrDb: r.sqnr_db,
+    cosine: r.cosine,
+  };
+}
+
+/** Staged shards whose hash matches the job state are kept; anything else is removed and redone. */
+async function resumeStaged(job: PreparedJob, stageDir: string, kv: KV, log: (l: string) => void): Promise<Map<number, FinishedLayer>> {
+  const finished = new Map<number, FinishedLayer>();
+  for (const task of job.tasks) {
+    const path = shardPath(stageDir, task.layer_index);
+    if (!existsSync(path)) continue;
+    const entry = await kv.get(layerKey(job.id, task.layer_index));
+    const bytes = readFileSync(path);
+    const sha = createHash('sha256').update(bytes).digest('hex');
+    let ok = false;
+    if (entry && entry.value.length) {
+      try {
+        ok = decodeMessage(stagedLayerSchema, entry.value, 'job state').sha256 === sha;
+      } catch {
+        ok = false;
+      }
+    }
+    if (ok) {
+      try {
+        finished.set(task.layer_index, finishedFromRecord(job, decodeShard(bytes).record));
+      } catch {
+        ok = false;
+      }
+    }
+    if (!ok) {
+      log(`coordinator: staged shard of layer ${task.layer_index} does not match the job state; it will be redone`);
+      rmSync(path, { force: true });
+    }
+  }
+  return finished;
+}
+
+async function onMaxDeliveries(
+  nc: NatsConnection, data: Uint8Array, jobId: string, finished: Map<number, FinishedLayer>, fail: (e: unknown) => void, log: (l: string) => void,
+): Promise<void> {
+  try {
+    const adv = JSON.parse(new TextDecoder().decode(data)) as { stream_seq?: number; deliveries?: number };
+    if (!adv.stream_seq) return;
+    const jsm = await nc.jetstreamManager();
+    const sm = await jsm.streams.getMessage(TASK_STREAM, { seq: adv.stream_seq });
+    const tm = decodeMessage(taskMessageSchema, sm.data, sm.subject);
+    if (tm.task.job_id !== jobId || finished.has(tm.task.layer_index)) return;
+    fail(new DeliveriesExhaustedError(
+      `layer ${tm.task.layer_index} (${tm.task.name}) failed ${adv.deliveries ?? 'the maximum number of'} deliveries; see the workers' logs`,
+      tm.task.name,
+      adv.deliveries ?? 0,
+    ));
+  } catch (e) {
+    log(`coordinator: could not read a max-deliveries advisory: ${(e as Error).message}`);
+  }
+}
+
+/** Remove the job's pending tasks, tell workers to drop this run's layers, and record the outcome. */
+async function abandonJob(
+  nc: NatsConnection, kv: KV, job: PreparedJob, runId: string, state: 'failed' | 'cancelled', message: string, forgetShards: boolean,
+): Promise<void> {
+  nc.publish(cancelSubject(job.id), encodeMessage({ run_id: runId }));
+  await purgeTasks(nc, job.id);
+  await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state, coordinator: '', message })).catch(() => undefined);
+  if (forgetShards) await deleteLayerKeys(kv, job);
+}
+
+/** Remove what is left of a job's tasks (refused or terminated tasks stay in a work queue). */
+async function purgeTasks(nc: NatsConnection, jobId: string): Promise<void> {
+  try {
+    const jsm = await nc.jetstreamManager();
+    await jsm.streams.purge(TASK_STREAM, { filter: taskSubject(jobId) });
+  } catch {
+    /* nothing left to do for a job that is over */
+  }
+}
+
+async function deleteLayerKeys(kv: KV, job: PreparedJob): Promise<void> {
+  for (const t of job.tasks) await kv.delete(layerKey(job.id, t.layer_index)).catch(() => undefined);
+}

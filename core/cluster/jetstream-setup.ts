@@ -1,0 +1,88 @@
+// The JetStream resources of a cluster, created or reused by whichever process gets there first:
+// the task work-queue stream, the one durable pull consumer shared by every worker, and the two
+// key-value buckets. Creating them is idempotent and safe when several processes race.
+
+import {
+  AckPolicy, DeliverPolicy, DiscardPolicy, RetentionPolicy, StorageType, nanos,
+  type JetStreamManager, type KV, type NatsConnection,
+} from 'nats';
+import { JOBS_BUCKET, TASK_STREAM, WORKERS_BUCKET, WORKER_CONSUMER } from './names.js';
+import { NatsConnectionError } from './errors.js';
+
+export interface TaskQueueSettings {
+  /** how long a delivered task may go without an ack or an in-progress heartbeat */
+  ackWaitMs: number;
+  /** deliveries before a task counts as failed */
+  maxDeliver: number;
+}
+
+export function taskQueueSettings(env: NodeJS.ProcessEnv = process.env): TaskQueueSettings {
+  const num = (name: string, dflt: number) => {
+    const v = Number(env[name]);
+    return Number.isFinite(v) && v > 0 ? v : dflt;
+  };
+  return { ackWaitMs: num('ARROW_QUANT_TASK_ACK_WAIT_MS', 30_000), maxDeliver: num('ARROW_QUANT_TASK_MAX_DELIVER', 5) };
+}
+
+const isAlreadyExists = (e: unknown) => /already in use|already exists|stream name already/i.test(String((e as Error)?.message));
+const isNotFound = (e: unknown) => /not found/i.test(String((e as Error)?.message));
+
+async function jetStreamManager(nc: NatsConnection): Promise<JetStreamManager> {
+  try {
+    return await nc.jetstreamManager();
+  } catch (e) {
+    throw new NatsConnectionError(`JetStream is not available on ${nc.getServer()} (start nats-server with -js): ${(e as Error).message}`, [nc.getServer()], { cause: e });
+  }
+}
+
+export async function ensureTaskQueue(nc: NatsConnection, s: TaskQueueSettings = taskQueueSettings()): Promise<void> {
+  const jsm = await jetStreamManager(nc);
+  try {
+    await jsm.streams.info(TASK_STREAM);
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+    try {
+      await jsm.streams.add({
+        name: TASK_STREAM,
+        subjects: ['aq.tasks.>'],
+        retention: RetentionPolicy.Workqueue,
+        storage: StorageType.File,
+        discard: DiscardPolicy.Old,
+        duplicate_window: nanos(10 * 60_000),
+      });
+    } catch (e2) {
+      if (!isAlreadyExists(e2)) throw e2;
+    }
+  }
+  const config = {
+    durable_name: WORKER_CONSUMER,
+    ack_policy: AckPolicy.Explicit,
+    deliver_policy: DeliverPolicy.All,
+    ack_wait: nanos(s.ackWaitMs),
+    max_deliver: s.maxDeliver,
+  };
+  try {
+    const info = await jsm.consumers.info(TASK_STREAM, WORKER_CONSUMER);
+    if (info.config.ack_wait !== config.ack_wait || info.config.max_deliver !== config.max_deliver) {
+      await jsm.consumers.update(TASK_STREAM, WORKER_CONSUMER, { ack_wait: config.ack_wait, max_deliver: config.max_deliver });
+    }
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+    try {
+      await jsm.consumers.add(TASK_STREAM, config);
+    } catch (e2) {
+      if (!isAlreadyExists(e2)) throw e2;
+    }
+  }
+}
+
+export async function jobsBucket(nc: NatsConnection): Promise<KV> {
+  await jetStreamManager(nc);
+  return nc.jetstream().views.kv(JOBS_BUCKET, { history: 1 });
+}
+
+/** Entries expire: a worker that stops heartbeating disappears from `status`. */
+export async function workersBucket(nc: NatsConnection, ttlMs = 15_000): Promise<KV> {
+  await jetStreamManager(nc);
+  return nc.jetstream().views.kv(WORKERS_BUCKET, { history: 1, ttl: ttlMs });
+}

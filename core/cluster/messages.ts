@@ -1,0 +1,113 @@
+// Messages on NATS, validated with zod at the edge: a malformed or crafted message is refused
+// with a message that says what was wrong, never half-processed.
+
+import { z } from 'zod';
+import { layerTaskSchema } from '../job/layer-task.js';
+import { MalformedMessageError } from './errors.js';
+
+export const taskMessageSchema = z
+  .object({
+    task: layerTaskSchema,
+    /** this run of the coordinator: a cancelled run's tasks are dropped, a later run of the same job is not */
+    run_id: z.string().min(1).max(64),
+    /** where the coordinator of this job serves ShardTransfer (host:port) */
+    coordinator: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/),
+    /** the coordinator serves TLS: workers must connect with TLS */
+    tls: z.boolean(),
+    /** a worker that cannot read the file under its model roots may download the tensor over gRPC */
+    allow_download: z.boolean(),
+  })
+  .strict();
+export type TaskMessage = z.infer<typeof taskMessageSchema>;
+
+const serializedError = z.object({ name: z.string(), message: z.string(), fields: z.record(z.string(), z.unknown()) });
+
+export const workerEventSchema = z.discriminatedUnion('type', [
+  z.object({
+    type: z.literal('layer_failed'),
+    job_id: z.string(),
+    layer_index: z.number().int().min(0),
+    name: z.string(),
+    worker_id: z.string(),
+    /** the failure is a property of the input (bad weights, a quality bar): retrying cannot help */
+    final: z.boolean(),
+    error: serializedError,
+  }),
+  z.object({
+    type: z.literal('task_refused'),
+    job_id: z.string(),
+    layer_index: z.number().int().min(0),
+    name: z.string(),
+    worker_id: z.string(),
+    reason: z.string(),
+  }),
+]);
+export type WorkerEvent = z.infer<typeof workerEventSchema>;
+
+export const cancelMessageSchema = z.object({ run_id: z.string().min(1).max(64) }).strict();
+
+export const progressEventSchema = z.object({
+  job_id: z.string(),
+  state: z.enum(['running', 'merging', 'done', 'failed', 'cancelled']),
+  layers_done: z.number().int(),
+  layers_total: z.number().int(),
+  bytes_done: z.number(),
+  bytes_total: z.number(),
+  message: z.string().optional(),
+});
+export type ProgressEvent = z.infer<typeof progressEventSchema>;
+
+export const workerInfoSchema = z.object({
+  id: z.string(),
+  host: z.string(),
+  pid: z.number().int(),
+  version: z.string(),
+  kernel: z.string(),
+  threads: z.number().int(),
+  concurrency: z.number().int(),
+  in_flight: z.number().int(),
+  layers_done: z.number().int(),
+  model_roots: z.array(z.string()),
+  started_at: z.string(),
+});
+export type WorkerInfo = z.infer<typeof workerInfoSchema>;
+
+export const jobStateSchema = z.object({
+  job_id: z.string(),
+  model: z.string(),
+  output: z.string(),
+  layers_total: z.number().int(),
+  state: z.enum(['running', 'done', 'failed', 'cancelled']),
+  coordinator: z.string(),
+  message: z.string().optional(),
+});
+export type JobState = z.infer<typeof jobStateSchema>;
+
+export const stagedLayerSchema = z.object({
+  sha256: z.string(),
+  size: z.number().int(),
+  bits: z.number().int(),
+  cosine: z.number(),
+  worker: z.string(),
+});
+export type StagedLayer = z.infer<typeof stagedLayerSchema>;
+
+/** Parse JSON bytes with a schema; the error names the subject, the field and what is wrong. */
+export function decodeMessage<T>(schema: z.ZodType<T>, data: Uint8Array, subject: string): T {
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder().decode(data));
+  } catch (e) {
+    throw new MalformedMessageError(`message on ${subject}: not valid JSON (${(e as Error).message})`, subject);
+  }
+  const r = schema.safeParse(json);
+  if (!r.success) {
+    const i = r.error.issues[0]!;
+    throw new MalformedMessageError(`message on ${subject}: ${i.path.join('.') || 'message'}: ${i.message}`, subject);
+  }
+  return r.data;
+}
+
+export function encodeMessage(value: unknown): Uint8Array {
+  return new TextEncoder().encode(JSON.stringify(value));
+}

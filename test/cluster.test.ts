@@ -1,0 +1,203 @@
+// Cluster mode against a real nats-server and real worker processes: output equal to the local
+// run byte for byte, and the guarantees of distributed.md under kills and restarts.
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { connect, type NatsConnection } from 'nats';
+import { resolveConfig } from '../core/config/load.js';
+import { runLocalJob } from '../coordinator/local-run.js';
+import { prepareJob } from '../coordinator/job.js';
+import { writeSafetensors } from '../core/model/safetensors-writer.js';
+import { syntheticLlamaTensors } from '../core/model/synthetic-llama.js';
+import { TASK_STREAM, WORKER_CONSUMER, eventsSubject } from '../core/cluster/names.js';
+import { decodeMessage, encodeMessage, taskMessageSchema, workerEventSchema } from '../core/cluster/messages.js';
+import { ShardClient } from '../worker/cluster/shard-client.js';
+import { ShardTransferError } from '../core/grpc/errors.js';
+import { encodeShard } from '../core/format/arrow-file.js';
+import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
+import { startCli, stopAll, type Proc } from './helpers/processes.js';
+import { SHARED_MODELS, runCli } from './helpers/cli.js';
+import { tempDir } from './helpers/models.js';
+
+const { dir, cleanup } = tempDir('aq-cluster-');
+// Short ack wait so that a killed worker's task comes back quickly; heartbeats keep live ones.
+const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20' };
+const BF16 = join(SHARED_MODELS, 'stories260K-bf16.safetensors');
+const MIXED = ['--mixed-precision', '--target-size-mb', '0.22'];
+
+let nats: NatsTestServer;
+let procs: Proc[] = [];
+let slowModel: string;
+let slowLocal: Buffer;
+const modelsDir = join(dir, 'models');
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  mkdirSync(modelsDir);
+  // Large enough that with the TypeScript reference kernel and the clipping search a layer takes
+  // a while: kills land in the middle of work.
+  slowModel = join(modelsDir, 'slow.safetensors');
+  await writeSafetensors(slowModel, syntheticLlamaTensors({ hidden: 256, intermediate: 688, layers: 3, vocab: 512, heads: 8, kvHeads: 8 }, 'BF16', 11));
+  await runLocalJob(slowModel, { output: join(dir, 'slow-local.arrow'), config: resolveConfig({ refine: 'search' }) });
+  slowLocal = readFileSync(join(dir, 'slow-local.arrow'));
+});
+
+afterEach(async () => {
+  await stopAll(procs);
+  procs = [];
+});
+
+afterAll(async () => {
+  await nats?.stop();
+  cleanup();
+});
+
+function worker(args: string[] = [], env: NodeJS.ProcessEnv = {}): Proc {
+  const p = startCli(['worker', '--nats', nats.url, '--concurrency', '1', '--threads', '1', '--model-root', SHARED_MODELS, '--model-root', modelsDir, '--grace', '5', ...args], { ...ENV, ...env });
+  procs.push(p);
+  return p;
+}
+
+function coordinator(model: string, out: string, args: string[] = []): Proc {
+  const p = startCli(['quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json', ...args], ENV);
+  procs.push(p);
+  return p;
+}
+
+const SLOW = { ARROWQUANT_KERNEL: 'reference' };
+
+describe('cluster', () => {
+  test(`cluster - 1, 2 and 3 workers write the local run's bytes`, async () => {
+    const local = join(dir, 'local.arrow');
+    expect((await runCli(['quantize', BF16, '-o', local, ...MIXED])).code).toBe(0);
+    for (const n of [1, 2, 3]) {
+      const ws = Array.from({ length: n }, () => worker());
+      await Promise.all(ws.map((w) => w.waitFor(/ready/)));
+      const out = join(dir, `c${n}.arrow`);
+      const c = coordinator(BF16, out, MIXED);
+      expect(await c.exited, c.err()).toBe(0);
+      const summary = JSON.parse(c.out());
+      expect(summary).toMatchObject({ mode: 'cluster', layers: 48, layers_published: 48, layers_resumed: 0, bytes_out: 217760 });
+      expect(summary.grpc_bytes_received).toBeGreaterThan(0);
+      expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+      await stopAll(ws);
+      for (const w of ws) expect(w.err()).toMatch(/stopped after \d+ layers/);
+      expect(ws.reduce((s, w) => s + (w.err().match(/uploaded layer/g)?.length ?? 0), 0)).toBe(48);
+      procs = [];
+    }
+    // nothing staged is left next to the output
+    expect(readdirSync(dir).filter((f) => f.includes('.stage'))).toEqual([]);
+  });
+
+  test('cluster - a worker SIGKILLed in the middle of a layer: the job completes, identical output', async () => {
+    const a = worker([], SLOW);
+    const b = worker([], SLOW);
+    await Promise.all([a.waitFor(/ready/), b.waitFor(/ready/)]);
+    const out = join(dir, 'kill-worker.arrow');
+    const c = coordinator(slowModel, out, ['--refine', 'search']);
+    await a.waitFor(/uploaded layer/);
+    a.signal('SIGKILL'); // it has already pulled its next layer
+    expect(await a.exited).toBe('SIGKILL');
+    expect(await c.exited, c.err()).toBe(0);
+    expect(Buffer.compare(readFileSync(out), slowLocal)).toBe(0);
+  });
+
+  test('cluster - the coordinator SIGKILLed and started again resumes and redoes no finished layer', async () => {
+    const ws = [worker([], SLOW), worker([], SLOW)];
+    await Promise.all(ws.map((w) => w.waitFor(/ready/)));
+    const out = join(dir, 'resume.arrow');
+    const first = coordinator(slowModel, out, ['--refine', 'search']);
+    await Promise.race([ws[0]!.waitFor(/uploaded layer/, 3), ws[1]!.waitFor(/uploaded layer/, 3)]);
+    first.signal('SIGKILL');
+    await first.exited;
+    const uploadedBefore = new Set(ws.flatMap((w) => [...w.err().matchAll(/uploaded layer (\d+) /g)].map((m) => Number(m[1]))));
+    const logLength = ws.map((w) => w.err().length);
+    expect(existsSync(out)).toBe(false);
+    const second = coordinator(slowModel, out, ['--refine', 'search']);
+    expect(await second.exited, second.err()).toBe(0);
+    const s = JSON.parse(second.out());
+    expect(s.layers_resumed).toBeGreaterThanOrEqual(uploadedBefore.size > 0 ? 1 : 0);
+    expect(s.layers_resumed + s.layers_published).toBe(s.layers);
+    // every layer uploaded before the kill was resumed from its staged shard, not redone
+    const after = ws.flatMap((w, i) => [...w.err().slice(logLength[i]).matchAll(/uploaded layer (\d+) /g)].map((m) => Number(m[1])));
+    for (const l of after) expect(uploadedBefore.has(l), `layer ${l} was uploaded again`).toBe(false);
+    expect(s.layers_resumed).toBeGreaterThanOrEqual(uploadedBefore.size);
+    expect(Buffer.compare(readFileSync(out), slowLocal)).toBe(0);
+  });
+
+  test('cluster - NATS restarted mid-job: coordinator and workers reconnect, the job completes', async () => {
+    const ws = [worker([], SLOW), worker([], SLOW)];
+    await Promise.all(ws.map((w) => w.waitFor(/ready/)));
+    const out = join(dir, 'nats-restart.arrow');
+    const c = coordinator(slowModel, out, ['--refine', 'search']);
+    await Promise.race(ws.map((w) => w.waitFor(/uploaded layer/)));
+    await nats.restart();
+    expect(await c.exited, c.err()).toBe(0);
+    expect(Buffer.compare(readFileSync(out), slowLocal)).toBe(0);
+    expect(ws.some((w) => /NATS (disconnect|reconnect)/.test(w.err()))).toBe(true);
+  });
+
+  test(`cluster - a task naming a file outside the worker's model roots is refused and reported`, async () => {
+    const w = startCli(['worker', '--nats', nats.url, '--threads', '1', '--model-root', join(dir, 'models')], ENV);
+    procs.push(w);
+    await w.waitFor(/ready/);
+    const c = coordinator(BF16, join(dir, 'refused.arrow'));
+    expect(await c.exited, c.err()).toBe(1);
+    expect(c.err()).toMatch(/refused layer \d+ \(.+\) of job \w+: .*stories260K-bf16\.safetensors is not under its model roots/);
+    expect(existsSync(join(dir, 'refused.arrow'))).toBe(false);
+    // a crafted task pointing at a system file: refused, reported on the job's events, nothing read or uploaded
+    const nc = await connect({ servers: nats.url });
+    const events: unknown[] = [];
+    const sub = nc.subscribe(eventsSubject('crafted'), { callback: (_e, m) => events.push(decodeMessage(workerEventSchema, m.data, m.subject)) });
+    const real = prepareJob(BF16, resolveConfig({}), join(dir, 'unused.arrow')).tasks[0]!;
+    const crafted = { task: { ...real, job_id: 'crafted', file: '/etc/passwd', file_name: 'passwd' }, run_id: 'r1', coordinator: '127.0.0.1:9', tls: false, allow_download: false };
+    await nc.jetstream().publish('aq.tasks.crafted', encodeMessage(crafted));
+    await w.waitFor(/refused layer 0 \(.+\) of job crafted: \/etc\/passwd is not under its model roots/);
+    await nc.flush();
+    await new Promise((r) => setTimeout(r, 200));
+    expect(events).toEqual([expect.objectContaining({ type: 'task_refused', job_id: 'crafted', layer_index: 0 })]);
+    sub.unsubscribe();
+    await nc.close();
+  });
+
+  test('cluster - corrupted shard uploads are rejected and the task is redelivered', async () => {
+    const out = join(dir, 'corrupt.arrow');
+    const c = coordinator(BF16, out);
+    // this test is the misbehaving worker: pull one task, upload garbage, release it
+    const nc: NatsConnection = await connect({ servers: nats.url });
+    const consumer = await nc.jetstream().consumers.get(TASK_STREAM, WORKER_CONSUMER);
+    const jobId = (await c.waitFor(/job \w+: 48 layers/))[0]!.split(' ')[1]!.replace(':', '');
+    let msg = null;
+    let tm = null;
+    while (!tm) {
+      msg = await consumer.next({ expires: 1000 });
+      if (!msg) continue;
+      const m = decodeMessage(taskMessageSchema, msg.data, msg.subject);
+      if (m.task.job_id === jobId) tm = m;
+      else msg.term(); // left over by an earlier test
+    }
+    msg = msg!;
+    const client = new ShardClient(tm.coordinator, null);
+    const good = encodeShard({
+      layer_name: 'not-this-layer', layer_index: tm.task.layer_index, shape: [1], source_dtype: 'BF16', quant_type: 'int4', bit_width: 4, method: 'base',
+      group_size: 128, data: Uint8Array.of(1), scales: Uint16Array.of(0x3c00), zero_points: Uint16Array.of(0), equalization_scales: null,
+      act_bit_width: null, time_group_params: null, sqnr_db: 1, cosine: 1, planned_bit_width: 4, notes: null, data_sha256: '00'.repeat(32),
+    });
+    const { writeFileSync } = await import('node:fs');
+    const bogus = join(dir, 'bogus.shard');
+    writeFileSync(bogus, good);
+    const header = { job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: 'test-bad-worker' };
+    const err = await client.upload(header, bogus).catch((e) => e);
+    expect(err).toBeInstanceOf(ShardTransferError);
+    expect(String(err.message), String(err.message)).toMatch(/DATA_LOSS/);
+    msg.nak();
+    client.close();
+    // a real worker then does the layer; the job completes with the local run's bytes
+    worker();
+    expect(await c.exited, c.err()).toBe(0);
+    const local = join(dir, 'corrupt-local.arrow');
+    expect((await runCli(['quantize', BF16, '-o', local])).code).toBe(0);
+    expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+    await nc.close();
+  });
+});
