@@ -105,6 +105,19 @@ export function summarize(layers: readonly WrittenLayer[]): FileSummary {
   };
 }
 
+/**
+ * A summary at least as long, once serialized, as any real one (every number at its widest):
+ * what the output reserves room for before the real summary is known.
+ */
+export function widestSummary(): FileSummary {
+  const wide = 'x'.repeat(24) as unknown as number;
+  return {
+    layers: wide, bytes_in: wide, bytes_out: wide, compression_ratio: wide,
+    layers_per_bit_width: { 2: wide, 4: wide, 8: wide, 16: wide, 32: wide },
+    weighted_sqnr_db: wide, weighted_cosine: wide, fallback_layers: wide,
+  };
+}
+
 export function fileMetadata(cfg: ArrowQuantConfig, plan: Plan, model: ModelSource, summary: FileSummary): Map<string, string> {
   return new Map([
     ['arrowquant.format_version', FORMAT_VERSION],

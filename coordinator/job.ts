@@ -3,7 +3,6 @@
 // checks, then merge the staged shards in canonical order into the output file).
 
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import type { ArrowQuantConfig } from '../core/config/schema.js';
 import { OutputError, QualityBarError, SizeBudgetError, UsageError } from '../core/errors.js';
@@ -11,8 +10,8 @@ import { buildLayerTasks, type LayerTask } from '../core/job/layer-task.js';
 import { openModel, type ModelSource } from '../core/model/model-source.js';
 import { buildPlan, type Plan } from '../core/plan/plan.js';
 import { loadCalibration, type Calibration } from '../core/quant/calibration.js';
-import { ArrowFileAssembler, decodeShard } from '../core/format/arrow-file.js';
-import { fileMetadata, jobId, summarize, type FileSummary, type WrittenLayer } from './file-metadata.js';
+import { ArrowFileAssembler, schemaReservation, type BatchMessage } from '../core/format/arrow-file.js';
+import { fileMetadata, jobId, summarize, widestSummary, type FileSummary, type WrittenLayer } from './file-metadata.js';
 
 export interface PreparedJob {
   id: string;
@@ -54,11 +53,8 @@ export interface FinishedLayer extends WrittenLayer {
   notes: string[];
 }
 
-/**
- * Size budget and job-level quality bar, then the merge. Nothing is written at the output path
- * unless every check passes and the merge completes.
- */
-export async function finishJob(job: PreparedJob, layers: FinishedLayer[], shardPath: (index: number) => string): Promise<FileSummary> {
+/** Size budget and job-level quality bar over the finished layers; the summary when both pass. */
+export function checkJob(job: PreparedJob, layers: FinishedLayer[]): FileSummary {
   const ordered = [...layers].sort((a, b) => a.layerIndex - b.layerIndex);
   const summary = summarize(ordered);
   const target = job.plan.targetBytes;
@@ -81,19 +77,91 @@ export async function finishJob(job: PreparedJob, layers: FinishedLayer[], shard
         .join(', ')}`,
     );
   }
-  const asm = await ArrowFileAssembler.create(job.output, fileMetadata(job.cfg, job.plan, job.model, summary));
-  try {
-    for (const l of ordered) {
-      const shard = decodeShard(await readFile(shardPath(l.layerIndex)), `shard of layer ${l.layerIndex} (${l.name})`);
-      if (shard.record.layer_name !== l.name || shard.record.layer_index !== l.layerIndex) {
-        throw new OutputError(`staged shard for layer ${l.layerIndex} holds "${shard.record.layer_name}"`, job.output);
-      }
-      await asm.append(shard);
-    }
-    await asm.finish();
-  } catch (e) {
-    await asm.abort();
-    throw e;
-  }
   return summary;
+}
+
+/**
+ * The output file of a job, written layer by layer in canonical order as layers become
+ * available, whatever order they finish in. Nothing appears at the output path unless every
+ * check passes and the file is complete.
+ */
+export class OrderedOutput {
+  private next = 0;
+  private readonly turns = new Map<number, { resolve: () => void; reject: (e: unknown) => void }>();
+  private failure: unknown = null;
+  private chain: Promise<void> = Promise.resolve();
+
+  private constructor(
+    private readonly job: PreparedJob,
+    private readonly asm: ArrowFileAssembler,
+  ) {}
+
+  static async create(job: PreparedJob): Promise<OrderedOutput> {
+    const widest = fileMetadata(job.cfg, job.plan, job.model, widestSummary());
+    return new OrderedOutput(job, await ArrowFileAssembler.create(job.output, schemaReservation(widest)));
+  }
+
+  /** Layers written so far (the next one expected is this index). */
+  get written(): number {
+    return this.next;
+  }
+
+  /** Resolves once every layer before `index` has been written; rejects once the job has failed. */
+  turn(index: number): Promise<void> {
+    if (this.failure !== null) return Promise.reject(this.failure);
+    if (index <= this.next) return Promise.resolve();
+    return new Promise((resolve, reject) => this.turns.set(index, { resolve, reject }));
+  }
+
+  /** The job failed: layers waiting for their turn stop waiting. */
+  fail(e: unknown): void {
+    this.failure ??= e;
+    for (const t of this.turns.values()) t.reject(this.failure);
+    this.turns.clear();
+  }
+
+  /** Write layer `index`, which must be the next one. */
+  async append(index: number, msg: BatchMessage): Promise<void> {
+    if (index !== this.next) throw new OutputError(`layer ${index} written out of order (expected ${this.next})`, this.job.output);
+    await this.asm.append(msg);
+    this.advance();
+  }
+
+  /** Write every consecutive staged layer from the next one on (`staged(i)` gives its shard file, or null). */
+  appendStaged(staged: (index: number) => string | null): Promise<void> {
+    this.chain = this.chain.then(async () => {
+      for (let path = staged(this.next); path !== null; path = staged(this.next)) {
+        await this.asm.appendShardFile(path, `staged shard of layer ${this.next}`);
+        this.advance();
+      }
+    });
+    return this.chain;
+  }
+
+  private advance(): void {
+    this.next++;
+    this.turns.get(this.next)?.resolve();
+    this.turns.delete(this.next);
+  }
+
+  /** Checks, then the schema metadata and footer; the file appears at the output path. */
+  async finish(layers: FinishedLayer[]): Promise<FileSummary> {
+    await this.chain;
+    try {
+      if (this.next !== this.job.tasks.length) {
+        throw new OutputError(`only ${this.next} of ${this.job.tasks.length} layers were written`, this.job.output);
+      }
+      const summary = checkJob(this.job, layers);
+      await this.asm.finish(fileMetadata(this.job.cfg, this.job.plan, this.job.model, summary));
+      return summary;
+    } catch (e) {
+      await this.asm.abort();
+      throw e;
+    }
+  }
+
+  async abort(): Promise<void> {
+    await this.chain.catch(() => undefined);
+    await this.asm.abort();
+  }
 }

@@ -1,16 +1,15 @@
 // The embedded default: this process is the coordinator, a pool of worker threads quantizes.
-// Layers stream through: at most a few are in flight, each is staged as a shard file next to
-// the output, and the merge copies them in canonical order into the output file.
+// Layers stream through: at most a few are in flight; each is written into the output file as
+// soon as every layer before it is, straight from the buffers the threads filled.
 
-import { mkdtemp, rm } from 'node:fs/promises';
-import { dirname, join, basename } from 'node:path';
 import type { ArrowQuantConfig } from '../core/config/schema.js';
 import { ArrowQuantError, JobCancelledError } from '../core/errors.js';
 import { LayerRunner, type LayerOutcome } from '../worker/layer-runner.js';
 import { ThreadPool, resolveThreads } from '../worker/thread-pool.js';
 import { zeroTimings, type Timings } from '../core/model/row-reader.js';
 import type { FileSummary } from './file-metadata.js';
-import { finishJob, prepareJob, type FinishedLayer } from './job.js';
+import { OrderedOutput, prepareJob, type FinishedLayer } from './job.js';
+import { encodeBatchMessage } from '../core/format/arrow-file.js';
 
 export interface Progress {
   layersDone: number;
@@ -47,23 +46,43 @@ export interface RunSummary extends FileSummary {
 export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Promise<RunSummary> {
   const t0 = performance.now();
   const job = prepareJob(modelPath, opts.config, opts.output);
-  const stage = await mkdtemp(join(dirname(job.output), `.${basename(job.output)}.stage-`));
-  const shardPath = (i: number) => join(stage, `${i}.shard`);
   const pool = await ThreadPool.start(resolveThreads(opts.config.num_threads));
+  let output: OrderedOutput | null = null;
   let cancelled = false;
   void opts.cancel?.then(() => {
     cancelled = true;
     void pool.close();
   });
   try {
+    output = await OrderedOutput.create(job);
+    const out = output;
     const runner = new LayerRunner(pool, opts.pieceBytes);
-    const outcomes = await runAll(job.tasks.length, pool.size + 1, (i) => runner.run(job.tasks[i]!, shardPath(i)), (o, done) =>
-      opts.onProgress?.({ layersDone: done.count, layersTotal: job.tasks.length, bytesDone: done.bytes, bytesTotal: job.plan.totalBytesIn, layer: o.name }),
+    let writeMs = 0;
+    // A layer's lane ends only once the layer is written, so at most `lanes` layers are in memory.
+    const outcomes = await runAll(
+      job.tasks.length,
+      pool.size + 1,
+      async (i) => {
+        const r = await runner.run(job.tasks[i]!).catch((e) => {
+          out.fail(e);
+          throw e;
+        });
+        try {
+          await out.turn(i);
+          const tw = performance.now();
+          await out.append(i, await encodeBatchMessage(r.record));
+          writeMs += performance.now() - tw;
+        } finally {
+          r.release();
+        }
+        return r.outcome;
+      },
+      (o, done) => opts.onProgress?.({ layersDone: done.count, layersTotal: job.tasks.length, bytesDone: done.bytes, bytesTotal: job.plan.totalBytesIn, layer: o.name }),
     );
     if (cancelled) throw new JobCancelledError(job.id);
-    const tMerge = performance.now();
-    const summary = await finishJob(job, outcomes.map(toFinished), shardPath);
-    const mergeS = (performance.now() - tMerge) / 1000;
+    const tFinish = performance.now();
+    const summary = await output.finish(outcomes.map(toFinished));
+    const finishS = (performance.now() - tFinish) / 1000;
     const elapsed = (performance.now() - t0) / 1000;
     const t = outcomes.reduce((acc, o) => addTimings(acc, o.timings), zeroTimings());
     return {
@@ -75,13 +94,13 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
       elapsed_s: round(elapsed),
       input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
       peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-      timings_s: { read: round(t.readMs / 1e3), kernel: round(t.kernelMs / 1e3), hash: round(t.hashMs / 1e3), write: round(t.writeMs / 1e3), merge: round(mergeS) },
+      timings_s: { read: round(t.readMs / 1e3), kernel: round(t.kernelMs / 1e3), hash: round(t.hashMs / 1e3), write: round(writeMs / 1e3), merge: round(finishS) },
     };
   } catch (e) {
+    await output?.abort();
     throw cancelled ? new JobCancelledError(job.id) : e;
   } finally {
     await pool.close();
-    await rm(stage, { recursive: true, force: true });
   }
 }
 

@@ -1,9 +1,9 @@
-import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, existsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { RecordBatchFileReader, Table, tableFromIPC, tableToIPC } from 'apache-arrow';
-import { ArrowFileAssembler, decodeShard, encodeShard } from '../core/format/arrow-file.js';
+import { ArrowFileAssembler, decodeShard, encodeBatchMessage, encodeShard, schemaReservation, writeShardFile } from '../core/format/arrow-file.js';
 import { batchToRecord, layerBatch, layerSchema, type LayerRecord } from '../core/format/layer-schema.js';
 import { FormatError } from '../core/errors.js';
 
@@ -33,28 +33,50 @@ describe('arrow file', () => {
     expect(Array.from(sp.equalization_scales!)).toEqual([1, 2, 3, 4, 5]);
   });
 
-  test('arrow file - assembled file is the Arrow stream of the batches framed by magic and footer', async () => {
+  test('arrow file - assembled file: magic, padded schema message, the batches as apache-arrow streams them, footer', async () => {
     const meta = new Map([['arrowquant.format_version', '1'], ['k', 'v'.repeat(100)]]);
     const records = [record(0), record(1, { method: 'spatial', equalization_scales: Float32Array.of(1, 2, 3, 4, 5) }), record(2, { notes: 'x' })];
     const path = join(dir, 'a.arrow');
-    const asm = await ArrowFileAssembler.create(path, meta);
-    for (const r of records) await asm.append(decodeShard(encodeShard(r)));
-    await asm.finish();
+    const reserved = schemaReservation(new Map([['arrowquant.format_version', '1'], ['k', 'v'.repeat(140)]]));
+    const asm = await ArrowFileAssembler.create(path, reserved);
+    await asm.append(await encodeBatchMessage(records[0]!));
+    const shardFile = join(dir, 'one.shard');
+    await writeShardFile(records[1]!, shardFile);
+    expect(Buffer.compare(readFileSync(shardFile), Buffer.from(encodeShard(records[1]!)))).toBe(0);
+    await asm.appendShardFile(shardFile, 'shard 1');
+    await asm.append(await encodeBatchMessage(records[2]!));
+    await asm.finish(meta);
     const schema = layerSchema(meta);
-    const stream = tableToIPC(new Table(records.map((r) => layerBatch(r, schema))), 'stream');
+    const stream = Buffer.from(tableToIPC(new Table(records.map((r) => layerBatch(r, schema))), 'stream'));
     const got = readFileSync(path);
     expect(got.subarray(0, 8).toString('latin1')).toBe('ARROW1\0\0');
-    expect(Buffer.compare(got.subarray(8, 8 + stream.byteLength), Buffer.from(stream))).toBe(0);
+    // the schema message fills the reserved region; its length prefix counts the zero padding
+    const natural = stream.readInt32LE(4) + 8;
+    expect(got.readUInt32LE(8)).toBe(0xffffffff);
+    expect(got.readInt32LE(12)).toBe(reserved - 8);
+    expect(Buffer.compare(got.subarray(16, 8 + natural), stream.subarray(8, natural))).toBe(0);
+    expect(got.subarray(8 + natural, 8 + reserved).every((b) => b === 0)).toBe(true);
+    // then exactly the batch messages and end-of-stream apache-arrow writes
+    const batches = stream.subarray(natural);
+    expect(Buffer.compare(got.subarray(8 + reserved, 8 + reserved + batches.length), batches)).toBe(0);
     expect(got.subarray(got.length - 6).toString('latin1')).toBe('ARROW1');
-    // apache-arrow's own file reader, through the footer, agrees
-    const reader = RecordBatchFileReader.from(got).open();
-    expect(reader.numRecordBatches).toBe(3);
-    expect(batchToRecord(reader.readRecordBatch(2)!).notes).toBe('x');
     const t = tableFromIPC(got);
     expect(t.numRows).toBe(3);
     expect(t.schema.metadata.get('k')).toBe('v'.repeat(100));
     expect(batchToRecord(t.batches[1]!).equalization_scales).toEqual(Float32Array.of(1, 2, 3, 4, 5));
-    expect(existsSync(`${path}.tmp-${process.pid}`)).toBe(false);
+    const reader = RecordBatchFileReader.from(got).open();
+    expect(reader.numRecordBatches).toBe(3);
+    expect(batchToRecord(reader.readRecordBatch(2)!).notes).toBe('x');
+    expect(readdirSync(dir).filter((f) => f.includes('.tmp'))).toEqual([]);
+  });
+
+  test('arrow file - metadata larger than the reservation is refused and nothing is left', async () => {
+    const path = join(dir, 'b.arrow');
+    const asm = await ArrowFileAssembler.create(path, schemaReservation(new Map([['k', 'v']])));
+    await asm.append(await encodeBatchMessage(record(0)));
+    await expect(asm.finish(new Map([['k', 'v'.repeat(500)]]))).rejects.toThrow(/reserved/);
+    expect(existsSync(path)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.startsWith('b.arrow'))).toEqual([]);
   });
 
   test('arrow file - malformed shards are rejected with FormatError', () => {

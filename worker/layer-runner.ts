@@ -1,8 +1,10 @@
 // Runs one LayerTask on the thread pool: splits large layers into row ranges across threads,
 // applies the method (spatial equalization needs a first pass for the weight's column maxima),
-// enforces the per-layer quality bar (redo at the next width, or fail with fail_fast), and has
-// a thread hash, encode and write the layer's shard.
+// enforces the per-layer quality bar (redo at the next width, or fail with fail_fast), and has a
+// thread hash the data. The result is the layer's finished row, its buffers shared with the
+// threads that filled them; the caller writes it (output file or shard) and then releases it.
 
+import { open } from 'node:fs/promises';
 import { NonFiniteWeightError, QualityBarError } from '../core/errors.js';
 import type { LayerTask } from '../core/job/layer-task.js';
 import { matrixView } from '../core/model/model-source.js';
@@ -15,7 +17,6 @@ import { layerBytesOut } from '../core/plan/layer-bytes.js';
 import { CHUNK_BYTES, zeroTimings, type TensorLocation, type Timings } from '../core/model/row-reader.js';
 import { SharedBufferPool } from './shared-buffer-pool.js';
 import type { ThreadPool } from './thread-pool.js';
-import { open } from 'node:fs/promises';
 
 export interface LayerOutcome {
   layerIndex: number;
@@ -26,14 +27,21 @@ export interface LayerOutcome {
   method: OutputMethod;
   quantType: QuantType;
   bytesIn: number;
-  /** format.md's bytes_out of what was written */
+  /** format.md's bytes_out of what was produced */
   bytesOut: number;
   sqnrDb: number;
   cosine: number;
   notes: string[];
-  shardBytes: number;
   sha256: string;
   timings: Timings;
+}
+
+export interface LayerResult {
+  outcome: LayerOutcome;
+  /** the layer's row of the output file */
+  record: LayerRecord;
+  /** give the record's buffers back for reuse; the record must not be used afterwards */
+  release(): void;
 }
 
 const NEXT_BITS: Record<number, QuantBits | undefined> = { 2: 4, 4: 8 };
@@ -44,6 +52,8 @@ function addTimings(into: Timings, t: Timings): void {
   into.hashMs += t.hashMs;
   into.writeMs += t.writeMs;
 }
+
+type RecordBase = Pick<LayerRecord, 'layer_name' | 'layer_index' | 'shape' | 'source_dtype' | 'planned_bit_width'>;
 
 export class LayerRunner {
   private readonly buffers = new SharedBufferPool();
@@ -63,34 +73,32 @@ export class LayerRunner {
     return out.length ? out : [[0, 0]];
   }
 
-  async run(task: LayerTask, shardPath: string): Promise<LayerOutcome> {
+  async run(task: LayerTask): Promise<LayerResult> {
     const { rows, cols } = matrixView(task.shape);
     const loc: TensorLocation = { file: task.file, dataStart: task.data_start, dtype: task.dtype, cols };
     const timings = zeroTimings();
-    const base = {
+    const base: RecordBase = {
       layer_name: task.name,
       layer_index: task.layer_index,
       shape: task.shape,
       source_dtype: task.dtype,
       planned_bit_width: task.bits,
     };
-    const outcome = (o: Omit<LayerOutcome, 'layerIndex' | 'name' | 'elements' | 'plannedBits' | 'bytesIn' | 'timings'>): LayerOutcome => ({
-      layerIndex: task.layer_index, name: task.name, elements: rows * cols, plannedBits: task.bits, bytesIn: task.byte_length, timings, ...o,
+    const outcome = (record: LayerRecord, notes: string[], bytesOut: number): LayerOutcome => ({
+      layerIndex: task.layer_index, name: task.name, elements: rows * cols, plannedBits: task.bits, bytesIn: task.byte_length, timings,
+      bits: record.bit_width, method: record.method, quantType: record.quant_type, bytesOut, sqnrDb: record.sqnr_db, cosine: record.cosine,
+      notes, sha256: record.data_sha256,
     });
 
     if (task.bits === 16) {
-      const r = await this.pool.run({
-        op: 'passthrough', loc, rows, shardPath,
-        record: {
-          ...base, bit_width: 16, method: 'none', group_size: 0, scales: new Uint16Array(0), zero_points: new Uint16Array(0),
-          equalization_scales: null, act_bit_width: null, time_group_params: null, notes: task.notes.length ? task.notes.join('; ') : null,
-        },
-      });
+      const r = await this.pool.run({ op: 'passthrough', loc, rows });
       addTimings(timings, r.timings);
-      return outcome({
-        bits: 16, method: 'none', quantType: r.quantType!, bytesOut: rows * cols * 2, sqnrDb: r.sqnrDb!, cosine: r.cosine!,
-        notes: task.notes, shardBytes: r.shard!.bytes, sha256: r.shard!.sha256,
-      });
+      const record: LayerRecord = {
+        ...base, quant_type: r.quantType!, bit_width: 16, method: 'none', group_size: 0, data: r.data!, scales: new Uint16Array(0),
+        zero_points: new Uint16Array(0), equalization_scales: null, act_bit_width: null, time_group_params: null,
+        sqnr_db: r.sqnrDb!, cosine: r.cosine!, notes: task.notes.length ? task.notes.join('; ') : null, data_sha256: r.sha256!,
+      };
+      return { outcome: outcome(record, task.notes, rows * cols * 2), record, release: () => undefined };
     }
 
     const pieces = this.pieces(rows, cols * dtypeSize(task.dtype));
@@ -107,19 +115,29 @@ export class LayerRunner {
       colScale = this.buffers.float32(cols);
       colScale.set(equalizationScales(Float32Array.from(task.channel_absmax!), wmax, task.smooth_alpha));
     }
-
     try {
-      return await this.quantize(task, shardPath, loc, rows, cols, pieces, colScale, timings, base, outcome);
+      const { record, notes, release } = await this.quantize(task, loc, rows, cols, pieces, colScale, timings, base);
+      const extras = { equalizationScales: colScale ? cols : 0, timeGroups: task.time_group_params?.length ?? 0 };
+      const bytesOut = layerBytesOut({ rows, cols }, record.bit_width, task.group_size, extras);
+      const scale = colScale;
+      colScale = null; // now owned by the result
+      return {
+        outcome: outcome(record, notes, bytesOut),
+        record,
+        release: () => {
+          release();
+          if (scale) this.buffers.release(scale);
+        },
+      };
     } finally {
       if (colScale) this.buffers.release(colScale);
     }
   }
 
   private async quantize(
-    task: LayerTask, shardPath: string, loc: TensorLocation, rows: number, cols: number, pieces: [number, number][], colScale: Float32Array | null,
-    timings: Timings, base: Pick<LayerRecord, 'layer_name' | 'layer_index' | 'shape' | 'source_dtype' | 'planned_bit_width'>,
-    outcome: (o: Omit<LayerOutcome, 'layerIndex' | 'name' | 'elements' | 'plannedBits' | 'bytesIn' | 'timings'>) => LayerOutcome,
-  ): Promise<LayerOutcome> {
+    task: LayerTask, loc: TensorLocation, rows: number, cols: number, pieces: [number, number][], colScale: Float32Array | null,
+    timings: Timings, base: RecordBase,
+  ): Promise<{ record: LayerRecord; notes: string[]; release: () => void }> {
     const notes = [...task.notes];
     let bits = task.bits as QuantBits;
     const gpr = groupsPerRow(cols, task.group_size);
@@ -128,6 +146,8 @@ export class LayerRunner {
       const scales = this.buffers.uint16(rows * gpr);
       const zeroPoints = this.buffers.uint16(rows * gpr);
       const rowStats = this.buffers.float64(rows * STATS_PER_ROW);
+      const release = () => this.buffers.release(packed, scales, zeroPoints);
+      let kept = false;
       try {
         const results = await Promise.all(
           pieces.map(([rowStart, rowEnd]) =>
@@ -158,12 +178,13 @@ export class LayerRunner {
           }
           notes.push(`cosine ${c} is below min_layer_cosine ${bar} even at ${bits} bits`);
         }
-        const method = task.method as Exclude<OutputMethod, 'none'>;
-        const record: Omit<LayerRecord, 'data_sha256'> = {
+        const hashed = await this.pool.run({ op: 'hash', data: packed });
+        addTimings(timings, hashed.timings);
+        const record: LayerRecord = {
           ...base,
           quant_type: quantTypeForBits(bits),
           bit_width: bits,
-          method,
+          method: task.method as Exclude<OutputMethod, 'none'>,
           group_size: task.group_size,
           data: packed,
           scales,
@@ -174,16 +195,13 @@ export class LayerRunner {
           sqnr_db: q.sqnrDb,
           cosine: q.cosine,
           notes: notes.length ? notes.join('; ') : null,
+          data_sha256: hashed.sha256!,
         };
-        const w = await this.pool.run({ op: 'shard', record, shardPath });
-        addTimings(timings, w.timings);
-        const extras = { equalizationScales: colScale ? cols : 0, timeGroups: task.time_group_params?.length ?? 0 };
-        return outcome({
-          bits, method, quantType: record.quant_type, bytesOut: layerBytesOut({ rows, cols }, bits, task.group_size, extras),
-          sqnrDb: q.sqnrDb, cosine: q.cosine, notes, shardBytes: w.shard!.bytes, sha256: w.shard!.sha256,
-        });
+        kept = true;
+        return { record, notes, release };
       } finally {
-        this.buffers.release(packed, scales, zeroPoints, rowStats);
+        this.buffers.release(rowStats);
+        if (!kept) release();
       }
     }
   }

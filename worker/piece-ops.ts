@@ -6,15 +6,13 @@
 // threads write disjoint bytes of the layer's shared output buffers.
 
 import { createHash } from 'node:crypto';
-import { open, rename, rm } from 'node:fs/promises';
 import type { QuantKernel } from '../native/kernel-api.js';
 import { decodeToF32 } from '../core/quant/dtype.js';
 import { fitsF16, f32ToBf16Bits, f32ToF16Bits, F16_TABLE, bf16BitsToF32 } from '../core/quant/float16.js';
 import { STATS_PER_ROW, groupsPerRow, type QuantBits } from '../core/quant/reference.js';
-import { encodeShard } from '../core/format/arrow-file.js';
-import type { LayerRecord, QuantType } from '../core/format/layer-schema.js';
+import type { QuantType } from '../core/format/layer-schema.js';
 import { RowReader, chunkRows, type TensorLocation, type Timings } from '../core/model/row-reader.js';
-import { layerStats, type LayerStats } from '../core/quant/layer-stats.js';
+import { accumulateStats, statsToQuality } from '../core/quant/layer-stats.js';
 
 /** Iterate [start, end) row chunks of a piece, reading chunk k+1 while the caller works on chunk k. */
 async function forEachChunk(
@@ -74,7 +72,9 @@ export async function quantizePiece(kernel: QuantKernel, reader: RowReader, a: Q
   await forEachChunk(reader, a, a.rowStart, a.rowEnd, timings, async (src, r0, rows) => {
     const byte0 = (r0 * a.cols * a.bits) / 8;
     const t0 = performance.now();
-    const idx = await kernel.quantize(
+    // Synchronous on purpose: this is a dedicated quantization thread, and the async entry point
+    // would queue the work on libuv's small pool behind the file reads and writes.
+    const idx = kernel.quantizeSync(
       { src, dtype: a.dtype, rows, cols: a.cols, bits: a.bits, groupSize: a.groupSize, refine: a.refine, colScale: a.colScale },
       {
         packed: a.packed.subarray(byte0, byte0 + Math.ceil((rows * a.cols * a.bits) / 8)),
@@ -96,53 +96,62 @@ export async function quantizePiece(kernel: QuantKernel, reader: RowReader, a: Q
 export interface PassthroughResult {
   data: Uint8Array;
   quantType: QuantType;
-  stats: LayerStats;
+  sqnrDb: number;
+  cosine: number;
+}
+
+/** True when some F16/BF16 value is NaN or ±Inf (its exponent bits all set). */
+function hasNonFinite16(bytes: Uint8Array, dtype: 'F16' | 'BF16'): boolean {
+  const u16 = new Uint16Array(bytes.buffer, bytes.byteOffset, bytes.byteLength / 2);
+  const exp = dtype === 'F16' ? 0x7c00 : 0x7f80;
+  for (let i = 0; i < u16.length; i++) if ((u16[i]! & exp) === exp) return true;
+  return false;
 }
 
 /**
- * A layer kept as a float (format.md): F16/BF16 bytes unchanged; F32 stored as f16 when every
- * value is finite and fits, else as bf16. Statistics compare the stored values with the source.
+ * A layer kept as a float (format.md): F16/BF16 bytes unchanged (exact: SQNR +Inf, cosine 1, or
+ * NaN when the source holds NaN/Inf); F32 stored as f16 when every value is finite and fits,
+ * else as bf16, with SQNR and cosine of that rounding. Read in chunks: memory holds the output.
  */
 export async function passthroughLayer(reader: RowReader, loc: TensorLocation, rows: number, timings: Timings): Promise<PassthroughResult> {
-  const bytes = Uint8Array.from(await reader.read(loc, 0, rows, 0, timings));
+  const n = rows * loc.cols;
   if (loc.dtype !== 'F32') {
-    const values = decodeToF32(bytes, loc.dtype);
-    return { data: bytes, quantType: loc.dtype === 'F16' ? 'f16' : 'bf16', stats: layerStats(values, values) };
+    const data = new Uint8Array(n * 2);
+    let finite = true;
+    await forEachChunk(reader, loc, 0, rows, timings, async (bytes, r0) => {
+      data.set(bytes, r0 * loc.cols * 2);
+      if (finite && hasNonFinite16(bytes, loc.dtype as 'F16' | 'BF16')) finite = false;
+      return true;
+    });
+    return { data, quantType: loc.dtype === 'F16' ? 'f16' : 'bf16', sqnrDb: finite ? Infinity : NaN, cosine: finite ? 1 : NaN };
   }
-  const values = decodeToF32(bytes, 'F32');
-  const asF16 = fitsF16(values);
-  const out = new Uint16Array(values.length);
-  const back = new Float32Array(values.length);
-  for (let i = 0; i < values.length; i++) {
-    const h = asF16 ? f32ToF16Bits(values[i]!) : f32ToBf16Bits(values[i]!);
-    out[i] = h;
-    back[i] = asF16 ? F16_TABLE[h]! : bf16BitsToF32(h);
-  }
-  return { data: new Uint8Array(out.buffer), quantType: asF16 ? 'f16' : 'bf16', stats: layerStats(values, back) };
-}
-
-/** Hash the data, fill in the quality columns, encode the shard and write it atomically. */
-export async function writeShard(record: Omit<LayerRecord, 'data_sha256'>, path: string, timings: Timings): Promise<{ bytes: number; sha256: string }> {
-  const t0 = performance.now();
-  const sha256 = createHash('sha256').update(record.data).digest('hex');
-  const t1 = performance.now();
-  timings.hashMs += t1 - t0;
-  const shard = encodeShard({ ...record, data_sha256: sha256 });
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  try {
-    const fh = await open(tmp, 'w');
-    try {
-      let off = 0;
-      while (off < shard.byteLength) off += (await fh.write(shard, off, shard.byteLength - off, off)).bytesWritten;
-    } finally {
-      await fh.close();
+  let asF16 = true;
+  await forEachChunk(reader, loc, 0, rows, timings, async (bytes) => {
+    asF16 = fitsF16(decodeToF32(bytes, 'F32'));
+    return asF16;
+  });
+  const out = new Uint16Array(n);
+  const stats = { w2: 0, e2: 0, wq: 0, q2: 0 };
+  await forEachChunk(reader, loc, 0, rows, timings, async (bytes, r0) => {
+    const values = decodeToF32(bytes, 'F32');
+    const back = new Float32Array(values.length);
+    const base = r0 * loc.cols;
+    for (let i = 0; i < values.length; i++) {
+      const h = asF16 ? f32ToF16Bits(values[i]!) : f32ToBf16Bits(values[i]!);
+      out[base + i] = h;
+      back[i] = asF16 ? F16_TABLE[h]! : bf16BitsToF32(h);
     }
-    await rename(tmp, path);
-  } catch (e) {
-    await rm(tmp, { force: true });
-    throw e;
-  }
-  timings.writeMs += performance.now() - t1;
-  return { bytes: shard.byteLength, sha256 };
+    accumulateStats(stats, values, back);
+    return true;
+  });
+  const q = statsToQuality(stats);
+  return { data: new Uint8Array(out.buffer), quantType: asF16 ? 'f16' : 'bf16', sqnrDb: q.sqnrDb, cosine: q.cosine };
 }
 
+/** SHA-256 (hex) of a layer's data, timed as hashing. */
+export function hashData(data: Uint8Array, timings: Timings): string {
+  const t0 = performance.now();
+  const sha = createHash('sha256').update(data).digest('hex');
+  timings.hashMs += performance.now() - t0;
+  return sha;
+}

@@ -3,14 +3,13 @@
 
 import { parentPort } from 'node:worker_threads';
 import { serializeError } from '../core/errors.js';
-import { statsToQuality } from '../core/quant/layer-stats.js';
 import { selectKernel } from '../native/kernels.js';
-import { columnAbsMaxPiece, passthroughLayer, quantizePiece, writeShard } from './piece-ops.js';
+import { columnAbsMaxPiece, hashData, passthroughLayer, quantizePiece } from './piece-ops.js';
 import { RowReader, zeroTimings } from '../core/model/row-reader.js';
 import type { PieceRequest, PieceResponse } from './thread-protocol.js';
 
 const { kernel } = selectKernel();
-const reader = new RowReader();
+const reader = new RowReader(true);
 
 async function handle(req: PieceRequest): Promise<PieceResponse> {
   const timings = zeroTimings();
@@ -21,18 +20,22 @@ async function handle(req: PieceRequest): Promise<PieceResponse> {
       return { id: req.id, ok: true, timings, nonFinite: await quantizePiece(kernel, reader, req.args, timings) };
     case 'passthrough': {
       const r = await passthroughLayer(reader, req.loc, req.rows, timings);
-      const q = statsToQuality(r.stats);
-      const record = { ...req.record, data: r.data, quant_type: r.quantType, sqnr_db: q.sqnrDb, cosine: q.cosine };
-      return { id: req.id, ok: true, timings, shard: await writeShard(record, req.shardPath, timings), quantType: r.quantType, sqnrDb: q.sqnrDb, cosine: q.cosine };
+      return { id: req.id, ok: true, timings, data: r.data, sha256: hashData(r.data, timings), quantType: r.quantType, sqnrDb: r.sqnrDb, cosine: r.cosine };
     }
-    case 'shard':
-      return { id: req.id, ok: true, timings, shard: await writeShard(req.record, req.shardPath, timings) };
+    case 'hash':
+      return { id: req.id, ok: true, timings, sha256: hashData(req.data, timings) };
   }
+}
+
+/** Buffers this thread made go to the main thread without a copy. */
+function transferables(res: PieceResponse): ArrayBuffer[] {
+  if (!res.ok) return [];
+  return [res.colAbsMax?.buffer, res.data?.buffer].filter((b): b is ArrayBuffer => b instanceof ArrayBuffer);
 }
 
 parentPort!.on('message', (req: PieceRequest) => {
   handle(req).then(
-    (res) => parentPort!.postMessage(res, res.ok && 'colAbsMax' in res && res.colAbsMax ? [res.colAbsMax.buffer as ArrayBuffer] : []),
+    (res) => parentPort!.postMessage(res, transferables(res)),
     (e) => parentPort!.postMessage({ id: req.id, ok: false, error: serializeError(e) } satisfies PieceResponse),
   );
 });

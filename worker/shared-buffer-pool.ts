@@ -1,14 +1,18 @@
 // Output buffers for layers, shared with the threads that fill them and reused across layers of
 // the same size: touching fresh pages costs more than quantizing into them.
 
-const KEEP_PER_SIZE = 4;
+const KEEP_PER_SIZE = 2;
+/** Free buffers kept at most, in bytes: reuse must not turn into a second copy of the model. */
+const KEEP_BYTES = 160 << 20;
 
 export class SharedBufferPool {
   private readonly free = new Map<number, SharedArrayBuffer[]>();
+  private freeBytes = 0;
 
   private acquire(bytes: number): SharedArrayBuffer {
-    const list = this.free.get(bytes);
-    return list?.pop() ?? new SharedArrayBuffer(bytes);
+    const sab = this.free.get(bytes)?.pop();
+    if (sab) this.freeBytes -= bytes;
+    return sab ?? new SharedArrayBuffer(bytes);
   }
 
   uint8(n: number): Uint8Array {
@@ -29,12 +33,15 @@ export class SharedBufferPool {
       const sab = v.buffer;
       if (!(sab instanceof SharedArrayBuffer)) continue;
       const list = this.free.get(sab.byteLength) ?? [];
-      if (list.length < KEEP_PER_SIZE && !list.includes(sab)) list.push(sab);
+      if (list.length >= KEEP_PER_SIZE || list.includes(sab) || this.freeBytes + sab.byteLength > KEEP_BYTES) continue;
+      list.push(sab);
+      this.freeBytes += sab.byteLength;
       this.free.set(sab.byteLength, list);
     }
   }
 
   clear(): void {
     this.free.clear();
+    this.freeBytes = 0;
   }
 }

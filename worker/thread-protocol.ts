@@ -1,23 +1,15 @@
 // Messages between the ThreadPool (main thread) and quant-thread.ts.
 
 import type { SerializedError } from '../core/errors.js';
-import type { LayerRecord, QuantType } from '../core/format/layer-schema.js';
+import type { QuantType } from '../core/format/layer-schema.js';
 import type { QuantizePieceArgs } from './piece-ops.js';
 import type { TensorLocation, Timings } from '../core/model/row-reader.js';
 
 export type PieceRequest =
   | { id: number; op: 'colabsmax'; loc: TensorLocation; rowStart: number; rowEnd: number }
   | { id: number; op: 'quantize'; args: QuantizePieceArgs }
-  | {
-      id: number;
-      op: 'passthrough';
-      loc: TensorLocation;
-      rows: number;
-      /** every column but data, quant_type and the quality columns */
-      record: Omit<LayerRecord, 'data' | 'quant_type' | 'sqnr_db' | 'cosine' | 'data_sha256'>;
-      shardPath: string;
-    }
-  | { id: number; op: 'shard'; record: Omit<LayerRecord, 'data_sha256'>; shardPath: string };
+  | { id: number; op: 'passthrough'; loc: TensorLocation; rows: number }
+  | { id: number; op: 'hash'; data: Uint8Array };
 
 export type PieceResponse =
   | {
@@ -26,7 +18,9 @@ export type PieceResponse =
       timings: Timings;
       colAbsMax?: Float32Array;
       nonFinite?: number;
-      shard?: { bytes: number; sha256: string };
+      /** passthrough: the stored bytes (transferred) */
+      data?: Uint8Array;
+      sha256?: string;
       quantType?: QuantType;
       sqnrDb?: number;
       cosine?: number;

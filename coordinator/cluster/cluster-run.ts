@@ -27,7 +27,7 @@ import { ensureTaskQueue, jobsBucket } from '../../core/cluster/jetstream-setup.
 import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/errors.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
 import { ShardServer, shardPath } from './shard-server.js';
-import { finishJob, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
+import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
 import type { Progress, RunSummary } from '../local-run.js';
 
 export interface ClusterRunOptions {
@@ -66,6 +66,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
   const nc = await connectNats(opts.nats);
   const server = new ShardServer({ tls: opts.grpcTls ?? null });
   const subs: Subscription[] = [];
+  let output: OrderedOutput | null = null;
   const runId = randomBytes(8).toString('hex');
   let keepStage = true;
   try {
@@ -73,6 +74,10 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     const kv = await jobsBucket(nc);
     const finished = await resumeStaged(job, stageDir, kv, log);
     const resumed = finished.size;
+    output = await OrderedOutput.create(job);
+    const out = output;
+    const staged = (i: number) => (finished.has(i) ? shardPath(stageDir, i) : null);
+    const appendReady = () => out.appendStaged(staged).catch((e) => settle.reject(e));
     const workers = new Set<string>();
     let grpcBytes = 0;
     let bytesDone = [...finished.values()].reduce((s, l) => s + l.bytesIn, 0);
@@ -103,6 +108,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
         bytesDone += layer.bytesIn;
         opts.onProgress?.({ layersDone: finished.size, layersTotal: job.tasks.length, bytesDone, bytesTotal: job.plan.totalBytesIn, layer: layer.name });
         progress('running');
+        void appendReady();
         if (finished.size === job.tasks.length) settle.resolve();
       },
     });
@@ -137,6 +143,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     opts.cancel?.then(() => settle.reject(new JobCancelledError(job.id)));
 
     let published = 0;
+    void appendReady();
     if (finished.size === job.tasks.length) settle.resolve();
     for (const task of job.tasks) {
       if (failed) break;
@@ -164,7 +171,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
 
     progress('merging');
     const tMerge = performance.now();
-    const summary = await finishJob(job, [...finished.values()], (i) => shardPath(stageDir, i)).catch(async (e) => {
+    await appendReady();
+    const summary = await out.finish([...finished.values()]).catch(async (e: unknown) => {
       keepStage = !(e instanceof ArrowQuantError && e.exitCode >= 2);
       await abandonJob(nc, kv, job, runId, 'failed', (e as Error).message, !keepStage);
       throw e;
@@ -193,6 +201,9 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       workers: [...workers].sort(),
       grpc_bytes_received: grpcBytes,
     };
+  } catch (e) {
+    await output?.abort();
+    throw e;
   } finally {
     for (const s of subs) s.unsubscribe();
     await server.stop();

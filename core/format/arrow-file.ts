@@ -1,16 +1,20 @@
 // Shards and the output file at the IPC framing level.
 //
-// A shard is one layer as an Arrow IPC stream: [schema message][record batch message][EOS],
-// what a worker produces and uploads. The output file is assembled from the shards' record
-// batch messages copied verbatim, in canonical order, after the file's own schema message
-// (with the schema metadata, known only once every layer is done), without decoding and
-// re-encoding the layers. The file is exactly: "ARROW1\0\0", the Arrow IPC stream of the
-// batches (schema message, batch messages, end-of-stream), the footer, its length, "ARROW1".
-// (apache-arrow's own file writer leaves out the leading schema message; the specification
-// has it, and every reader accepts both.)
+// A shard is one layer as an Arrow IPC stream: [schema message][record batch message][EOS] —
+// what a cluster worker produces and uploads. The output file is exactly: "ARROW1\0\0", an Arrow
+// IPC stream (the schema message with the file's metadata, one record batch message per layer in
+// canonical order, end-of-stream), the footer, its length, "ARROW1". (apache-arrow's own file
+// writer leaves out the leading schema message; the specification has it and readers accept
+// both.)
+//
+// The schema metadata (its summary) is known only when every layer is done, but layers are
+// written as soon as they are next in canonical order. So the schema message gets a reserved
+// region: its flatbuffer followed by zero padding, which IPC allows (the length prefix counts the
+// padding). The region's size is computed from the plan alone — the summary with every number at
+// its widest — so the file stays a function of the job, never of timing.
 
-import { open, rename, rm } from 'node:fs/promises';
-import { MetadataVersion, Table, tableFromIPC, tableToIPC, type Schema } from 'apache-arrow';
+import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { MetadataVersion, RecordBatchStreamWriter, Table, tableFromIPC, tableToIPC, type Schema } from 'apache-arrow';
 import { FileBlock, Footer } from 'apache-arrow/ipc/metadata/file';
 import { FormatError, OutputError } from '../errors.js';
 import { COLUMN_NAMES, batchToRecord, layerBatch, layerSchema, type LayerRecord } from './layer-schema.js';
@@ -19,8 +23,71 @@ const MAGIC = Buffer.from('ARROW1\0\0', 'latin1');
 const EOS = Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
 const CONTINUATION = 0xffffffff;
 
+/** A record batch message as consecutive byte views (the body views point at the layer's own buffers). */
+export interface BatchMessage {
+  chunks: Uint8Array[];
+  metaDataLength: number;
+  bodyLength: number;
+}
+
+let shardSchemaBytes: Uint8Array | null = null;
+
+/** The schema message of a shard (no metadata): the same for every layer. */
+function shardSchemaMessage(): Uint8Array {
+  return (shardSchemaBytes ??= schemaMessage(layerSchema()));
+}
+
+/** The schema message (continuation, length, flatbuffer) of `schema`, metadata included. */
+function schemaMessage(schema: Schema): Uint8Array {
+  const stream = tableToIPC(new Table(schema), 'stream');
+  return stream.subarray(0, stream.byteLength - EOS.length);
+}
+
+/** One layer's record batch message, encoded by apache-arrow without copying the layer's data. */
+export async function encodeBatchMessage(record: LayerRecord): Promise<BatchMessage> {
+  const writer = RecordBatchStreamWriter.writeAll([layerBatch(record)]);
+  const all: Uint8Array[] = [];
+  for await (const c of writer) all.push(c);
+  let skip = shardSchemaMessage().byteLength;
+  const chunks: Uint8Array[] = [];
+  for (const c of all) {
+    if (skip > 0) {
+      skip -= c.byteLength;
+      continue;
+    }
+    chunks.push(c);
+  }
+  const last = chunks.pop()!;
+  if (skip !== 0 || last.byteLength !== EOS.length) throw new FormatError('unexpected IPC framing from the Arrow writer', 'encoder');
+  const first = chunks.slice(0, 2);
+  const metaLen = new DataView(first[1]!.buffer, first[1]!.byteOffset, 4).getInt32(0, true);
+  const total = chunks.reduce((s, c) => s + c.byteLength, 0);
+  return { chunks, metaDataLength: 8 + metaLen, bodyLength: total - 8 - metaLen };
+}
+
+/** A whole shard in memory (tests, small tools). */
 export function encodeShard(record: LayerRecord): Uint8Array {
   return tableToIPC(new Table([layerBatch(record)]), 'stream');
+}
+
+/** Write a layer's shard to `path` atomically, streaming its buffers (no copy of the data). */
+export async function writeShardFile(record: LayerRecord, path: string): Promise<number> {
+  const msg = await encodeBatchMessage(record);
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  let fh: FileHandle | null = null;
+  try {
+    fh = await open(tmp, 'w');
+    let pos = 0;
+    for (const c of [shardSchemaMessage(), ...msg.chunks, EOS]) pos += await writeAt(fh, c, pos);
+    await fh.close();
+    fh = null;
+    await rename(tmp, path);
+    return pos;
+  } catch (e) {
+    await fh?.close().catch(() => undefined);
+    await rm(tmp, { force: true });
+    throw outputError(path, e);
+  }
 }
 
 export interface DecodedShard {
@@ -31,26 +98,43 @@ export interface DecodedShard {
   bodyLength: number;
 }
 
-/** Parse and check a shard: framing, exact columns, one row. Throws FormatError. */
-export function decodeShard(bytes: Uint8Array, what = 'shard'): DecodedShard {
+/** Where the record batch message sits in a shard (framing only, no decoding). */
+export interface ShardFrame {
+  offset: number;
+  length: number;
+  metaDataLength: number;
+  bodyLength: number;
+}
+
+/** Check a shard's IPC framing from its first bytes (at least 16 + the schema message) and its size. */
+export function frameShard(head: Uint8Array, size: number, what = 'shard'): ShardFrame {
   const fail = (msg: string): never => {
     throw new FormatError(`${what}: ${msg}`, what);
   };
-  if (bytes.byteLength < 24) fail(`too short (${bytes.byteLength} bytes) for an Arrow IPC stream`);
-  const dv = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const messageAt = (off: number) => {
-    if (off + 8 > bytes.byteLength || dv.getUint32(off, true) !== CONTINUATION) fail(`no IPC message at byte ${off}`);
+  if (size < 24) fail(`too short (${size} bytes) for an Arrow IPC stream`);
+  const dv = new DataView(head.buffer, head.byteOffset, head.byteLength);
+  const messageLen = (off: number) => {
+    if (off + 8 > head.byteLength) fail(`truncated before the message at byte ${off}`);
+    if (dv.getUint32(off, true) !== CONTINUATION) fail(`no IPC message at byte ${off}`);
     const len = dv.getInt32(off + 4, true);
-    if (len < 0 || len % 8 !== 0 || off + 8 + len > bytes.byteLength) fail(`bad message length ${len} at byte ${off}`);
+    if (len < 0 || len % 8 !== 0 || off + 8 + len > size) fail(`bad message length ${len} at byte ${off}`);
     return len;
   };
-  const schemaLen = messageAt(0);
-  const batchStart = 8 + schemaLen;
-  const batchMetaLen = messageAt(batchStart);
-  const end = bytes.byteLength - EOS.length;
-  if (!Buffer.from(bytes.buffer, bytes.byteOffset + end, EOS.length).equals(EOS)) fail('does not end with the end-of-stream marker');
-  const bodyLength = end - batchStart - 8 - batchMetaLen;
+  const offset = 8 + messageLen(0);
+  const meta = messageLen(offset);
+  const length = size - EOS.length - offset;
+  const bodyLength = length - 8 - meta;
   if (bodyLength < 0) fail('record batch body is truncated');
+  return { offset, length, metaDataLength: 8 + meta, bodyLength };
+}
+
+/** Parse and check a shard: framing, exact columns, one row. Throws FormatError. */
+export function decodeShard(bytes: Uint8Array, what = 'shard'): DecodedShard {
+  const frame = frameShard(bytes, bytes.byteLength, what);
+  const fail = (msg: string): never => {
+    throw new FormatError(`${what}: ${msg}`, what);
+  };
+  if (!Buffer.from(bytes.buffer, bytes.byteOffset + bytes.byteLength - EOS.length, EOS.length).equals(EOS)) fail('does not end with the end-of-stream marker');
   let table: Table;
   try {
     table = tableFromIPC(bytes);
@@ -66,41 +150,45 @@ export function decodeShard(bytes: Uint8Array, what = 'shard'): DecodedShard {
   if (table.batches.length !== 1 || table.numRows !== 1) fail(`holds ${table.numRows} rows in ${table.batches.length} batches, expected one layer`);
   return {
     record: batchToRecord(table.batches[0]!),
-    batchMessage: bytes.subarray(batchStart, end),
-    metaDataLength: 8 + batchMetaLen,
-    bodyLength,
+    batchMessage: bytes.subarray(frame.offset, frame.offset + frame.length),
+    metaDataLength: frame.metaDataLength,
+    bodyLength: frame.bodyLength,
   };
 }
 
-/** The schema message (continuation, length, flatbuffer) of `schema`, metadata included. */
-function schemaMessage(schema: Schema): Uint8Array {
-  const stream = tableToIPC(new Table(schema), 'stream');
-  return stream.subarray(0, stream.byteLength - EOS.length);
+/** Bytes to reserve for the schema message whose metadata will be at most as long as `widest`'s. */
+export function schemaReservation(widest: Map<string, string>): number {
+  return schemaMessage(layerSchema(widest)).byteLength;
 }
 
+const COPY_BUFFER_BYTES = 4 << 20;
+const FLUSH_BEHIND_BYTES = 128 << 20;
+
 /**
- * Writes the output file: appears at `path` only when complete (temporary name + rename);
- * on any failure nothing is left behind.
+ * Writes the output file, layer by layer in canonical order; it appears at `path` only when
+ * complete (temporary name + rename); on any failure nothing is left behind.
  */
 export class ArrowFileAssembler {
-  private fh: Awaited<ReturnType<typeof open>> | null = null;
-  private offset = 0;
+  private fh: FileHandle | null = null;
+  private offset: number;
   private readonly blocks: FileBlock[] = [];
   private readonly tmp: string;
+  private copyBuffer: Buffer | null = null;
 
   private constructor(
     readonly path: string,
-    private readonly schema: Schema,
+    private readonly reserved: number,
   ) {
     this.tmp = `${path}.tmp-${process.pid}`;
+    this.offset = MAGIC.byteLength + reserved;
   }
 
-  static async create(path: string, metadata: Map<string, string>): Promise<ArrowFileAssembler> {
-    const a = new ArrowFileAssembler(path, layerSchema(metadata));
+  /** `reservedSchemaBytes` from schemaReservation(); the schema message is written by finish(). */
+  static async create(path: string, reservedSchemaBytes: number): Promise<ArrowFileAssembler> {
+    const a = new ArrowFileAssembler(path, reservedSchemaBytes);
     try {
       a.fh = await open(a.tmp, 'w');
-      await a.write(MAGIC);
-      await a.write(schemaMessage(a.schema));
+      await writeAt(a.fh, MAGIC, 0);
     } catch (e) {
       await a.abort();
       throw outputError(path, e);
@@ -108,48 +196,129 @@ export class ArrowFileAssembler {
     return a;
   }
 
-  /** Append one layer's record batch message (from decodeShard), in canonical order. */
-  async append(shard: Pick<DecodedShard, 'batchMessage' | 'metaDataLength' | 'bodyLength'>): Promise<void> {
-    try {
-      this.blocks.push(new FileBlock(shard.metaDataLength, shard.bodyLength, this.offset));
-      await this.write(shard.batchMessage);
-    } catch (e) {
-      await this.abort();
-      throw outputError(this.path, e);
-    }
+  get layers(): number {
+    return this.blocks.length;
   }
 
-  async finish(): Promise<void> {
-    try {
-      await this.write(EOS);
-      const footer = Footer.encode(new Footer(this.schema, MetadataVersion.V5, this.blocks, []));
-      await this.write(footer);
-      await this.write(Buffer.from(Int32Array.of(footer.byteLength).buffer));
-      await this.write(MAGIC.subarray(0, 6));
+  async append(msg: BatchMessage): Promise<void> {
+    await this.guard(async () => {
+      this.blocks.push(new FileBlock(msg.metaDataLength, msg.bodyLength, this.offset));
+      // The pieces' positions are known: write them concurrently (the page-cache copies of a
+      // large layer then proceed on several I/O threads at once).
+      const writes: Promise<number>[] = [];
+      for (const c of msg.chunks) {
+        writes.push(writeAt(this.fh!, c, this.offset));
+        this.offset += c.byteLength;
+      }
+      await Promise.all(writes);
+      this.flushBehind();
+    });
+  }
+
+  private syncing: Promise<void> | null = null;
+  private syncedUpTo = 0;
+
+  /**
+   * Start writing dirty pages to disk in the background every so often, so that the final
+   * fsync does not wait for the whole file at once.
+   */
+  private flushBehind(): void {
+    if (this.syncing || this.offset - this.syncedUpTo < FLUSH_BEHIND_BYTES) return;
+    const upTo = this.offset;
+    this.syncing = this.fh!.datasync().then(
+      () => {
+        this.syncedUpTo = upTo;
+        this.syncing = null;
+      },
+      () => {
+        this.syncing = null;
+      },
+    );
+  }
+
+  /** Append the record batch message of a staged shard file, copied through a reused buffer. */
+  async appendShardFile(shardPath: string, what: string): Promise<void> {
+    await this.guard(async () => {
+      const src = await open(shardPath, 'r');
+      try {
+        const size = (await src.stat()).size;
+        const head = Buffer.alloc(Math.min(size, 64 << 10));
+        await src.read(head, 0, head.length, 0);
+        let frame: ShardFrame;
+        try {
+          frame = frameShard(head, size, what);
+        } catch (e) {
+          if (!/truncated before/.test((e as Error).message) || head.length === size) throw e;
+          const all = Buffer.alloc(size);
+          await src.read(all, 0, size, 0);
+          frame = frameShard(all, size, what);
+        }
+        this.blocks.push(new FileBlock(frame.metaDataLength, frame.bodyLength, this.offset));
+        this.flushBehind();
+        const buf = (this.copyBuffer ??= Buffer.allocUnsafeSlow(COPY_BUFFER_BYTES));
+        for (let done = 0; done < frame.length; ) {
+          const n = Math.min(buf.length, frame.length - done);
+          const { bytesRead } = await src.read(buf, 0, n, frame.offset + done);
+          if (bytesRead === 0) throw new FormatError(`${what}: shard file ends early`, shardPath);
+          this.offset += await writeAt(this.fh!, buf.subarray(0, bytesRead), this.offset);
+          done += bytesRead;
+        }
+      } finally {
+        await src.close();
+      }
+    });
+  }
+
+  /** Footer, then the schema message (with `metadata`) into its reserved region, then rename. */
+  async finish(metadata: Map<string, string>): Promise<void> {
+    await this.guard(async () => {
+      const schema = layerSchema(metadata);
+      const message = schemaMessage(schema);
+      if (message.byteLength > this.reserved) {
+        throw new OutputError(`schema metadata needs ${message.byteLength} bytes but ${this.reserved} were reserved`, this.path);
+      }
+      this.offset += await writeAt(this.fh!, EOS, this.offset);
+      const footer = Footer.encode(new Footer(schema, MetadataVersion.V5, this.blocks, []));
+      this.offset += await writeAt(this.fh!, footer, this.offset);
+      this.offset += await writeAt(this.fh!, Buffer.from(Int32Array.of(footer.byteLength).buffer), this.offset);
+      this.offset += await writeAt(this.fh!, MAGIC.subarray(0, 6), this.offset);
+      // The schema message fills the reserved region: its length prefix counts the zero padding.
+      const region = Buffer.alloc(this.reserved);
+      Buffer.from(message).copy(region);
+      region.writeInt32LE(this.reserved - 8, 4);
+      await writeAt(this.fh!, region, MAGIC.byteLength);
+      await this.syncing;
       await this.fh!.sync();
       await this.fh!.close();
       this.fh = null;
       await rename(this.tmp, this.path);
-    } catch (e) {
-      await this.abort();
-      throw outputError(this.path, e);
-    }
+    });
   }
 
   async abort(): Promise<void> {
+    await this.syncing?.catch(() => undefined);
     if (this.fh) await this.fh.close().catch(() => undefined);
     this.fh = null;
     await rm(this.tmp, { force: true });
   }
 
-  private async write(bytes: Uint8Array): Promise<void> {
-    let done = 0;
-    while (done < bytes.byteLength) {
-      const { bytesWritten } = await this.fh!.write(bytes, done, bytes.byteLength - done, this.offset + done);
-      done += bytesWritten;
+  private async guard(fn: () => Promise<void>): Promise<void> {
+    try {
+      await fn();
+    } catch (e) {
+      await this.abort();
+      throw e instanceof FormatError ? e : outputError(this.path, e);
     }
-    this.offset += bytes.byteLength;
   }
+}
+
+async function writeAt(fh: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
+  let done = 0;
+  while (done < bytes.byteLength) {
+    const { bytesWritten } = await fh.write(bytes, done, bytes.byteLength - done, position + done);
+    done += bytesWritten;
+  }
+  return bytes.byteLength;
 }
 
 function outputError(path: string, e: unknown): OutputError {

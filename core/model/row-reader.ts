@@ -1,12 +1,13 @@
 // Reading row ranges of a tensor straight from its safetensors file: each read is the tensor's
 // own byte range (never the whole file), through cached file handles into reused buffers.
 
+import { closeSync, openSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ModelFormatError } from '../errors.js';
 import { dtypeSize, type SourceDtype } from '../quant/dtype.js';
 
 /** Rows per read: about this many input bytes, a multiple of 8 rows. */
-export const CHUNK_BYTES = 8 << 20;
+export const CHUNK_BYTES = 2 << 20;
 
 export interface Timings {
   readMs: number;
@@ -24,22 +25,28 @@ export interface TensorLocation {
   cols: number;
 }
 
-/** Reads row ranges of tensors through cached file handles into a reused buffer. */
+/**
+ * Reads row ranges of tensors through cached file handles into reused buffers. `sync` reads block
+ * the calling thread: right for a dedicated quantization thread, where a read from the page cache
+ * is a memory copy the thread would otherwise wait for in libuv's queue anyway.
+ */
 export class RowReader {
   private handles = new Map<string, FileHandle>();
+  private fds = new Map<string, number>();
   private buffers: Buffer[] = [Buffer.alloc(0), Buffer.alloc(0)];
+
+  constructor(private readonly sync = false) {}
 
   async read(loc: TensorLocation, rowStart: number, rows: number, slot: 0 | 1, timings: Timings): Promise<Uint8Array> {
     const rowBytes = loc.cols * dtypeSize(loc.dtype);
     const n = rows * rowBytes;
     if (this.buffers[slot]!.byteLength < n) this.buffers[slot] = Buffer.allocUnsafeSlow(Math.max(n, CHUNK_BYTES));
     const buf = this.buffers[slot]!;
-    let fh = this.handles.get(loc.file);
-    if (!fh) this.handles.set(loc.file, (fh = await open(loc.file, 'r')));
     const t0 = performance.now();
+    const readAt = await this.reader(loc.file);
     let got = 0;
     while (got < n) {
-      const { bytesRead } = await fh.read(buf, got, n - got, loc.dataStart + rowStart * rowBytes + got);
+      const bytesRead = await readAt(buf, got, n - got, loc.dataStart + rowStart * rowBytes + got);
       if (bytesRead === 0) {
         throw new ModelFormatError(`${loc.file}: file ends before the tensor's data (truncated after it was scanned?)`, loc.file);
       }
@@ -49,9 +56,23 @@ export class RowReader {
     return buf.subarray(0, n);
   }
 
+  private async reader(file: string): Promise<(buf: Buffer, off: number, len: number, pos: number) => number | Promise<number>> {
+    if (this.sync) {
+      let fd = this.fds.get(file);
+      if (fd === undefined) this.fds.set(file, (fd = openSync(file, 'r')));
+      return (buf, off, len, pos) => readSync(fd!, buf, off, len, pos);
+    }
+    let fh = this.handles.get(file);
+    if (!fh) this.handles.set(file, (fh = await open(file, 'r')));
+    const h = fh;
+    return async (buf, off, len, pos) => (await h.read(buf, off, len, pos)).bytesRead;
+  }
+
   async close(): Promise<void> {
     for (const fh of this.handles.values()) await fh.close().catch(() => undefined);
+    for (const fd of this.fds.values()) closeSync(fd);
     this.handles.clear();
+    this.fds.clear();
   }
 }
 

@@ -21,6 +21,7 @@ import type { LayerTask } from '../../core/job/layer-task.js';
 import { TaskRefusedError } from '../../core/cluster/errors.js';
 import type { ClientTlsOptions } from '../../core/grpc/tls.js';
 import { LayerRunner } from '../layer-runner.js';
+import { writeShardFile } from '../../core/format/arrow-file.js';
 import { ThreadPool } from '../thread-pool.js';
 import { ShardClient } from './shard-client.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
@@ -190,7 +191,13 @@ export class WorkerService {
           this.id,
         );
       }
-      const outcome = await this.runner.run(input, shardFile);
+      const result = await this.runner.run(input);
+      try {
+        await writeShardFile(result.record, shardFile);
+      } finally {
+        result.release();
+      }
+      const outcome = result.outcome;
       if (this.cancelled.has(tm.run_id)) {
         msg.term();
         return;
