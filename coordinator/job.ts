@@ -26,11 +26,16 @@ export interface PreparedJob {
 export function prepareJob(modelPath: string, cfg: ArrowQuantConfig, output: string): PreparedJob {
   const out = resolve(output);
   checkOutputPath(out);
+  return { ...prepareJobForPlan(modelPath, cfg), output: out };
+}
+
+/** A job without an output (for planning). */
+export function prepareJobForPlan(modelPath: string, cfg: ArrowQuantConfig): PreparedJob {
   const model = openModel(modelPath);
   const calibration = cfg.calibration_path ? loadCalibration(cfg.calibration_path) : null;
   const plan = buildPlan(model, cfg, calibration);
   const id = jobId(model, cfg);
-  return { id, model, cfg, calibration, plan, tasks: buildLayerTasks(id, model, plan, cfg, calibration), output: out };
+  return { id, model, cfg, calibration, plan, tasks: buildLayerTasks(id, model, plan, cfg, calibration), output: '' };
 }
 
 /** Fail before any work when the output cannot be written. */
@@ -127,11 +132,16 @@ export class OrderedOutput {
     this.advance();
   }
 
-  /** Write every consecutive staged layer from the next one on (`staged(i)` gives its shard file, or null). */
-  appendStaged(staged: (index: number) => string | null): Promise<void> {
+  /**
+   * Write every consecutive staged layer from the next one on. `staged(i)` gives its shard: bytes
+   * still in memory, else its file; null when it is not staged yet.
+   */
+  appendStaged(staged: (index: number) => Uint8Array | string | null): Promise<void> {
     this.chain = this.chain.then(async () => {
-      for (let path = staged(this.next); path !== null; path = staged(this.next)) {
-        await this.asm.appendShardFile(path, `staged shard of layer ${this.next}`);
+      for (let shard = staged(this.next); shard !== null; shard = staged(this.next)) {
+        const what = `staged shard of layer ${this.next}`;
+        if (typeof shard === 'string') await this.asm.appendShardFile(shard, what);
+        else await this.asm.appendShardBytes(shard, what);
         this.advance();
       }
     });

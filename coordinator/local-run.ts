@@ -9,6 +9,7 @@ import { ThreadPool, resolveThreads } from '../worker/thread-pool.js';
 import { zeroTimings, type Timings } from '../core/model/row-reader.js';
 import type { FileSummary } from './file-metadata.js';
 import { OrderedOutput, prepareJob, type FinishedLayer } from './job.js';
+import { applyMeasuredAllocation } from './measured-allocation.js';
 import { encodeBatchMessage } from '../core/format/arrow-file.js';
 
 export interface Progress {
@@ -45,7 +46,7 @@ export interface RunSummary extends FileSummary {
 
 export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Promise<RunSummary> {
   const t0 = performance.now();
-  const job = prepareJob(modelPath, opts.config, opts.output);
+  let job = prepareJob(modelPath, opts.config, opts.output);
   const pool = await ThreadPool.start(resolveThreads(opts.config.num_threads));
   let output: OrderedOutput | null = null;
   let cancelled = false;
@@ -54,9 +55,10 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
     void pool.close();
   });
   try {
+    const runner = new LayerRunner(pool, opts.pieceBytes);
+    job = await applyMeasuredAllocation(job, runner, pool.size + 1);
     output = await OrderedOutput.create(job);
     const out = output;
-    const runner = new LayerRunner(pool, opts.pieceBytes);
     let writeMs = 0;
     // A layer's lane ends only once the layer is written, so at most `lanes` layers are in memory.
     const outcomes = await runAll(

@@ -11,7 +11,7 @@ import { matrixView } from '../core/model/model-source.js';
 import { decodeToF32, dtypeSize } from '../core/quant/dtype.js';
 import { equalizationScales } from '../core/quant/calibration.js';
 import { STATS_PER_ROW, groupsPerRow, packedBytes, type QuantBits } from '../core/quant/reference.js';
-import { statsToQuality, sumRowStats } from '../core/quant/layer-stats.js';
+import { statsToQuality, sumRowStats, type LayerStats } from '../core/quant/layer-stats.js';
 import { quantTypeForBits, type LayerRecord, type OutputMethod, type QuantType } from '../core/format/layer-schema.js';
 import { layerBytesOut } from '../core/plan/layer-bytes.js';
 import { CHUNK_BYTES, zeroTimings, type TensorLocation, type Timings } from '../core/model/row-reader.js';
@@ -102,19 +102,7 @@ export class LayerRunner {
     }
 
     const pieces = this.pieces(rows, cols * dtypeSize(task.dtype));
-    let colScale: Float32Array | null = null;
-    if (task.method === 'spatial') {
-      const maxima = await Promise.all(pieces.map(([rowStart, rowEnd]) => this.pool.run({ op: 'colabsmax', loc, rowStart, rowEnd })));
-      const wmax = new Float32Array(cols);
-      for (const m of maxima) {
-        addTimings(timings, m.timings);
-        m.colAbsMax!.forEach((v, j) => {
-          if (v > wmax[j]!) wmax[j] = v;
-        });
-      }
-      colScale = this.buffers.float32(cols);
-      colScale.set(equalizationScales(Float32Array.from(task.channel_absmax!), wmax, task.smooth_alpha));
-    }
+    let colScale = await this.equalization(task, loc, pieces, timings);
     try {
       const { record, notes, release } = await this.quantize(task, loc, rows, cols, pieces, colScale, timings, base);
       const extras = { equalizationScales: colScale ? cols : 0, timeGroups: task.time_group_params?.length ?? 0 };
@@ -134,6 +122,75 @@ export class LayerRunner {
     }
   }
 
+  /** Spatial layers: s_j from the calibration's channel maxima and the weight's column maxima. */
+  private async equalization(task: LayerTask, loc: TensorLocation, pieces: [number, number][], timings: Timings): Promise<Float32Array | null> {
+    if (task.method !== 'spatial') return null;
+    const maxima = await Promise.all(pieces.map(([rowStart, rowEnd]) => this.pool.run({ op: 'colabsmax', loc, rowStart, rowEnd })));
+    const wmax = new Float32Array(loc.cols);
+    for (const m of maxima) {
+      addTimings(timings, m.timings);
+      m.colAbsMax!.forEach((v, j) => {
+        if (v > wmax[j]!) wmax[j] = v;
+      });
+    }
+    const colScale = this.buffers.float32(loc.cols);
+    colScale.set(equalizationScales(Float32Array.from(task.channel_absmax!), wmax, task.smooth_alpha));
+    return colScale;
+  }
+
+  /**
+   * The error a layer would have at each of `widths` (its method and refine as in the task),
+   * without producing its row: what the measured allocation strategy decides from.
+   */
+  async measure(task: LayerTask, widths: readonly QuantBits[]): Promise<Map<QuantBits, LayerStats>> {
+    const { rows, cols } = matrixView(task.shape);
+    const loc: TensorLocation = { file: task.file, dataStart: task.data_start, dtype: task.dtype, cols };
+    const timings = zeroTimings();
+    const pieces = this.pieces(rows, cols * dtypeSize(task.dtype));
+    const colScale = await this.equalization(task, loc, pieces, timings);
+    const out = new Map<QuantBits, LayerStats>();
+    try {
+      for (const bits of widths) {
+        const gpr = groupsPerRow(cols, task.group_size);
+        const packed = this.buffers.uint8(packedBytes(rows * cols, bits));
+        const scales = this.buffers.uint16(rows * gpr);
+        const zeroPoints = this.buffers.uint16(rows * gpr);
+        const rowStats = this.buffers.float64(rows * STATS_PER_ROW);
+        try {
+          await this.quantizePieces(task, loc, pieces, { bits, colScale, packed, scales, zeroPoints, rowStats }, timings);
+          out.set(bits, sumRowStats(rowStats, rows));
+        } finally {
+          this.buffers.release(packed, scales, zeroPoints, rowStats);
+        }
+      }
+    } finally {
+      if (colScale) this.buffers.release(colScale);
+    }
+    return out;
+  }
+
+  /** Every piece of a layer through the kernel; throws NonFiniteWeightError for the first bad value. */
+  private async quantizePieces(
+    task: LayerTask, loc: TensorLocation, pieces: [number, number][],
+    o: { bits: QuantBits; colScale: Float32Array | null; packed: Uint8Array; scales: Uint16Array; zeroPoints: Uint16Array; rowStats: Float64Array },
+    timings: Timings,
+  ): Promise<void> {
+    const results = await Promise.all(
+      pieces.map(([rowStart, rowEnd]) =>
+        this.pool.run({
+          op: 'quantize',
+          args: { ...loc, rowStart, rowEnd, groupSize: task.group_size, refine: task.refine, ...o },
+        }),
+      ),
+    );
+    for (const r of results) addTimings(timings, r.timings);
+    const bad = results.map((r) => r.nonFinite!).filter((i) => i >= 0);
+    if (bad.length) {
+      const index = Math.min(...bad);
+      throw new NonFiniteWeightError(task.name, index, await this.valueAt(loc, index));
+    }
+  }
+
   private async quantize(
     task: LayerTask, loc: TensorLocation, rows: number, cols: number, pieces: [number, number][], colScale: Float32Array | null,
     timings: Timings, base: RecordBase,
@@ -149,20 +206,7 @@ export class LayerRunner {
       const release = () => this.buffers.release(packed, scales, zeroPoints);
       let kept = false;
       try {
-        const results = await Promise.all(
-          pieces.map(([rowStart, rowEnd]) =>
-            this.pool.run({
-              op: 'quantize',
-              args: { ...loc, rowStart, rowEnd, bits, groupSize: task.group_size, refine: task.refine, colScale, packed, scales, zeroPoints, rowStats },
-            }),
-          ),
-        );
-        for (const r of results) addTimings(timings, r.timings);
-        const bad = results.map((r) => r.nonFinite!).filter((i) => i >= 0);
-        if (bad.length) {
-          const index = Math.min(...bad);
-          throw new NonFiniteWeightError(task.name, index, await this.valueAt(loc, index));
-        }
+        await this.quantizePieces(task, loc, pieces, { bits, colScale, packed, scales, zeroPoints, rowStats }, timings);
         const q = statsToQuality(sumRowStats(rowStats, rows));
         const bar = task.min_layer_cosine[bits];
         if (q.cosine < bar) {

@@ -9,7 +9,8 @@ export const PLAN_USAGE = 'arrowquant plan <model> [-c cfg.yaml] [options]';
 
 export const PLAN_HELP = `${PLAN_USAGE}
 
-Reads the safetensors headers only (no weights) and prints the per-layer plan: bit width,
+Reads the safetensors headers only (no weights; with --strategy measured it quantizes each
+candidate layer at 2, 4 and 8 bits to measure it) and prints the per-layer plan: bit width,
 method, group size and exact bytes_out (format.md), with totals against the size target.
 --json prints {"layers": [...], "total_bytes_in", "total_bytes_out", "target_bytes", "target_met"}.
 
@@ -22,9 +23,15 @@ export async function planCommand(argv: string[], io: CommandIO): Promise<number
     return 0;
   }
   const cfg = effectiveConfig(values, io.env);
-  const model = openModel(positionals[0]!);
-  const cal = cfg.calibration_path ? loadCalibration(cfg.calibration_path) : null;
-  const plan = buildPlan(model, cfg, cal);
+  let plan: Plan;
+  if (cfg.enable_mixed_precision && cfg.allocation_strategy === 'measured') {
+    // The measured strategy has to read the weights: plan exactly as quantize will.
+    const { measuredPlan } = await import('../../coordinator/measured-plan.js');
+    plan = await measuredPlan(positionals[0]!, cfg);
+  } else {
+    const model = openModel(positionals[0]!);
+    plan = buildPlan(model, cfg, cfg.calibration_path ? loadCalibration(cfg.calibration_path) : null);
+  }
   io.err(renderPlan(plan) + '\n');
   if (values.json) io.out(JSON.stringify(planToJson(plan), null, 2) + '\n');
   return 0;

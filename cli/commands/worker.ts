@@ -72,6 +72,6 @@ export async function workerCommand(argv: string[], io: CommandIO): Promise<numb
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));
   });
-  io.err(`worker ${worker.id}: stopped after ${worker.layersDone} layers\n`);
+  io.err(`worker ${worker.id}: stopped after ${worker.layersDone} layers; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MB\n`);
   return 0;
 }

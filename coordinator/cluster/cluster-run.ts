@@ -7,6 +7,7 @@
 
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { hostname } from 'node:os';
 import type { KV, NatsConnection, Subscription } from 'nats';
@@ -28,7 +29,13 @@ import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/e
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
 import { ShardServer, shardPath } from './shard-server.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
+import { applyMeasuredAllocation, usesMeasuredAllocation } from '../measured-allocation.js';
+import { LayerRunner } from '../../worker/layer-runner.js';
+import { ThreadPool, resolveThreads } from '../../worker/thread-pool.js';
 import type { Progress, RunSummary } from '../local-run.js';
+
+/** Staged shards this close to the next layer to write are kept in memory until written. */
+const IN_MEMORY_AHEAD = 4;
 
 export interface ClusterRunOptions {
   output: string;
@@ -60,7 +67,7 @@ export interface ClusterRunSummary extends RunSummary {
 export async function runClusterJob(modelPath: string, opts: ClusterRunOptions): Promise<ClusterRunSummary> {
   const t0 = performance.now();
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const job = prepareJob(modelPath, opts.config, opts.output);
+  const job = await measuredIfNeeded(prepareJob(modelPath, opts.config, opts.output));
   const stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
   mkdirSync(stageDir, { recursive: true });
   const nc = await connectNats(opts.nats);
@@ -76,7 +83,14 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     const resumed = finished.size;
     output = await OrderedOutput.create(job);
     const out = output;
-    const staged = (i: number) => (finished.has(i) ? shardPath(stageDir, i) : null);
+    // Shards that arrive while their turn is near stay in memory until written; others are read back.
+    const inMemory = new Map<number, Uint8Array>();
+    const staged = (i: number) => {
+      if (!finished.has(i)) return null;
+      const bytes = inMemory.get(i);
+      inMemory.delete(i);
+      return bytes ?? shardPath(stageDir, i);
+    };
     const appendReady = () => out.appendStaged(staged).catch((e) => settle.reject(e));
     const workers = new Set<string>();
     let grpcBytes = 0;
@@ -101,6 +115,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       // means a restarted coordinator will find it.
       onStaged: async (i, info) => {
         const layer = finishedFromRecord(job, info.record);
+        if (info.bytes && i < out.written + IN_MEMORY_AHEAD) inMemory.set(i, info.bytes);
         await kv.put(layerKey(job.id, i), encodeMessage({ sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId }));
         finished.set(i, layer);
         workers.add(info.workerId);
@@ -208,7 +223,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     for (const s of subs) s.unsubscribe();
     await server.stop();
     await nc.drain().catch(() => undefined);
-    if (!keepStage) rmSync(stageDir, { recursive: true, force: true });
+    if (!keepStage) await rm(stageDir, { recursive: true, force: true });
   }
 }
 
@@ -228,6 +243,17 @@ async function publishTask(nc: NatsConnection, msg: TaskMessage, runId: string):
     await jsm.streams.getMessage(TASK_STREAM, { seq: ack.seq });
   } catch {
     await js.publish(taskSubject(t.job_id), encodeMessage(msg), { msgID: `${id}/${runId}` });
+  }
+}
+
+/** The measured allocation quantizes every candidate layer three times: here, on local threads. */
+async function measuredIfNeeded(job: PreparedJob): Promise<PreparedJob> {
+  if (!usesMeasuredAllocation(job)) return job;
+  const pool = await ThreadPool.start(resolveThreads(job.cfg.num_threads));
+  try {
+    return await applyMeasuredAllocation(job, new LayerRunner(pool), pool.size + 1);
+  } finally {
+    await pool.close();
   }
 }
 

@@ -70,15 +70,20 @@ export function encodeShard(record: LayerRecord): Uint8Array {
   return tableToIPC(new Table([layerBatch(record)]), 'stream');
 }
 
+/** A layer's whole shard as consecutive byte views (the data is not copied). */
+export async function encodeShardChunks(record: LayerRecord): Promise<Uint8Array[]> {
+  return [shardSchemaMessage(), ...(await encodeBatchMessage(record)).chunks, EOS];
+}
+
 /** Write a layer's shard to `path` atomically, streaming its buffers (no copy of the data). */
 export async function writeShardFile(record: LayerRecord, path: string): Promise<number> {
-  const msg = await encodeBatchMessage(record);
+  const chunks = await encodeShardChunks(record);
   const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
   let fh: FileHandle | null = null;
   try {
     fh = await open(tmp, 'w');
     let pos = 0;
-    for (const c of [shardSchemaMessage(), ...msg.chunks, EOS]) pos += await writeAt(fh, c, pos);
+    for (const c of chunks) pos += await writeAt(fh, c, pos);
     await fh.close();
     fh = null;
     await rename(tmp, path);
@@ -234,6 +239,12 @@ export class ArrowFileAssembler {
         this.syncing = null;
       },
     );
+  }
+
+  /** Append the record batch message of a whole shard held in memory. */
+  async appendShardBytes(shard: Uint8Array, what: string): Promise<void> {
+    const frame = frameShard(shard, shard.byteLength, what);
+    await this.append({ chunks: [shard.subarray(frame.offset, frame.offset + frame.length)], metaDataLength: frame.metaDataLength, bodyLength: frame.bodyLength });
   }
 
   /** Append the record batch message of a staged shard file, copied through a reused buffer. */

@@ -78,6 +78,9 @@ export function buildPlan(model: ModelSource, cfg: ArrowQuantConfig, cal: Calibr
   if (!cfg.enable_mixed_precision && Object.keys(cfg.layer_bit_widths).length > 0) {
     warnings.push('layer_bit_widths is ignored: enable_mixed_precision is off');
   }
+  if (!cfg.enable_mixed_precision && cfg.allocation_strategy === 'measured') {
+    warnings.push('allocation_strategy measured has no effect: enable_mixed_precision is off');
+  }
   if ((cfg.enable_spatial || cfg.enable_time_aware) && !cal) {
     warnings.push('spatial / time-aware methods need calibration_path; every layer is quantized with base');
   }

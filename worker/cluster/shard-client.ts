@@ -5,6 +5,7 @@
 // (the local file).
 
 import { createHash, randomUUID } from 'node:crypto';
+import { Readable } from 'node:stream';
 import { createReadStream } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { getClientChannel, status as Status, type ClientReadableStream, type ClientWritableStream } from '@grpc/grpc-js';
@@ -46,12 +47,14 @@ export class ShardClient {
   }
 
   /**
-   * Uploads `shardFile` (its size and SHA-256 computed here) for the layer of `header`.
-   * `duplicate` is true when the coordinator already had exactly this shard.
+   * Uploads a shard — a file, or its bytes as consecutive chunks in memory (size and SHA-256
+   * computed here) — for the layer of `header`. `duplicate` is true when the coordinator already
+   * had exactly this shard.
    */
-  async upload(header: UploadHeader, shardFile: string): Promise<{ duplicate: boolean; receivedBytes: number }> {
+  async upload(header: UploadHeader, shard: string | readonly Uint8Array[]): Promise<{ duplicate: boolean; receivedBytes: number }> {
+    const shardFile = typeof shard === 'string' ? shard : 'memory';
     const action = `upload of layer ${header.layer_index} of job "${header.job_id}" (${shardFile})`;
-    const { size, sha256 } = await digestFile(shardFile);
+    const { size, sha256 } = typeof shard === 'string' ? await digestFile(shard) : digestChunks(shard);
     let call!: ClientWritableStream<UploadShardRequest>;
     const answer = new Promise<UploadShardResponse>((resolve, reject) => {
       call = this.client.UploadShard({ deadline: this.deadline(size) }, (err, res) => (err ? reject(err) : resolve(res!)));
@@ -59,7 +62,7 @@ export class ShardClient {
     answer.catch(() => undefined); // awaited below; a rejection while still sending is handled there
     let finished = false;
     void answer.finally(() => (finished = true)).catch(() => undefined);
-    const source = createReadStream(shardFile, { highWaterMark: MAX_CHUNK_BYTES });
+    const source = typeof shard === 'string' ? createReadStream(shard, { highWaterMark: MAX_CHUNK_BYTES }) : Readable.from(sliceChunks(shard));
     try {
       call.write({ header: { ...header, size, sha256 } });
       for await (const chunk of source) {
@@ -161,6 +164,26 @@ export class ShardClient {
 
   private deadline(bytes: number): number {
     return Date.now() + this.timeouts.streamBaseMs + (bytes / this.timeouts.minBytesPerSecond) * 1000;
+  }
+}
+
+function digestChunks(chunks: readonly Uint8Array[]): { size: number; sha256: string } {
+  const hash = createHash('sha256');
+  let size = 0;
+  for (const c of chunks) {
+    hash.update(c);
+    size += c.byteLength;
+  }
+  return { size, sha256: hash.digest('hex') };
+}
+
+/** In-memory shard bytes as messages of at most MAX_CHUNK_BYTES (views, no copies). */
+function* sliceChunks(chunks: readonly Uint8Array[]): Generator<Buffer> {
+  for (const c of chunks) {
+    for (let off = 0; off < c.byteLength; off += MAX_CHUNK_BYTES) {
+      const n = Math.min(MAX_CHUNK_BYTES, c.byteLength - off);
+      yield Buffer.from(c.buffer, c.byteOffset + off, n);
+    }
   }
 }
 

@@ -21,7 +21,7 @@ import type { LayerTask } from '../../core/job/layer-task.js';
 import { TaskRefusedError } from '../../core/cluster/errors.js';
 import type { ClientTlsOptions } from '../../core/grpc/tls.js';
 import { LayerRunner } from '../layer-runner.js';
-import { writeShardFile } from '../../core/format/arrow-file.js';
+import { encodeShardChunks } from '../../core/format/arrow-file.js';
 import { ThreadPool } from '../thread-pool.js';
 import { ShardClient } from './shard-client.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
@@ -173,7 +173,6 @@ export class WorkerService {
     const key = `${task.job_id}/${task.layer_index}`;
     this.inFlight.set(key, msg);
     const alive = setInterval(() => msg.working(), Math.max(250, this.ackWaitMs / 3));
-    const shardFile = join(this.opts.workDir, `${task.job_id}-${task.layer_index}-${process.pid}.shard`);
     const downloadFile = join(this.opts.workDir, `${task.job_id}-${task.layer_index}-${process.pid}.tensor`);
     const t0 = performance.now();
     try {
@@ -191,18 +190,19 @@ export class WorkerService {
           this.id,
         );
       }
+      // The shard goes from the buffers the threads filled straight into the upload.
       const result = await this.runner.run(input);
+      let up: { duplicate: boolean };
       try {
-        await writeShardFile(result.record, shardFile);
+        if (this.cancelled.has(tm.run_id)) {
+          msg.term();
+          return;
+        }
+        up = await this.uploadWithRetry(tm, await encodeShardChunks(result.record));
       } finally {
         result.release();
       }
       const outcome = result.outcome;
-      if (this.cancelled.has(tm.run_id)) {
-        msg.term();
-        return;
-      }
-      const up = await this.uploadWithRetry(tm, shardFile);
       await msg.ackAck().catch(() => msg.ack());
       this.layersDone++;
       this.log(
@@ -221,7 +221,6 @@ export class WorkerService {
     } finally {
       clearInterval(alive);
       this.inFlight.delete(key);
-      rmSync(shardFile, { force: true });
       rmSync(downloadFile, { force: true });
     }
   }
@@ -287,12 +286,12 @@ export class WorkerService {
    * Upload, retrying transient failures for a while (the coordinator may be restarting) so that a
    * finished layer is not quantized again; the task stays alive meanwhile.
    */
-  private async uploadWithRetry(tm: TaskMessage, shardFile: string): Promise<{ duplicate: boolean }> {
+  private async uploadWithRetry(tm: TaskMessage, shard: readonly Uint8Array[]): Promise<{ duplicate: boolean }> {
     const header = { job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id };
     const deadline = Date.now() + UPLOAD_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await (await this.clientFor(tm)).upload(header, shardFile);
+        return await (await this.clientFor(tm)).upload(header, shard);
       } catch (e) {
         const retryable = e instanceof ShardTransferError && e.retryable;
         if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(tm.run_id)) throw e;
