@@ -15,6 +15,7 @@ import { fillHeavyTailed, seededRandom } from '../core/model/random.js';
 import { referenceKernel } from '../native/reference-kernel.js';
 import { quantize, plan as planApi, DiffusionQuantConfig } from '../index.js';
 import { tempDir, writeModel } from './helpers/models.js';
+import { measuredPlan } from '../coordinator/measured-plan.js';
 import { SHARED_MODELS } from './helpers/cli.js';
 
 const { dir, cleanup } = tempDir('aq-local-');
@@ -245,6 +246,30 @@ describe('quantize local', () => {
     const v = await verifyFile(out, sample, referenceKernel);
     expect(v.ok).toBe(false);
     expect(v.problems.join('\n')).toMatch(/layer 1 \(model\.layers\.0\.input_layernorm\.weight\): data_sha256 [0-9a-f]{64} but the data hashes to/);
+  });
+
+  test('quantize local - measured allocation: fits the target with less error than the heuristic, and plans what it writes', async () => {
+    const cfg = { enable_mixed_precision: true, target_model_size_mb: 0.22, allocation_strategy: 'measured' as const };
+    const planned = await measuredPlan(BF16, resolveConfig(cfg));
+    expect(planned.targetMet).toBe(true);
+    expect(planned.totalBytesOut).toBeLessThanOrEqual(220000);
+    expect(planned.layers.filter((l) => l.bits === 16).map((l) => l.name)).toEqual(planned.layers.filter((l) => /norm|embed|lm_head/.test(l.name)).map((l) => l.name));
+    for (const l of planned.layers.filter((x) => x.bits < 16)) expect(l.reason).toMatch(/^measured: relative error \S+ at 2, \S+ at 4, \S+ at 8 → [248]$/);
+    expect((await measuredPlan(BF16, resolveConfig(cfg))).layers).toEqual(planned.layers);
+    const measured = await run(BF16, 'measured.arrow', cfg);
+    const heuristic = await run(BF16, 'heuristic.arrow', { ...cfg, allocation_strategy: 'heuristic' });
+    expect(measured.bytes_out).toBe(planned.totalBytesOut);
+    expect(measured.weighted_sqnr_db!).toBeGreaterThan(heuristic.weighted_sqnr_db!);
+    const f = await OutputFileReader.open(join(dir, 'measured.arrow'));
+    let i = 0;
+    for await (const r of f.layers()) expect(r.bit_width).toBe(planned.layers[i++]!.bits);
+    await f.close();
+    // without a target: the fewest bits whose cosine meets the bar
+    const bars = { 2: 0.9, 4: 0.99, 8: 0.99 };
+    const noTarget = await measuredPlan(BF16, resolveConfig({ enable_mixed_precision: true, allocation_strategy: 'measured', min_layer_cosine: bars }));
+    const out = await run(BF16, 'measured-bars.arrow', { enable_mixed_precision: true, allocation_strategy: 'measured', min_layer_cosine: bars, min_accuracy: 0 });
+    expect(out.fallback_layers).toBe(0);
+    expect(new Set(noTarget.layers.map((l) => l.bits))).toEqual(new Set([2, 4, 16]));
   });
 
   test('quantize local - library API: plan and quantize with a progress callback', async () => {

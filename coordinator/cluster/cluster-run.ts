@@ -128,7 +128,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       },
     });
     const { port } = await server.start(opts.listen);
-    const advertise = opts.advertise ?? advertisedAddress(opts.listen, port);
+    const advertise = opts.advertise ? withPort(opts.advertise, port) : advertisedAddress(opts.listen, port);
     await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state: 'running', coordinator: advertise }));
 
     subs.push(
@@ -255,6 +255,13 @@ async function measuredIfNeeded(job: PreparedJob): Promise<PreparedJob> {
   } finally {
     await pool.close();
   }
+}
+
+/** "host" or "host:0" in --advertise means this host name with the port actually bound. */
+function withPort(advertise: string, port: number): string {
+  const m = /^(.*):(\d+)$/.exec(advertise);
+  if (!m) return `${advertise}:${port}`;
+  return m[2] === '0' ? `${m[1]}:${port}` : advertise;
 }
 
 function advertisedAddress(listen: string, port: number): string {

@@ -78,16 +78,21 @@ export class WorkerService {
 
   static async start(opts: WorkerServiceOptions): Promise<WorkerService> {
     const w = new WorkerService(opts);
-    await w.init();
+    try {
+      await w.init();
+    } catch (e) {
+      await w.stop(0);
+      throw e;
+    }
     return w;
   }
 
   private async init(): Promise<void> {
     mkdirSync(this.opts.workDir, { recursive: true });
-    this.pool = await ThreadPool.start(this.opts.threads);
-    this.runner = new LayerRunner(this.pool);
     this.nc = await connectNats(this.opts.nats);
     void this.watchConnection();
+    this.pool = await ThreadPool.start(this.opts.threads);
+    this.runner = new LayerRunner(this.pool);
     const settings = taskQueueSettings();
     await ensureTaskQueue(this.nc, settings);
     const info = await (await this.nc.jetstreamManager()).consumers.info(TASK_STREAM, WORKER_CONSUMER);
@@ -295,6 +300,7 @@ export class WorkerService {
       } catch (e) {
         const retryable = e instanceof ShardTransferError && e.retryable;
         if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(tm.run_id)) throw e;
+        if (attempt === 0) this.log(`worker ${this.id}: upload of layer ${tm.task.layer_index} of job ${tm.task.job_id} failed (${(e as Error).message}); retrying`);
         await new Promise((r) => setTimeout(r, Math.min(4_000, 250 * 2 ** attempt)));
       }
     }
@@ -307,7 +313,9 @@ export class WorkerService {
   async stop(graceMs = 30_000): Promise<void> {
     this.stopping = true;
     const drained = Promise.all(this.lanes);
-    const timedOut = await Promise.race([drained.then(() => false), new Promise<boolean>((r) => setTimeout(() => r(true), graceMs))]);
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = await Promise.race([drained.then(() => false), new Promise<boolean>((r) => (timer = setTimeout(() => r(true), graceMs)))]);
+    clearTimeout(timer);
     if (timedOut) for (const m of this.inFlight.values()) m.nak();
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.cancelSub?.unsubscribe();
