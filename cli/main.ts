@@ -15,6 +15,8 @@ const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }
   plan: { load: async () => (await import('./commands/plan.js')).planCommand, summary: 'scan headers, print the per-layer plan and totals vs target' },
   quantize: { load: async () => (await import('./commands/quantize.js')).quantizeCommand, summary: 'quantize a model into one Arrow file on this machine (threads, native kernels)' },
   worker: { load: async () => (await import('./commands/worker.js')).workerCommand, summary: 'run a cluster worker (NATS JetStream tasks, gRPC shard uploads)' },
+  status: { load: async () => (await import('./commands/status.js')).statusCommand, summary: 'cluster workers and jobs, from NATS' },
+  cancel: { load: async () => (await import('./commands/status.js')).cancelCommand, summary: 'cancel a cluster job' },
   inspect: { load: async () => (await import('./commands/inspect.js')).inspectCommand, summary: 'per-layer table of an output file and its summary' },
   verify: { load: async () => (await import('./commands/verify.js')).verifyCommand, summary: 'check an output file against its source model (hashes, shapes, SQNR)' },
   dequantize: { load: async () => (await import('./commands/dequantize.js')).dequantizeCommand, summary: 'turn an output file back into safetensors' },
@@ -34,6 +36,19 @@ function usage(): string {
   ].join('\n');
 }
 
+/** Which quantization kernel runs here, and which were compiled (the output never depends on it). */
+async function kernelLine(env: NodeJS.ProcessEnv): Promise<string> {
+  const { compiledVariants, nativeAddonStatus, selectKernel } = await import('../native/kernels.js');
+  try {
+    const { kernel, warning } = selectKernel(env);
+    const status = nativeAddonStatus();
+    const compiled = status.loaded ? compiledVariants().join(', ') : 'none';
+    return `kernel: ${kernel.variant} (native variants compiled: ${compiled})${warning ? `\nwarning: ${warning}` : ''}`;
+  } catch (e) {
+    return `kernel: unavailable (${(e as Error).message})`;
+  }
+}
+
 export async function main(argv: string[], io: CommandIO = processIO): Promise<number> {
   const [cmd, ...rest] = argv;
   if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
@@ -41,7 +56,7 @@ export async function main(argv: string[], io: CommandIO = processIO): Promise<n
     return cmd === undefined ? 2 : 0;
   }
   if (cmd === '--version' || cmd === '-V') {
-    io.out(`arrowquant ${packageVersion()}\n`);
+    io.out(`arrowquant ${packageVersion()}\n${await kernelLine(io.env)}\n`);
     return 0;
   }
   const command = COMMANDS[cmd];

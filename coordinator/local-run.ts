@@ -29,6 +29,8 @@ export interface LocalRunOptions {
   pieceBytes?: number;
   /** resolves when the job should be cancelled (e.g. SIGINT): it stops and leaves nothing behind */
   cancel?: Promise<void>;
+  /** told once, e.g. that the native kernels are missing and the slower reference runs */
+  onWarning?: (message: string) => void;
 }
 
 /** The command's own summary: the file's summary plus how this run went (never in the file). */
@@ -48,6 +50,7 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
   const t0 = performance.now();
   let job = prepareJob(modelPath, opts.config, opts.output);
   const pool = await ThreadPool.start(resolveThreads(opts.config.num_threads));
+  if (pool.kernelWarning) opts.onWarning?.(pool.kernelWarning);
   let output: OrderedOutput | null = null;
   let cancelled = false;
   void opts.cancel?.then(() => {

@@ -160,6 +160,48 @@ describe('cluster', () => {
     await nc.close();
   });
 
+  test('cluster - a worker without the model files downloads tensors (--allow-download); its health service answers', async () => {
+    const empty = join(dir, 'no-models');
+    mkdirSync(empty, { recursive: true });
+    const w = startCli(['worker', '--nats', nats.url, '--threads', '1', '--model-root', empty, '--health-listen', '127.0.0.1:0'], ENV);
+    procs.push(w);
+    await w.waitFor(/ready/);
+    const address = /health service on (\S+)/.exec((await w.waitFor(/health service on \S+/))[0]!)![1]!;
+    const probe = new ShardClient(address, null);
+    expect(await probe.health()).toBe('SERVING');
+    probe.close();
+    const out = join(dir, 'downloaded.arrow');
+    const c = coordinator(BF16, out, [...MIXED, '--allow-download']);
+    expect(await c.exited, c.err()).toBe(0);
+    const local = join(dir, 'download-local.arrow');
+    expect((await runCli(['quantize', BF16, '-o', local, ...MIXED])).code).toBe(0);
+    expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+    expect(w.err()).not.toMatch(/refused/);
+  });
+
+  test('cluster - status lists workers and jobs; cancel stops a job and leaves nothing', async () => {
+    const w = worker([], SLOW);
+    await w.waitFor(/ready/);
+    const out = join(dir, 'cancelled.arrow');
+    const c = coordinator(slowModel, out, ['--refine', 'search', '--bits', '8']);
+    const jobId = (await c.waitFor(/job \w+: \d+ layers/))[0]!.split(' ')[1]!.replace(':', '');
+    await w.waitFor(/uploaded layer/);
+    const st = await runCli(['status', '--nats', nats.url, '--json']);
+    expect(st.code, st.stderr).toBe(0);
+    const doc = JSON.parse(st.stdout);
+    expect(doc.workers.some((x: { kernel: string; threads: number }) => x.kernel === 'reference' && x.threads === 1)).toBe(true);
+    expect(doc.jobs.find((j: { job_id: string }) => j.job_id === jobId)).toMatchObject({ state: 'running', model: 'slow' });
+    expect(st.stderr).toMatch(/1 job\(s\)|\d+ job\(s\)/);
+    const cancel = await runCli(['cancel', jobId, '--nats', nats.url]);
+    expect(cancel.code).toBe(0);
+    expect(await c.exited).toBe(130);
+    expect(c.err()).toMatch(new RegExp(`job ${jobId} was cancelled`));
+    expect(existsSync(out)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.startsWith('.cancelled.arrow'))).toEqual([]);
+    const after = JSON.parse((await runCli(['status', jobId, '--nats', nats.url, '--json'])).stdout);
+    expect(after.jobs[0]).toMatchObject({ job_id: jobId, state: 'cancelled', layers_staged: 0 });
+  });
+
   test('cluster - corrupted shard uploads are rejected and the task is redelivered', async () => {
     const out = join(dir, 'corrupt.arrow');
     const c = coordinator(BF16, out);

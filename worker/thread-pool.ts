@@ -7,6 +7,7 @@ import { availableParallelism } from 'node:os';
 import { ArrowQuantError, deserializeError } from '../core/errors.js';
 import { packageRoot } from '../core/package-info.js';
 import type { PieceRequest, PieceResponse } from './thread-protocol.js';
+import { selectKernel } from '../native/kernels.js';
 
 type Request = PieceRequest extends infer R ? (R extends { id: number } ? Omit<R, 'id'> : never) : never;
 type Ok = Extract<PieceResponse, { ok: true }>;
@@ -27,11 +28,25 @@ export class ThreadPool {
   private closed = false;
   kernel = 'unknown';
 
-  private constructor(readonly size: number) {}
+  private constructor(
+    readonly size: number,
+    /** why the TypeScript reference runs instead of native kernels (and how much slower), or null */
+    readonly kernelWarning: string | null,
+  ) {}
 
+  /**
+   * Checks the kernel choice here first (a bad ARROWQUANT_KERNEL is a typed error, the fallback
+   * warning is given once), then starts the threads, which make the same choice.
+   */
   static async start(size: number): Promise<ThreadPool> {
-    const pool = new ThreadPool(size);
-    await Promise.all(Array.from({ length: size }, () => pool.spawn()));
+    const { warning } = selectKernel();
+    const pool = new ThreadPool(size, warning);
+    try {
+      await Promise.all(Array.from({ length: size }, () => pool.spawn()));
+    } catch (e) {
+      await pool.close();
+      throw e instanceof ArrowQuantError ? e : new ArrowQuantError(`quantization threads failed to start: ${(e as Error).message}`, { cause: e });
+    }
     return pool;
   }
 

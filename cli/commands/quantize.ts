@@ -62,7 +62,9 @@ export async function quantizeCommand(argv: string[], io: CommandIO): Promise<nu
         log: (l) => io.err(l + '\n'), cancel: interrupted(),
       });
     } else {
-      summary = await runLocalJob(positionals[0]!, { output: values.output, config: cfg, onProgress: (p) => bar?.update(p), cancel: interrupted() });
+      summary = await runLocalJob(positionals[0]!, {
+        output: values.output, config: cfg, onProgress: (p) => bar?.update(p), cancel: interrupted(), onWarning: (w) => io.err(`warning: ${w}\n`),
+      });
     }
   } finally {
     bar?.done();

@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { UsageError } from '../../core/errors.js';
 import { NATS_CLI_OPTIONS, NATS_OPTIONS_HELP, natsOptionsFrom } from '../../core/cluster/nats-options.js';
 import { WorkerService } from '../../worker/cluster/worker-service.js';
+import { HealthServer } from '../../core/grpc/health.js';
 import { resolveThreads } from '../../worker/thread-pool.js';
 import { GRPC_CLIENT_HELP, GRPC_CLIENT_OPTIONS, grpcClientTls } from '../grpc-options.js';
 import { COMMON_OPTIONS, parseCommandArgs } from '../options.js';
@@ -23,6 +24,8 @@ SIGTERM finishes in-flight tasks (or releases them after --grace seconds) and ex
   --work-dir DIR             scratch space for shards in flight (default: the system temp dir)
   --grace S                  seconds in-flight tasks get on SIGTERM (default 30)
   --id NAME                  worker id (default: host-pid-random)
+  --health-listen HOST:PORT  serve the standard gRPC health service (Kubernetes grpc probes):
+                             SERVING while connected and pulling, NOT_SERVING while stopping
 
 ${NATS_OPTIONS_HELP}
 
@@ -39,6 +42,7 @@ export async function workerCommand(argv: string[], io: CommandIO): Promise<numb
       'work-dir': { type: 'string' },
       grace: { type: 'string', default: '30' },
       id: { type: 'string' },
+      'health-listen': { type: 'string' },
     },
     { min: 0, max: 0, usage: USAGE },
   );
@@ -64,10 +68,19 @@ export async function workerCommand(argv: string[], io: CommandIO): Promise<numb
     log: (l) => io.err(l + '\n'),
   });
   const grace = int('grace', values.grace, 0) * 1000;
+  const health = values['health-listen'] ? new HealthServer() : null;
+  if (health) {
+    const { address } = await health.start(values['health-listen']!);
+    io.err(`worker ${worker.id}: health service on ${address}\n`);
+  }
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       io.err(`worker ${worker.id}: ${sig}, stopping (in-flight tasks get ${grace / 1000}s)\n`);
-      void worker.stop(grace).then(resolve);
+      health?.health.setStatus('', 'NOT_SERVING');
+      void worker.stop(grace).then(async () => {
+        await health?.stop();
+        resolve();
+      });
     };
     process.once('SIGTERM', () => stop('SIGTERM'));
     process.once('SIGINT', () => stop('SIGINT'));

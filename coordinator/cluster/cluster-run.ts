@@ -21,7 +21,7 @@ import {
   TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, progressSubject, taskMessageId, taskSubject,
 } from '../../core/cluster/names.js';
 import {
-  decodeMessage, encodeMessage, stagedLayerSchema, taskMessageSchema, workerEventSchema, type ProgressEvent, type TaskMessage,
+  cancelMessageSchema, decodeMessage, encodeMessage, stagedLayerSchema, taskMessageSchema, workerEventSchema, type ProgressEvent, type TaskMessage,
 } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket } from '../../core/cluster/jetstream-setup.js';
@@ -148,6 +148,15 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
             settle.reject(deserializeError(ev.error));
           } else {
             log(`coordinator: worker ${ev.worker_id} failed layer ${ev.layer_index} (${ev.name}), it will be redelivered: ${ev.error.message}`);
+          }
+        },
+      }),
+      nc.subscribe(cancelSubject(job.id), {
+        callback: (_e, m) => {
+          try {
+            if (!decodeMessage(cancelMessageSchema, m.data, m.subject).run_id) settle.reject(new JobCancelledError(job.id));
+          } catch (err) {
+            log(`coordinator: ignoring ${(err as Error).message}`);
           }
         },
       }),

@@ -44,7 +44,8 @@ export const workerEventSchema = z.discriminatedUnion('type', [
 ]);
 export type WorkerEvent = z.infer<typeof workerEventSchema>;
 
-export const cancelMessageSchema = z.object({ run_id: z.string().min(1).max(64) }).strict();
+/** Without run_id: a request to the job's coordinator (`arrowquant cancel`); with it: the coordinator telling workers. */
+export const cancelMessageSchema = z.object({ run_id: z.string().min(1).max(64).optional() }).strict();
 
 export const progressEventSchema = z.object({
   job_id: z.string(),

@@ -92,6 +92,7 @@ export class WorkerService {
     this.nc = await connectNats(this.opts.nats);
     void this.watchConnection();
     this.pool = await ThreadPool.start(this.opts.threads);
+    if (this.pool.kernelWarning) this.log(`worker ${this.id}: warning: ${this.pool.kernelWarning}`);
     this.runner = new LayerRunner(this.pool);
     const settings = taskQueueSettings();
     await ensureTaskQueue(this.nc, settings);
@@ -104,6 +105,7 @@ export class WorkerService {
       callback: (_err, m) => {
         try {
           const { run_id } = decodeMessage(cancelMessageSchema, m.data, m.subject);
+          if (!run_id) return; // addressed to the coordinator, which answers with its run id
           this.cancelled.add(run_id);
           this.log(`worker ${this.id}: job ${m.subject.split('.').pop()} (run ${run_id}) cancelled`);
         } catch (e) {
