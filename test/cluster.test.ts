@@ -190,7 +190,7 @@ describe('cluster', () => {
     expect(st.code, st.stderr).toBe(0);
     const doc = JSON.parse(st.stdout);
     expect(doc.workers.some((x: { kernel: string; threads: number }) => x.kernel === 'reference' && x.threads === 1)).toBe(true);
-    expect(doc.jobs.find((j: { job_id: string }) => j.job_id === jobId)).toMatchObject({ state: 'running', model: 'slow' });
+    expect(doc.jobs.find((j: { job_id: string }) => j.job_id === jobId), `${jobId} in ${st.stdout}`).toMatchObject({ state: 'running', model: 'slow' });
     expect(st.stderr).toMatch(/1 job\(s\)|\d+ job\(s\)/);
     const cancel = await runCli(['cancel', jobId, '--nats', nats.url]);
     expect(cancel.code).toBe(0);

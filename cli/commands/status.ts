@@ -3,6 +3,7 @@ import { NATS_CLI_OPTIONS, NATS_OPTIONS_HELP, connectNats, natsOptionsFrom } fro
 import { jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js';
 import { cancelSubject } from '../../core/cluster/names.js';
 import { decodeMessage, encodeMessage, jobStateSchema, workerInfoSchema, type JobState, type WorkerInfo } from '../../core/cluster/messages.js';
+import type { KV } from 'nats';
 import { COMMON_OPTIONS, parseCommandArgs } from '../options.js';
 import { formatTable } from '../table.js';
 import type { CommandIO } from './io.js';
@@ -23,7 +24,7 @@ export async function statusCommand(argv: string[], io: CommandIO): Promise<numb
   try {
     const workers: WorkerInfo[] = [];
     const wkv = await workersBucket(nc);
-    for await (const k of await wkv.keys()) {
+    for (const k of await allKeys(wkv)) {
       const e = await wkv.get(k);
       if (e && e.value.length) workers.push(decodeMessage(workerInfoSchema, e.value, `worker entry ${k}`));
     }
@@ -31,7 +32,7 @@ export async function statusCommand(argv: string[], io: CommandIO): Promise<numb
     const jobs: (JobState & { layers_staged: number })[] = [];
     const staged = new Map<string, number>();
     const states: JobState[] = [];
-    for await (const k of await jkv.keys()) {
+    for (const k of await allKeys(jkv)) {
       const m = /^(\w+)\.layer\.\d+$/.exec(k);
       if (m) staged.set(m[1]!, (staged.get(m[1]!) ?? 0) + 1);
       else {
@@ -57,6 +58,16 @@ export async function statusCommand(argv: string[], io: CommandIO): Promise<numb
   } finally {
     await nc.drain().catch(() => undefined);
   }
+}
+
+/**
+ * Every key first, then the reads: awaiting reads while the key listing is still being consumed
+ * can end the listing early (it was seen to drop a running job's keys).
+ */
+async function allKeys(kv: KV): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const k of await kv.keys()) keys.push(k);
+  return keys;
 }
 
 /** Ask a job's coordinator to cancel it; it withdraws the tasks and tells the workers. */

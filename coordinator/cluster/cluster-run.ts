@@ -114,6 +114,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       // The job state records the shard before the worker hears back: a worker told "staged"
       // means a restarted coordinator will find it.
       onStaged: async (i, info) => {
+        if (failed) throw new ArrowQuantError(`job ${job.id} has stopped`);
         const layer = finishedFromRecord(job, info.record);
         if (info.bytes && i < out.written + IN_MEMORY_AHEAD) inMemory.set(i, info.bytes);
         await kv.put(layerKey(job.id, i), encodeMessage({ sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId }));
@@ -187,6 +188,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       // else keeps them so that running the same command again resumes.
       const forget = e instanceof JobCancelledError || (e instanceof ArrowQuantError && e.exitCode >= 2);
       keepStage = !forget;
+      server.unregisterJob(job.id); // no more uploads for this run
       await abandonJob(nc, kv, job, runId, e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message, forget);
       if (keepStage) log(`coordinator: job ${job.id} stopped; its staged shards stay in ${stageDir} — run the same command again to resume`);
       progress(e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message);
@@ -198,6 +200,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     await appendReady();
     const summary = await out.finish([...finished.values()]).catch(async (e: unknown) => {
       keepStage = !(e instanceof ArrowQuantError && e.exitCode >= 2);
+      server.unregisterJob(job.id);
       await abandonJob(nc, kv, job, runId, 'failed', (e as Error).message, !keepStage);
       throw e;
     });
