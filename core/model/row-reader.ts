@@ -42,8 +42,8 @@ export class RowReader {
     const n = rows * rowBytes;
     if (this.buffers[slot]!.byteLength < n) this.buffers[slot] = Buffer.allocUnsafeSlow(Math.max(n, CHUNK_BYTES));
     const buf = this.buffers[slot]!;
-    const t0 = performance.now();
     const readAt = await this.reader(loc.file);
+    const t0 = performance.now();
     let got = 0;
     while (got < n) {
       const bytesRead = await readAt(buf, got, n - got, loc.dataStart + rowStart * rowBytes + got);
