@@ -14,7 +14,11 @@ import type { QuantType } from '../core/format/layer-schema.js';
 import { RowReader, chunkRows, type TensorLocation, type Timings } from '../core/model/row-reader.js';
 import { accumulateStats, statsToQuality } from '../core/quant/layer-stats.js';
 
-/** Iterate [start, end) row chunks of a piece, reading chunk k+1 while the caller works on chunk k. */
+/**
+ * Row chunks [start, end) of a piece, in order. The threads read synchronously (a read from the
+ * page cache is a copy the thread would wait for anyway); reading overlaps with quantizing
+ * across threads, not within one. `work` returns false to stop early.
+ */
 async function forEachChunk(
   reader: RowReader,
   loc: TensorLocation,
@@ -24,18 +28,9 @@ async function forEachChunk(
   work: (bytes: Uint8Array, r0: number, rows: number) => Promise<boolean>,
 ): Promise<void> {
   const step = chunkRows(loc.cols, loc.dtype);
-  let slot: 0 | 1 = 0;
-  let next: Promise<Uint8Array> | null = rowStart < rowEnd ? reader.read(loc, rowStart, Math.min(step, rowEnd - rowStart), slot, timings) : null;
   for (let r0 = rowStart; r0 < rowEnd; r0 += step) {
     const rows = Math.min(step, rowEnd - r0);
-    const bytes = await next!;
-    slot = slot === 0 ? 1 : 0;
-    const r1 = r0 + step;
-    next = r1 < rowEnd ? reader.read(loc, r1, Math.min(step, rowEnd - r1), slot, timings) : null;
-    if (!(await work(bytes, r0, rows))) {
-      await next?.catch(() => undefined);
-      return;
-    }
+    if (!(await work(await reader.read(loc, r0, rows, timings), r0, rows))) return;
   }
 }
 

@@ -93,7 +93,7 @@ async function recomputeStats(kernel: QuantKernel, reader: RowReader, r: Paramet
   const timings = zeroTimings();
   for (let r0 = 0; r0 < rows; r0 += step) {
     const n = Math.min(step, rows - r0);
-    const src = decodeToF32(await reader.read(loc, r0, n, 0, timings), r.source_dtype, w);
+    const src = decodeToF32(await reader.read(loc, r0, n, timings), r.source_dtype, w);
     accumulateStats(s, src, layerValues(kernel, r, r0, n, wh));
   }
   return s;

@@ -33,15 +33,16 @@ export interface TensorLocation {
 export class RowReader {
   private handles = new Map<string, FileHandle>();
   private fds = new Map<string, number>();
-  private buffers: Buffer[] = [Buffer.alloc(0), Buffer.alloc(0)];
+  private buffer = Buffer.alloc(0);
 
   constructor(private readonly sync = false) {}
 
-  async read(loc: TensorLocation, rowStart: number, rows: number, slot: 0 | 1, timings: Timings): Promise<Uint8Array> {
+  /** Rows [rowStart, rowStart + rows) of a tensor; the bytes stay valid until the next read. */
+  async read(loc: TensorLocation, rowStart: number, rows: number, timings: Timings): Promise<Uint8Array> {
     const rowBytes = loc.cols * dtypeSize(loc.dtype);
     const n = rows * rowBytes;
-    if (this.buffers[slot]!.byteLength < n) this.buffers[slot] = Buffer.allocUnsafeSlow(Math.max(n, CHUNK_BYTES));
-    const buf = this.buffers[slot]!;
+    if (this.buffer.byteLength < n) this.buffer = Buffer.allocUnsafeSlow(Math.max(n, CHUNK_BYTES));
+    const buf = this.buffer;
     const readAt = await this.reader(loc.file);
     const t0 = performance.now();
     let got = 0;
