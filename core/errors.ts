@@ -144,6 +144,19 @@ export class JobCancelledError extends ArrowQuantError {
   }
 }
 
+/** An OutputError from a file system error while writing `path`, saying why in words. */
+export function outputErrorFrom(path: string, e: unknown): OutputError {
+  if (e instanceof OutputError) return e;
+  const code = (e as NodeJS.ErrnoException).code;
+  const why =
+    code === 'ENOSPC' ? 'the disk is full'
+    : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
+    : code === 'ENOENT' ? 'the directory does not exist'
+    : code === 'EROFS' ? 'the file system is read-only'
+    : (code ?? (e as Error).message);
+  return new OutputError(`cannot write ${path}: ${why}`, path, { cause: e });
+}
+
 export function exitCodeOf(err: unknown): number {
   return err instanceof ArrowQuantError ? err.exitCode : 1;
 }

@@ -16,7 +16,7 @@
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { MetadataVersion, RecordBatchStreamWriter, Table, tableFromIPC, tableToIPC, type Schema } from 'apache-arrow';
 import { FileBlock, Footer } from 'apache-arrow/ipc/metadata/file';
-import { FormatError, OutputError } from '../errors.js';
+import { FormatError, OutputError, outputErrorFrom } from '../errors.js';
 import { COLUMN_NAMES, batchToRecord, layerBatch, layerSchema, type LayerRecord } from './layer-schema.js';
 
 const MAGIC = Buffer.from('ARROW1\0\0', 'latin1');
@@ -91,7 +91,7 @@ export async function writeShardFile(record: LayerRecord, path: string): Promise
   } catch (e) {
     await fh?.close().catch(() => undefined);
     await rm(tmp, { force: true });
-    throw outputError(path, e);
+    throw outputErrorFrom(path, e);
   }
 }
 
@@ -196,7 +196,7 @@ export class ArrowFileAssembler {
       await writeAt(a.fh, MAGIC, 0);
     } catch (e) {
       await a.abort();
-      throw outputError(path, e);
+      throw outputErrorFrom(path, e);
     }
     return a;
   }
@@ -318,7 +318,7 @@ export class ArrowFileAssembler {
       await fn();
     } catch (e) {
       await this.abort();
-      throw e instanceof FormatError ? e : outputError(this.path, e);
+      throw e instanceof FormatError ? e : outputErrorFrom(this.path, e);
     }
   }
 }
@@ -330,11 +330,4 @@ async function writeAt(fh: FileHandle, bytes: Uint8Array, position: number): Pro
     done += bytesWritten;
   }
   return bytes.byteLength;
-}
-
-function outputError(path: string, e: unknown): OutputError {
-  if (e instanceof OutputError) return e;
-  const code = (e as NodeJS.ErrnoException).code;
-  const why = code === 'ENOSPC' ? 'the disk is full' : code === 'EACCES' || code === 'EPERM' ? 'permission denied' : code === 'ENOENT' ? 'the directory does not exist' : (code ?? (e as Error).message);
-  return new OutputError(`cannot write ${path}: ${why}`, path, { cause: e });
 }

@@ -5,7 +5,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { OutputError } from '../errors.js';
+import { OutputError, outputErrorFrom } from '../errors.js';
 import { dtypeSize, type SourceDtype } from '../quant/dtype.js';
 import { INDEX_FILE } from './model-source.js';
 
@@ -71,8 +71,7 @@ export async function writeSafetensors(path: string, tensors: readonly TensorToW
   } catch (e) {
     if (fh) await fh.close().catch(() => undefined);
     await rm(tmp, { force: true });
-    if (e instanceof OutputError) throw e;
-    throw new OutputError(`cannot write ${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`, path, { cause: e });
+    throw outputErrorFrom(path, e);
   }
 }
 
