@@ -1,4 +1,5 @@
 import { OutputFileReader } from '../../core/format/output-reader.js';
+import { recordBytesOut } from '../../core/format/layer-schema.js';
 import { COMMON_OPTIONS, parseCommandArgs } from '../options.js';
 import { formatTable } from '../table.js';
 import type { CommandIO } from './io.js';
@@ -18,7 +19,7 @@ export async function inspectCommand(argv: string[], io: CommandIO): Promise<num
       layers.push({
         name: r.layer_name, shape: r.shape, quant_type: r.quant_type, bits: r.bit_width, planned_bits: r.planned_bit_width, method: r.method,
         group_size: r.group_size,
-        bytes: r.data.byteLength + 2 * (r.scales.length + r.zero_points.length) + 4 * (r.equalization_scales?.length ?? 0) + 16 * (r.time_group_params?.length ?? 0),
+        bytes: recordBytesOut(r),
         sqnr_db: r.sqnr_db, cosine: r.cosine, notes: r.notes,
       });
     }

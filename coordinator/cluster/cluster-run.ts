@@ -14,9 +14,8 @@ import type { KV, NatsConnection, Subscription } from 'nats';
 import type { ArrowQuantConfig } from '../../core/config/schema.js';
 import { ArrowQuantError, JobCancelledError, deserializeError } from '../../core/errors.js';
 import { decodeShard } from '../../core/format/arrow-file.js';
-import type { LayerRecord } from '../../core/format/layer-schema.js';
+import { recordBytesOut, type LayerRecord } from '../../core/format/layer-schema.js';
 import { matrixView } from '../../core/model/model-source.js';
-import { layerBytesOut } from '../../core/plan/layer-bytes.js';
 import {
   TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, progressSubject, taskMessageId, taskSubject,
 } from '../../core/cluster/names.js';
@@ -294,10 +293,7 @@ function finishedFromRecord(job: PreparedJob, r: LayerRecord): FinishedLayer {
     bits: r.bit_width,
     plannedBits: r.planned_bit_width,
     bytesIn: t.byte_length,
-    bytesOut: layerBytesOut({ rows, cols }, r.bit_width, r.group_size, {
-      equalizationScales: r.equalization_scales?.length ?? 0,
-      timeGroups: r.time_group_params?.length ?? 0,
-    }),
+    bytesOut: recordBytesOut(r),
     sqnrDb: r.sqnr_db,
     cosine: r.cosine,
   };

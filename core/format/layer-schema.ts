@@ -181,6 +181,11 @@ export function batchToRecord(batch: RecordBatch, i = 0): LayerRecord {
   };
 }
 
+/** format.md's bytes_out of a row: data + 2 per scale and per zero point + 4 per equalization scale + 16 per time group. */
+export function recordBytesOut(r: Pick<LayerRecord, 'data' | 'scales' | 'zero_points' | 'equalization_scales' | 'time_group_params'>): number {
+  return r.data.byteLength + 2 * (r.scales.length + r.zero_points.length) + 4 * (r.equalization_scales?.length ?? 0) + 16 * (r.time_group_params?.length ?? 0);
+}
+
 export function quantTypeForBits(bits: 2 | 4 | 8): QuantType {
   return `int${bits}` as QuantType;
 }

@@ -10,6 +10,7 @@ import { groupsPerRow, packedBytes } from '../quant/reference.js';
 import { accumulateStats, statsToQuality, type LayerStats } from '../quant/layer-stats.js';
 import { OutputFileReader } from './output-reader.js';
 import { layerValues } from './layer-values.js';
+import { recordBytesOut } from './layer-schema.js';
 
 export interface LayerCheck {
   index: number;
@@ -59,7 +60,7 @@ export async function verifyFile(outPath: string, modelPath: string, kernel: Qua
       if (r.scales.length !== expectGroups || r.zero_points.length !== expectGroups) {
         p.push(`${r.scales.length} scales and ${r.zero_points.length} zero points, expected ${expectGroups}`);
       }
-      bytesOut += r.data.byteLength + 2 * (r.scales.length + r.zero_points.length) + 4 * (r.equalization_scales?.length ?? 0) + 16 * (r.time_group_params?.length ?? 0);
+      bytesOut += recordBytesOut(r);
       let recomputed = { sqnr_db: NaN, cosine: NaN };
       if (p.length === 0) {
         const s = await recomputeStats(kernel, reader, r, t.file, t.dataStart, rows, cols);

@@ -80,7 +80,7 @@ export function allocateBitWidths(layers: AllocationInput[], cfg: ArrowQuantConf
   }
 
   const lowerable = allocations
-    .map((a, i) => i)
+    .map((_, i) => i)
     .filter((i) => cfg.enable_mixed_precision && !allocations[i]!.manual && allocations[i]!.bits < 16);
   const isLowerable = new Set(lowerable);
   const smallest = allocations.reduce((s, a, i) => s + bytesOf(i, isLowerable.has(i) ? 2 : a.bits), 0);

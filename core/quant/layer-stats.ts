@@ -10,11 +10,6 @@ export interface LayerStats {
   q2: number;
 }
 
-/** Sums over two float32 arrays, in float64, in index order. */
-export function layerStats(w: Float32Array, wh: Float32Array): LayerStats {
-  return accumulateStats({ w2: 0, e2: 0, wq: 0, q2: 0 }, w, wh);
-}
-
 /** Add the first w.length elements' sums to `s` (in index order); returns `s`. */
 export function accumulateStats(s: LayerStats, w: Float32Array, wh: Float32Array): LayerStats {
   let { w2, e2, wq, q2 } = s;
