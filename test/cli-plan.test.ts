@@ -2,9 +2,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { SHARED_MODELS, runCli } from './helpers/cli.js';
+import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
 
-const BF16 = join(SHARED_MODELS, 'stories260K-bf16.safetensors');
+const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
 const dir = mkdtempSync(join(tmpdir(), 'aq-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 

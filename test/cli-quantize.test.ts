@@ -2,12 +2,12 @@ import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { fillHeavyTailed, seededRandom } from '../core/model/random.js';
-import { SHARED_MODELS, runCli } from './helpers/cli.js';
+import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
 import { tempDir, writeModel } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-cliq-');
 afterAll(cleanup);
-const BF16 = join(SHARED_MODELS, 'stories260K-bf16.safetensors');
+const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
 
 describe('cli quantize', () => {
   test('cli quantize - quantize, inspect, verify and dequantize the real model', async () => {
@@ -24,7 +24,7 @@ describe('cli quantize', () => {
     expect(i.code).toBe(0);
     expect(JSON.parse(i.stdout).layers.length).toBe(48);
     expect(i.stderr).toMatch(/name\s+type\s+bits\s+method\s+group\s+bytes\s+SQNR dB\s+cosine\s+notes/);
-    const v = await runCli(['verify', out, '--against', join(SHARED_MODELS, 'stories260K-sharded')]);
+    const v = await runCli(['verify', out, '--against', join(FIXTURE_MODELS, 'stories260K-sharded')]);
     expect(v.code).toBe(0);
     expect(v.stderr).toMatch(/48 layers checked, 0 with problems/);
     const d = await runCli(['dequantize', out, '-o', join(dir, 'back.safetensors'), '--dtype', 'bf16']);

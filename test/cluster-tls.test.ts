@@ -6,11 +6,11 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { generateTestCerts, type TestCerts } from './helpers/certs.js';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
-import { SHARED_MODELS, runCli } from './helpers/cli.js';
+import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-tls-');
-const BF16 = join(SHARED_MODELS, 'stories260K-bf16.safetensors');
+const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
 const TOKEN = 'test-token-5f1c';
 let certs: TestCerts;
 let nats: NatsTestServer;
@@ -48,7 +48,7 @@ const env = { ARROW_QUANT_NATS_TOKEN: TOKEN, ARROW_QUANT_TASK_ACK_WAIT_MS: '2000
 
 describe('cluster tls', () => {
   test('cluster tls - NATS over TLS with a token and gRPC with mutual TLS: same bytes as the local run', async () => {
-    const w = startCli(['worker', ...natsClientArgs(), '--threads', '1', '--model-root', SHARED_MODELS,
+    const w = startCli(['worker', ...natsClientArgs(), '--threads', '1', '--model-root', FIXTURE_MODELS,
       '--grpc-tls-ca', certs.ca.certFile, '--grpc-tls-cert', certs.client.certFile, '--grpc-tls-key', certs.client.keyFile], env);
     procs.push(w);
     await w.waitFor(/ready/);
@@ -66,7 +66,7 @@ describe('cluster tls', () => {
     const noToken = await runCli(['worker', ...natsClientArgs(), '--threads', '1'], { env: { ARROW_QUANT_NATS_TOKEN: '' }, timeoutMs: 30_000 });
     expect(noToken.code).toBe(1);
     expect(noToken.stderr).toMatch(/cannot connect to NATS at tls:\/\/127\.0\.0\.1:\d+: .*(Authorization|authorization)/);
-    const w = startCli(['worker', ...natsClientArgs(), '--threads', '1', '--model-root', SHARED_MODELS, '--grpc-tls-ca', certs.ca.certFile], env);
+    const w = startCli(['worker', ...natsClientArgs(), '--threads', '1', '--model-root', FIXTURE_MODELS, '--grpc-tls-ca', certs.ca.certFile], env);
     procs.push(w);
     await w.waitFor(/ready/);
     const out = join(dir, 'nocert.arrow');

@@ -16,13 +16,13 @@ import { ShardTransferError } from '../core/grpc/errors.js';
 import { encodeShard } from '../core/format/arrow-file.js';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
-import { SHARED_MODELS, runCli } from './helpers/cli.js';
+import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-cluster-');
 // Short ack wait so that a killed worker's task comes back quickly; heartbeats keep live ones.
 const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20' };
-const BF16 = join(SHARED_MODELS, 'stories260K-bf16.safetensors');
+const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
 const MIXED = ['--mixed-precision', '--target-size-mb', '0.22'];
 
 let nats: NatsTestServer;
@@ -53,7 +53,7 @@ afterAll(async () => {
 });
 
 function worker(args: string[] = [], env: NodeJS.ProcessEnv = {}): Proc {
-  const p = startCli(['worker', '--nats', nats.url, '--concurrency', '1', '--threads', '1', '--model-root', SHARED_MODELS, '--model-root', modelsDir, '--grace', '5', ...args], { ...ENV, ...env });
+  const p = startCli(['worker', '--nats', nats.url, '--concurrency', '1', '--threads', '1', '--model-root', FIXTURE_MODELS, '--model-root', modelsDir, '--grace', '5', ...args], { ...ENV, ...env });
   procs.push(p);
   return p;
 }

@@ -4,7 +4,7 @@ import { execFileSync } from 'node:child_process';
 import { mkdirSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
-import { SHARED_MODELS, runCli } from './helpers/cli.js';
+import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-full-');
@@ -25,7 +25,7 @@ afterAll(() => {
 describe('full disk', () => {
   test.skipIf(!mounted)('full disk - quantize into a full file system fails clearly and leaves nothing (skipped without permission to mount a tmpfs)', async () => {
     const out = join(mnt, 'out.arrow');
-    const r = await runCli(['quantize', join(SHARED_MODELS, 'stories260K-bf16.safetensors'), '-o', out]);
+    const r = await runCli(['quantize', join(FIXTURE_MODELS, 'stories260K-bf16.safetensors'), '-o', out]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/cannot write .*out\.arrow: the disk is full/);
     expect(readdirSync(mnt)).toEqual([]);

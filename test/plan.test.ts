@@ -12,8 +12,8 @@ import { quantizedBytesOut } from '../core/plan/layer-bytes.js';
 import { loadCalibration, timeGroupParams, equalizationScales } from '../core/quant/calibration.js';
 import { CalibrationError } from '../core/errors.js';
 
-const SHARED = join(__dirname, '..', '..', 'shared', 'models', 'stories260K');
-const BF16 = join(SHARED, 'stories260K-bf16.safetensors');
+const FIXTURES = join(__dirname, 'fixtures', 'stories260K');
+const BF16 = join(FIXTURES, 'stories260K-bf16.safetensors');
 const dir = mkdtempSync(join(tmpdir(), 'aq-plan-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -49,7 +49,7 @@ describe('plan', () => {
   test('plan - single file and sharded directory give the same plan', () => {
     const cfg = resolveConfig({ enable_mixed_precision: true, target_model_size_mb: 0.22 });
     const a = buildPlan(openModel(BF16), cfg, null);
-    const b = buildPlan(openModel(join(SHARED, 'stories260K-sharded')), cfg, null);
+    const b = buildPlan(openModel(join(FIXTURES, 'stories260K-sharded')), cfg, null);
     expect(b.layers).toEqual(a.layers);
     expect(b.totalBytesOut).toBe(a.totalBytesOut);
   });
@@ -69,7 +69,7 @@ describe('plan', () => {
   });
 
   test('plan - uniform widths without mixed precision, sensitive layers kept with skip_sensitive_layers', () => {
-    const model = openModel(join(SHARED, 'stories260K-f32.safetensors'));
+    const model = openModel(join(FIXTURES, 'stories260K-f32.safetensors'));
     const plain = buildPlan(model, resolveConfig({ bit_width: 8, group_size: 64 }), null);
     expect(new Set(plain.layers.map((l) => l.bits))).toEqual(new Set([8]));
     expect(plain.totalBytesIn).toBe(585600 * 2);

@@ -16,13 +16,13 @@ import { referenceKernel } from '../native/reference-kernel.js';
 import { quantize, plan as planApi, DiffusionQuantConfig } from '../index.js';
 import { tempDir, writeModel } from './helpers/models.js';
 import { measuredPlan } from '../coordinator/measured-plan.js';
-import { SHARED_MODELS } from './helpers/cli.js';
+import { FIXTURE_MODELS } from './helpers/cli.js';
 
 const { dir, cleanup } = tempDir('aq-local-');
 afterAll(cleanup);
 
-const BF16 = join(SHARED_MODELS, 'stories260K-bf16.safetensors');
-const SHARDED = join(SHARED_MODELS, 'stories260K-sharded');
+const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
+const SHARDED = join(FIXTURE_MODELS, 'stories260K-sharded');
 let sample: string;
 
 beforeAll(async () => {

@@ -11,7 +11,7 @@ import { seededRandom } from '../core/model/random.js';
 const dir = mkdtempSync(join(tmpdir(), 'aq-reader-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const SHARED = join(__dirname, '..', '..', 'shared', 'models', 'stories260K');
+const FIXTURES = join(__dirname, 'fixtures', 'stories260K');
 
 /** A safetensors file from a raw header object (written verbatim) and a data length. */
 function rawFile(header: unknown, dataBytes: number, opts: { lengthOverride?: bigint; headerText?: string } = {}): Buffer {
@@ -171,8 +171,8 @@ describe('safetensors reader', () => {
   });
 
   test('safetensors reader - the real model, single file and sharded, in the same canonical order', () => {
-    const single = openModel(join(SHARED, 'stories260K-bf16.safetensors'));
-    const sharded = openModel(join(SHARED, 'stories260K-sharded'));
+    const single = openModel(join(FIXTURES, 'stories260K-bf16.safetensors'));
+    const sharded = openModel(join(FIXTURES, 'stories260K-sharded'));
     expect(single.tensors.length).toBe(48);
     expect(single.tensors[0]!.name).toBe('model.embed_tokens.weight');
     expect(single.tensors.at(-1)!.name).toBe('lm_head.weight');

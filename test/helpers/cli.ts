@@ -4,7 +4,8 @@ import { join } from 'node:path';
 
 export const ROOT = join(__dirname, '..', '..');
 export const CLI = join(ROOT, 'dist', 'cli', 'main.js');
-export const SHARED_MODELS = join(ROOT, '..', 'shared', 'models', 'stories260K');
+/** The real test model, committed under test/fixtures (see its README for origin and licence). */
+export const FIXTURE_MODELS = join(ROOT, 'test', 'fixtures', 'stories260K');
 
 export interface CliResult {
   code: number | null;
