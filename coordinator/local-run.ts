@@ -31,6 +31,8 @@ export interface LocalRunOptions {
   cancel?: Promise<void>;
   /** told once, e.g. that the native kernels are missing and the slower reference runs */
   onWarning?: (message: string) => void;
+  /** allocation_strategy measured: the measurement cache directory (null: none; default: the user's cache) */
+  measurementCacheDir?: string | null;
 }
 
 /** The command's own summary: the file's summary plus how this run went (never in the file). */
@@ -59,7 +61,7 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
   });
   try {
     const runner = new LayerRunner(pool, opts.pieceBytes);
-    job = await applyMeasuredAllocation(job, runner, pool.size + 1);
+    job = await applyMeasuredAllocation(job, runner, pool.size + 1, { cacheDir: opts.measurementCacheDir });
     output = await OrderedOutput.create(job);
     const out = output;
     let writeMs = 0;
