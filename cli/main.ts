@@ -19,6 +19,7 @@ const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }
   cancel: { load: async () => (await import('./commands/status.js')).cancelCommand, summary: 'cancel a cluster job' },
   inspect: { load: async () => (await import('./commands/inspect.js')).inspectCommand, summary: 'per-layer table of an output file and its summary' },
   verify: { load: async () => (await import('./commands/verify.js')).verifyCommand, summary: 'check an output file against its source model (hashes, shapes, SQNR)' },
+  report: { load: async () => (await import('./commands/report.js')).reportCommand, summary: 'one self-contained HTML page about an output file: summary, charts, per-layer table' },
   dequantize: { load: async () => (await import('./commands/dequantize.js')).dequantizeCommand, summary: 'turn an output file back into safetensors' },
   'sample-model': { load: async () => (await import('./commands/sample-model.js')).sampleModelCommand, summary: 'write a small Llama-shaped safetensors model to try things on' },
 };

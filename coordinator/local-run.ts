@@ -11,6 +11,7 @@ import type { FileSummary } from './file-metadata.js';
 import { OrderedOutput, prepareJob, type FinishedLayer } from './job.js';
 import { applyMeasuredAllocation } from './measured-allocation.js';
 import { encodeBatchMessage } from '../core/format/arrow-file.js';
+import type { AllocationSummary } from '../core/plan/allocation-summary.js';
 
 export interface Progress {
   layersDone: number;
@@ -46,6 +47,8 @@ export interface RunSummary extends FileSummary {
   /** peak resident memory of this process (all threads) */
   peak_rss_mb: number;
   timings_s: { read: number; kernel: number; hash: number; write: number; merge: number };
+  /** allocation_strategy measured: the optimiser's prediction and comparisons (as in the file) */
+  allocation?: AllocationSummary;
 }
 
 export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Promise<RunSummary> {
@@ -102,6 +105,7 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
       input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
       peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
       timings_s: { read: round(t.readMs / 1e3), kernel: round(t.kernelMs / 1e3), hash: round(t.hashMs / 1e3), write: round(writeMs / 1e3), merge: round(finishS) },
+      ...(job.plan.allocation ? { allocation: job.plan.allocation } : {}),
     };
   } catch (e) {
     await output?.abort();

@@ -6,6 +6,7 @@ import { COMMON_OPTIONS, CONFIG_OPTIONS, CONFIG_OPTIONS_HELP, effectiveConfig, p
 import { ProgressBar } from '../progress-bar.js';
 import { formatBytes } from '../table.js';
 import type { CommandIO } from './io.js';
+import { allocationSummaryLines } from '../allocation-render.js';
 
 const USAGE = 'arrowquant quantize <model> -o out.arrow [-c cfg.yaml] [options]';
 
@@ -17,6 +18,8 @@ the native kernels. The file appears at -o only when the whole job succeeded.
 
   -o, --output FILE          the Arrow file to write (required)
   --json                     print the run summary as JSON on stdout
+  --cache-dir DIR            measurement cache for --strategy measured (local runs;
+                             default $XDG_CACHE_HOME/arrowquant or ~/.cache/arrowquant)
 
 Cluster mode (--nats URL): this process coordinates the job; the workers of the cluster
 quantize. The output is byte-identical to the local run. Run it again after a crash to resume.
@@ -41,6 +44,7 @@ export async function quantizeCommand(argv: string[], io: CommandIO): Promise<nu
       advertise: { type: 'string' },
       'allow-download': { type: 'boolean' },
       data: { type: 'string' },
+      'cache-dir': { type: 'string' },
     },
     { min: 1, max: 1, usage: USAGE },
   );
@@ -64,6 +68,7 @@ export async function quantizeCommand(argv: string[], io: CommandIO): Promise<nu
     } else {
       summary = await runLocalJob(positionals[0]!, {
         output: values.output, config: cfg, onProgress: (p) => bar?.update(p), cancel: interrupted(), onWarning: (w) => io.err(`warning: ${w}\n`),
+        ...(values['cache-dir'] === undefined ? {} : { measurementCacheDir: values['cache-dir'] }),
       });
     }
   } finally {
@@ -90,6 +95,7 @@ export function renderSummary(s: RunSummary): string {
     `  ${s.layers} layers (${bits}); ${s.fallback_layers} redone at more bits`,
     `  bytes in ${s.bytes_in} (${formatBytes(s.bytes_in)}) → bytes out ${s.bytes_out} (${formatBytes(s.bytes_out)}), ${s.compression_ratio}× smaller`,
     `  weighted SQNR ${s.weighted_sqnr_db ?? '-'} dB, weighted cosine ${s.weighted_cosine ?? '-'}`,
+    ...(s.allocation ? allocationSummaryLines(s.allocation) : []),
     `  ${s.elapsed_s.toFixed(2)} s, ${s.input_gb_per_s.toFixed(3)} GB/s of input; kernel ${s.kernel}, ${s.threads} threads; peak RSS ${s.peak_rss_mb} MB`,
     `  thread time: read ${t.read}s, kernel ${t.kernel}s, hash ${t.hash}s, write ${t.write}s; merge ${t.merge}s`,
   ].join('\n');
