@@ -23,19 +23,21 @@ svg circle.heuristic{fill:#d95f02}svg circle.uniform{fill:#7570b3}
 `;
 
 const num = (x: number, d = 0) => x.toLocaleString('en-US', { maximumFractionDigits: d, minimumFractionDigits: d });
+const signedPct = (x: number) => `${x < 0 ? '−' : '+'}${num(Math.abs(x), 1)}%`;
 const dB = (x: number | null) => (x === null ? 'exact' : `${x.toFixed(2)} dB`);
 
 function comparisonRows(d: ReportData): string {
   const a = d.allocation;
   if (!a) return '<p>This file was not written with <code>allocation_strategy: measured</code>: it holds no size–error curve.</p>';
   const row = (name: string, p: AllocationPoint, vs: AllocationPoint | null) =>
-    `<tr><td>${esc(name)}</td><td class="n">${num(p.bytes_out)}</td><td class="n">${num(p.total_error, 1)}</td><td class="n">${dB(p.weighted_sqnr_db)}</td><td class="n">${vs ? `${num(-errorReductionPct(vs, p), 1)}%` : ''}</td></tr>`;
+    `<tr><td>${esc(name)}</td><td class="n">${num(p.bytes_out)}</td><td class="n">${num(p.total_error, 1)}</td><td class="n">${dB(p.weighted_sqnr_db)}</td><td class="n">${vs ? signedPct(-errorReductionPct(vs, p)) : ''}</td></tr>`;
   const rows = [row('measured optimum (this file)', a.chosen, null)];
   for (const [name, p] of [['heuristic', a.heuristic], [`uniform INT4 g${a.uniform_int4.group_size}`, a.uniform_int4]] as const) {
     rows.push(row(name, p, null));
     if (p.optimum_at_same_bytes) rows.push(row(`  measured optimum at ${name}'s size`, p.optimum_at_same_bytes, p));
   }
   return `<table><thead><tr><th>allocation (predicted from the measured errors)</th><th class="n">bytes out</th><th class="n">total error</th><th class="n">weighted SQNR</th><th class="n">error vs the row above</th></tr></thead><tbody>${rows.join('')}</tbody></table>
+<p class="sub">The measured candidates: every 2-D layer at 2, 4 or 8 bits × group sizes 32–256, or 16-bit; sensitive layers (embeddings, heads) at 8 bits or more; 1-D layers and manual widths fixed. Uniform INT4 also quantizes the sensitive and 1-D layers at 4 bits, so its point can lie below the curve.</p>
 <p class="sub">Solver: ${esc(a.solver)}${a.solver === 'lagrangian' ? `, optimality gap ${num(a.optimality_gap, 3)}` : a.solver === 'dp' ? ' (exact)' : ''}; ${num(a.candidates)} candidates. Total error = Σ over layers params × ‖W−Ŵ‖²/‖W‖².</p>`;
 }
 

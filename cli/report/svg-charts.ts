@@ -72,7 +72,7 @@ export function curveChart(id: string, title: string, xLabel: string, yLabel: st
   }
   for (let k = 0; k <= 4; k++) {
     const x = x0 + ((x1 - x0) * k) / 4;
-    body.push(`<text x="${px(x).toFixed(1)}" y="${PAD.top + plotH + 16}" text-anchor="middle" class="tick">${fmt(x)}</text>`);
+    body.push(`<text x="${px(x).toFixed(1)}" y="${PAD.top + plotH + 16}" text-anchor="${k === 0 ? 'start' : k === 4 ? 'end' : 'middle'}" class="tick">${fmt(x)}</text>`);
   }
   if (curve.length) body.push(`<polyline class="curve" fill="none" points="${curve.map((p) => `${px(p.x).toFixed(1)},${py(p.y).toFixed(1)}`).join(' ')}"/>`);
   for (const p of all) {
@@ -81,7 +81,9 @@ export function curveChart(id: string, title: string, xLabel: string, yLabel: st
     );
   }
   marks.forEach((p, i) => {
-    body.push(`<text x="${(px(p.x) + 9).toFixed(1)}" y="${(py(p.y) - 8 - 12 * (i % 2)).toFixed(1)}" class="mark">${escapeXml(p.label)}</text>`);
+    // labels near the right edge go to the left of their point, so they are not cut off
+    const left = px(p.x) > W - 200;
+    body.push(`<text x="${(px(p.x) + (left ? -9 : 9)).toFixed(1)}" y="${(py(p.y) - 8 - 12 * (i % 2)).toFixed(1)}" text-anchor="${left ? 'end' : 'start'}" class="mark">${escapeXml(p.label)}</text>`);
   });
   body.push(`<text x="14" y="${PAD.top + plotH / 2}" transform="rotate(-90 14 ${PAD.top + plotH / 2})" text-anchor="middle" class="axis">${escapeXml(yLabel)}</text>`);
   body.push(`<text x="${PAD.left + plotW / 2}" y="${H - 12}" text-anchor="middle" class="axis">${escapeXml(xLabel)}</text>`);
