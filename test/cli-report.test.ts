@@ -70,6 +70,6 @@ describe('cli report', () => {
     expect(j.stderr).toMatch(/junk\.arrow is not an Arrow IPC file \(no ARROW1 magic\)/);
     const missing = await runCli(['report']);
     expect(missing.code).toBe(2);
-    expect(missing.stderr).toMatch(/usage: arrowquant report out\.arrow/);
+    expect(missing.stderr).toMatch(/missing required argument 'file'/);
   });
 });
