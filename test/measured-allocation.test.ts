@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { resolveConfig } from '../core/config/load.js';
 import type { PartialConfig } from '../core/config/schema.js';
-import { InfeasibleTargetError } from '../core/errors.js';
+import { InfeasibleTargetError, QualityBarError } from '../core/errors.js';
 import type { LayerTask } from '../core/job/layer-task.js';
 import { distinctGroupSizes } from '../core/plan/candidates.js';
 import type { QuantBits } from '../core/quant/reference.js';
@@ -119,6 +119,17 @@ describe('measured allocation', () => {
     expect(err.smallestReachableBytes).toBeLessThan(202400);
     const ok = await allocate({ target_model_size_mb: err.smallestReachableBytes / 1e6 }, null);
     expect(ok.job.plan.totalBytesOut).toBe(err.smallestReachableBytes);
+  });
+
+  test('measured allocation - min_layer_cosine excludes candidates; a min_accuracy the optimum misses is a QualityBarError', async () => {
+    const bars = { 2: 1, 4: 0.995, 8: 0 };
+    const { job } = await allocate({ target_model_size_mb: 0.3, min_layer_cosine: bars }, join(dir, 'bars'));
+    // no layer can meet a cosine of 1 at 2 bits, so none is planned there
+    expect(job.plan.layers.some((l) => l.bits === 2)).toBe(false);
+    expect(job.plan.totalBytesOut).toBeLessThanOrEqual(300000);
+    const err = await allocate({ target_model_size_mb: 0.17, min_accuracy: 0.99 }, join(dir, 'bars')).catch((e) => e);
+    expect(err).toBeInstanceOf(QualityBarError);
+    expect(err.message).toMatch(/^the measured allocation for 170000 bytes has a parameter-weighted mean cosine of 0\.\d{4}, below min_accuracy 0\.99; raise target_model_size_mb or lower min_accuracy$/);
   });
 
   test('measured allocation - group sizes at or beyond a row keep only the smallest; the default cache is under XDG_CACHE_HOME', () => {
