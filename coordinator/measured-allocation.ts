@@ -29,6 +29,8 @@ export interface MeasuredAllocationOptions {
   cacheDir?: string | null;
   /** budgets on the size–error curve (default 16) */
   curvePoints?: number;
+  /** bound on the exact solver's table (items × byte units); beyond it the Lagrangian bound is used */
+  maxCells?: number;
 }
 
 /** The group size uniform INT4 is compared at. */
@@ -111,7 +113,7 @@ export async function applyMeasuredAllocation(job: PreparedJob, runner: LayerMea
   const target = job.plan.targetBytes;
   const largest = fixedBytes + items.reduce((s, c) => s + Math.max(...c.map((x) => x.bytes)), 0);
   const reach = Math.min(largest, Math.max(target ?? 0, heuristicPoint.bytes_out, uniformPoint.bytes_out));
-  const knapsack = new MultipleChoiceKnapsack(items, reach - fixedBytes);
+  const knapsack = new MultipleChoiceKnapsack(items, reach - fixedBytes, opts.maxCells);
   const smallest = fixedBytes + knapsack.smallestBytes;
   const optimumAt = (bytes: number) => {
     const sol = knapsack.solve(bytes - fixedBytes);

@@ -111,6 +111,20 @@ describe('measured allocation', () => {
     expect(third.job.plan.layers).toEqual(first.job.plan.layers);
   });
 
+  test('measured allocation - beyond the exact solver\'s bound, the Lagrangian fallback fits the target and reports its gap', async () => {
+    const cacheDir = join(dir, 'lagrangian');
+    const exact = await allocate({ target_model_size_mb: 0.22 }, cacheDir);
+    const job = prepareJobForPlan(BF16, resolveConfig({ enable_mixed_precision: true, allocation_strategy: 'measured', target_model_size_mb: 0.22 }));
+    const fallback = (await applyMeasuredAllocation(job, countingRunner(), 3, { cacheDir, maxCells: 1000 })).plan.allocation!;
+    const best = exact.job.plan.allocation!.chosen.total_error;
+    expect(fallback.solver).toBe('lagrangian');
+    expect(fallback.chosen.bytes_out).toBeLessThanOrEqual(220000);
+    expect(fallback.chosen.total_error).toBeGreaterThanOrEqual(best - 1e-6);
+    // the reported gap bounds the distance to the true optimum
+    expect(fallback.chosen.total_error - fallback.optimality_gap).toBeLessThanOrEqual(best + 1e-6);
+    expect(fallback.optimality_gap).toBeGreaterThanOrEqual(0);
+  });
+
   test('measured allocation - an unreachable target is an InfeasibleTargetError naming the smallest reachable size', async () => {
     const err = await allocate({ target_model_size_mb: 0.1 }, null).catch((e) => e);
     expect(err).toBeInstanceOf(InfeasibleTargetError);
