@@ -87,20 +87,23 @@ async function main(): Promise<void> {
       };
       const mixed = { enable_mixed_precision: true };
       const measured = { ...mixed, allocation_strategy: 'measured' as const };
-      const rows: { comparison: string; base: Written; measured: Written; error_reduction_pct: number; sqnr_gain_db: number | null }[] = [];
-      const compare = (comparison: string, base: Written, m: Written) =>
-        rows.push({
-          comparison, base, measured: m,
-          error_reduction_pct: Number(((100 * (base.total_error - m.total_error)) / base.total_error).toFixed(2)),
-          sqnr_gain_db: base.weighted_sqnr_db !== null && m.weighted_sqnr_db !== null ? Number((m.weighted_sqnr_db - base.weighted_sqnr_db).toFixed(4)) : null,
-        });
+      const rows: { comparison: string; base: Written; measured: Written; error_reduction_pct: number; sqnr_gain_db: number | null; done_when: string; met: boolean }[] = [];
+      // issue 13's bars: error ≥ 10% (sensitive forced) or ≥ 80% (defaults) below the heuristic's; SQNR ≥ uniform + 0.25 dB
+      const compare = (comparison: string, base: Written, m: Written, bar: { errorPct: number } | { sqnrDb: number }) => {
+        const error_reduction_pct = Number(((100 * (base.total_error - m.total_error)) / base.total_error).toFixed(2));
+        const sqnr_gain_db = base.weighted_sqnr_db !== null && m.weighted_sqnr_db !== null ? Number((m.weighted_sqnr_db - base.weighted_sqnr_db).toFixed(4)) : null;
+        const met = 'errorPct' in bar ? error_reduction_pct >= bar.errorPct : sqnr_gain_db !== null && sqnr_gain_db >= bar.sqnrDb;
+        const done_when = 'errorPct' in bar ? `error ≥ ${bar.errorPct}% below` : `SQNR ≥ +${bar.sqnrDb} dB`;
+        rows.push({ comparison, base, measured: m, error_reduction_pct, sqnr_gain_db, done_when, met: met && m.bytes_out <= Math.max(base.bytes_out, Math.round(target * 1e6)) });
+      };
       for (const skip of [true, false]) {
         const tag = skip ? '--skip-sensitive' : 'defaults';
         const heuristic = await write(`heuristic ${target} MB`, { ...mixed, skip_sensitive_layers: skip, target_model_size_mb: target });
-        compare(`${tag}: at ${target} MB`, heuristic, await write(`measured ${target} MB`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: target }));
-        compare(`${tag}: at the heuristic's ${heuristic.bytes_out} bytes`, heuristic, await write(`measured ${heuristic.bytes_out} B`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: heuristic.bytes_out / 1e6 }));
+        const bar = { errorPct: skip ? 10 : 80 };
+        compare(`${tag}: at ${target} MB`, heuristic, await write(`measured ${target} MB`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: target }), bar);
+        compare(`${tag}: at the heuristic's ${heuristic.bytes_out} bytes`, heuristic, await write(`measured ${heuristic.bytes_out} B`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: heuristic.bytes_out / 1e6 }), bar);
         const uniform = await write('uniform INT4 g128', { bit_width: 4, group_size: 128, skip_sensitive_layers: skip });
-        compare(`${tag}: at uniform INT4 g128's ${uniform.bytes_out} bytes`, uniform, await write(`measured ${uniform.bytes_out} B`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: uniform.bytes_out / 1e6 }));
+        compare(`${tag}: at uniform INT4 g128's ${uniform.bytes_out} bytes`, uniform, await write(`measured ${uniform.bytes_out} B`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: uniform.bytes_out / 1e6 }), { sqnrDb: 0.25 });
       }
       // Planning time: cold (fresh cache) against warm (every measurement cached), same run.
       const planCfg = resolveConfig({ ...measured, target_model_size_mb: target });
@@ -117,7 +120,7 @@ async function main(): Promise<void> {
       });
       for (const r of rows) {
         process.stderr.write(
-          `${label} ${r.comparison}: base ${r.base.bytes_out} B error ${r.base.total_error.toFixed(1)} SQNR ${r.base.weighted_sqnr_db} dB | measured ${r.measured.bytes_out} B error ${r.measured.total_error.toFixed(1)} SQNR ${r.measured.weighted_sqnr_db} dB | error −${r.error_reduction_pct}%, SQNR ${r.sqnr_gain_db} dB\n`,
+          `${label} ${r.comparison}: base ${r.base.bytes_out} B error ${r.base.total_error.toFixed(1)} SQNR ${r.base.weighted_sqnr_db} dB | measured ${r.measured.bytes_out} B error ${r.measured.total_error.toFixed(1)} SQNR ${r.measured.weighted_sqnr_db} dB | error ${r.error_reduction_pct >= 0 ? '−' : '+'}${Math.abs(r.error_reduction_pct)}%, SQNR ${r.sqnr_gain_db !== null && r.sqnr_gain_db >= 0 ? '+' : ''}${r.sqnr_gain_db} dB | ${r.done_when}: ${r.met ? 'met' : 'NOT met'}\n`,
         );
       }
       process.stderr.write(`${label} plan: cold ${Math.round(coldMs)} ms (${cold.measurements!.measured} measured), warm ${Math.round(warmMs)} ms (${warm.measurements!.measured} measured)\n`);

@@ -5,7 +5,7 @@
 // ignored and re-measured, never trusted. Writes are atomic (temp file + rename).
 
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { createReadStream, mkdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import { z } from 'zod';
@@ -14,6 +14,7 @@ import type { LayerStats } from '../core/quant/layer-stats.js';
 
 /** Bumped whenever the kernels' error sums could change for the same key. */
 const CACHE_VERSION = 'measurements-v1';
+const MAX_ENTRY_BYTES = 16 * 1024;
 
 export interface MeasurementKey {
   source_sha256: string;
@@ -83,8 +84,12 @@ export class MeasurementCache {
     if (this.dir === null) return null;
     let text: string;
     try {
-      text = readFileSync(this.path(key), 'utf8');
-    } catch {
+      const path = this.path(key);
+      // an entry is ~400 bytes: anything much larger is not ours, and is not read into memory
+      if (statSync(path).size > MAX_ENTRY_BYTES) throw new Error('oversized');
+      text = readFileSync(path, 'utf8');
+    } catch (e) {
+      if ((e as Error).message === 'oversized') this.rejected++;
       return null;
     }
     try {
@@ -106,7 +111,11 @@ export class MeasurementCache {
       writeFileSync(tmp, JSON.stringify({ key, stats: { w2: stats.w2, e2: stats.e2, wq: stats.wq, q2: stats.q2 } }));
       renameSync(tmp, path);
     } catch (e) {
-      rmSync(tmp, { force: true });
+      try {
+        rmSync(tmp, { force: true });
+      } catch {
+        // the directory itself is unusable: there is no temp file to remove
+      }
       this.writeFailures.push(`${path}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   }

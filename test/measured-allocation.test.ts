@@ -106,9 +106,17 @@ describe('measured allocation', () => {
     lying.key.bits = lying.key.bits === 2 ? 4 : 2;
     writeFileSync(files[0]!, JSON.stringify(lying));
     writeFileSync(files[1]!, '{"key": {"source_sha256": "ab');
+    // and one grown far beyond any entry's size: not read, re-measured
+    writeFileSync(files[2]!, ' '.repeat(1 << 20));
     const third = await allocate({ target_model_size_mb: 0.22 }, cacheDir);
-    expect(third.runner.triples).toBe(2);
+    expect(third.runner.triples).toBe(3);
     expect(third.job.plan.layers).toEqual(first.job.plan.layers);
+    // a cache that cannot be written is a warning, not a failure
+    const blocked = join(dir, 'not-a-dir');
+    writeFileSync(blocked, 'x');
+    const unwritable = await allocate({ target_model_size_mb: 0.22 }, blocked);
+    expect(unwritable.job.plan.layers).toEqual(first.job.plan.layers);
+    expect(unwritable.job.plan.warnings.join('\n')).toMatch(/measurement cache not written: .*not-a-dir\/measurements-v1\/.*: (ENOTDIR|EEXIST)/);
   });
 
   test('measured allocation - beyond the exact solver\'s bound, the Lagrangian fallback fits the target and reports its gap', async () => {
