@@ -30,16 +30,16 @@ export function renderAllocation(a: AllocationSummary): string {
   ].join('\n');
 }
 
-/** One line for the quantize summary: how the written allocation compares with uniform INT4 at the same size. */
+/** Lines for the quantize summary: how the written allocation compares with the heuristic and with uniform INT4, at the same size. */
 export function allocationSummaryLines(a: AllocationSummary): string[] {
   const u = a.uniform_int4;
   const h = a.heuristic;
   const lines = [`  predicted total error ${err(a.chosen.total_error)} (Σ params × relative squared error)`];
-  if (h.optimum_at_same_bytes) lines.push(`  vs the heuristic at its ${h.bytes_out} bytes: optimum ${versus(h, h.optimum_at_same_bytes)}`);
-  lines.push(
-    u.optimum_at_same_bytes
-      ? `  vs uniform INT4 g${u.group_size} at its ${u.bytes_out} bytes (error ${err(u.total_error)}, ${db(u.weighted_sqnr_db)}): optimum ${versus(u, u.optimum_at_same_bytes)}`
-      : `  uniform INT4 g${u.group_size} (${u.bytes_out} bytes) is below the smallest size the measured candidates reach`,
-  );
+  if (h.optimum_at_same_bytes) lines.push(`  vs the heuristic at its ${h.bytes_out} bytes: the optimum there has ${versus(h, h.optimum_at_same_bytes)}`);
+  const bytesPct = ((100 * (a.chosen.bytes_out - u.bytes_out)) / u.bytes_out).toFixed(1);
+  const atSame = u.optimum_at_same_bytes
+    ? `the optimum at uniform INT4's bytes has ${versus(u, u.optimum_at_same_bytes)}`
+    : `its size is below the smallest the measured candidates reach`;
+  lines.push(`  vs uniform INT4 g${u.group_size} (${u.bytes_out} bytes, error ${err(u.total_error)}, ${db(u.weighted_sqnr_db)}): this file has ${Number(bytesPct) >= 0 ? '+' : '−'}${Math.abs(Number(bytesPct))}% bytes, ${versus(u, a.chosen)}; ${atSame}`);
   return lines;
 }

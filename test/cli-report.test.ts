@@ -16,8 +16,8 @@ describe('cli report', () => {
     const out = join(dir, 'm.arrow');
     const q = await runCli(['quantize', BF16, '-o', out, '--mixed-precision', '--strategy', 'measured', '--target-size-mb', '0.22', '--json'], { env });
     expect(q.code).toBe(0);
-    expect(q.stderr).toMatch(/vs the heuristic at its 217760 bytes: optimum −96\.4% error, \+17\.96 dB/);
-    expect(q.stderr).toMatch(/vs uniform INT4 g128 at its 163820 bytes \(error 2893, 20\.13 dB\): optimum/);
+    expect(q.stderr).toMatch(/vs the heuristic at its 217760 bytes: the optimum there has −96\.4% error, \+17\.96 dB/);
+    expect(q.stderr).toMatch(/vs uniform INT4 g128 \(163820 bytes, error 2893, 20\.13 dB\): this file has \+34\.3% bytes, −50\.7% error, \+7\.98 dB; the optimum at uniform INT4's bytes has \+928\.8% error, −1\.20 dB/);
     expect(JSON.parse(q.stdout).allocation.chosen.bytes_out).toBe(219968);
 
     const html = join(dir, 'r.html');
