@@ -1,9 +1,12 @@
+import { openModel } from '../../core/model/model-source.js';
+import { configWarnings } from '../../core/plan/plan.js';
 import { runLocalJob, type RunSummary } from '../../coordinator/local-run.js';
 import { natsOptionsFrom, type NatsValues } from '../../core/cluster/nats-options.js';
 import { grpcServerTls, type GrpcTlsValues } from '../grpc-options.js';
 import { effectiveConfig, type ConfigValues } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
 import { formatBytes } from '../table.js';
+import { printable } from '../printable.js';
 import type { CommandIO } from './io.js';
 
 export interface QuantizeValues extends ConfigValues, NatsValues, GrpcTlsValues {
@@ -17,6 +20,13 @@ export interface QuantizeValues extends ConfigValues, NatsValues, GrpcTlsValues 
 
 export async function quantizeCommand([modelPath]: string[], values: QuantizeValues, io: CommandIO): Promise<number> {
   const cfg = effectiveConfig(values, io.env);
+  // the job builds its plan inside; what the configuration asks for in vain is said up front
+  const warnings: string[] = [];
+  const warn = (w: string) => {
+    warnings.push(w);
+    io.err(`warning: ${printable(w)}\n`);
+  };
+  configWarnings(openModel(modelPath!), cfg, cfg.calibration_path !== null).forEach(warn);
   const bar = io.isTTY ? new ProgressBar(io.err) : null;
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-coordinator');
   let summary: RunSummary;
@@ -30,14 +40,14 @@ export async function quantizeCommand([modelPath]: string[], values: QuantizeVal
       });
     } else {
       summary = await runLocalJob(modelPath!, {
-        output: values.output, config: cfg, onProgress: (p) => bar?.update(p), cancel: interrupted(), onWarning: (w) => io.err(`warning: ${w}\n`),
+        output: values.output, config: cfg, onProgress: (p) => bar?.update(p), cancel: interrupted(), onWarning: warn,
       });
     }
   } finally {
     bar?.done();
   }
   io.err(renderSummary(summary) + '\n');
-  if (values.json) io.out(JSON.stringify(summary, null, 2) + '\n');
+  if (values.json) io.out(JSON.stringify({ ...summary, warnings }, null, 2) + '\n');
   return 0;
 }
 
