@@ -137,6 +137,17 @@ describe('output guard', () => {
     expect(idx.stderr).toMatch(/part of the input model \(model\.safetensors\.index\.json\)/);
   });
 
+  test('output guard - dequantize refuses to write over its input file', async () => {
+    mkdirSync(join(dir, 'deq'), { recursive: true });
+    const arrow = join(dir, 'deq', 'deq.arrow');
+    expect((await cli(['quantize', BF16, '-o', arrow])).code).toBe(0);
+    const before = readFileSync(arrow);
+    const r = await cli(['dequantize', arrow, '-o', arrow]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toMatch(/output .*deq\.arrow is the input file .*deq\.arrow; writing it would destroy the input/);
+    expect(readFileSync(arrow).equals(before)).toBe(true);
+  });
+
   test('output guard - a missing output directory is bad usage (exit 2)', async () => {
     const r = await cli(['quantize', BF16, '-o', join(dir, 'no', 'such', 'x.arrow')]);
     expect(r.code).toBe(2);

@@ -30,20 +30,22 @@ export async function quantizeCommand([modelPath]: string[], values: QuantizeVal
   const bar = io.isTTY ? new ProgressBar(io.err) : null;
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-coordinator');
   let summary: RunSummary;
+  const interrupt = onInterrupt();
   try {
     if (nats) {
       const { runClusterJob } = await import('../../coordinator/cluster/cluster-run.js');
       summary = await runClusterJob(modelPath!, {
         output: values.output, config: cfg, nats, listen: values.listen, advertise: values.advertise, grpcTls: grpcServerTls(values),
         allowDownload: values['allow-download'] ?? false, dataDir: values.data, onProgress: (p) => bar?.update(p),
-        log: (l) => io.err(l + '\n'), cancel: interrupted(),
+        log: (l) => io.err(l + '\n'), cancel: interrupt.signalled,
       });
     } else {
       summary = await runLocalJob(modelPath!, {
-        output: values.output, config: cfg, onProgress: (p) => bar?.update(p), cancel: interrupted(), onWarning: warn,
+        output: values.output, config: cfg, onProgress: (p) => bar?.update(p), cancel: interrupt.signalled, onWarning: warn,
       });
     }
   } finally {
+    interrupt.dispose();
     bar?.done();
   }
   io.err(renderSummary(summary) + '\n');
@@ -51,12 +53,23 @@ export async function quantizeCommand([modelPath]: string[], values: QuantizeVal
   return 0;
 }
 
-/** Resolves on the first SIGINT or SIGTERM: the job is cancelled and cleans up after itself. */
-function interrupted(): Promise<void> {
-  return new Promise((resolve) => {
-    process.once('SIGINT', () => resolve());
-    process.once('SIGTERM', () => resolve());
-  });
+/**
+ * `signalled` resolves on the first SIGINT or SIGTERM: the job is cancelled and cleans up after
+ * itself. dispose() removes the handlers (main() may run several jobs in one process).
+ */
+function onInterrupt(): { signalled: Promise<void>; dispose: () => void } {
+  let resolve!: () => void;
+  const signalled = new Promise<void>((r) => (resolve = r));
+  const handler = () => resolve();
+  process.once('SIGINT', handler);
+  process.once('SIGTERM', handler);
+  return {
+    signalled,
+    dispose: () => {
+      process.off('SIGINT', handler);
+      process.off('SIGTERM', handler);
+    },
+  };
 }
 
 export function renderSummary(s: RunSummary): string {

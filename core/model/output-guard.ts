@@ -12,6 +12,13 @@ function realTarget(p: string): string {
   return existsSync(abs) ? realpathSync(abs) : join(realpathSync(dirname(abs)), basename(abs));
 }
 
+/** Throws UsageError when `output` is the file `input` (dequantize's output over its Arrow input). */
+export function assertOutputIsNotFile(input: string, output: string): void {
+  if (existsSync(input) && existsSync(dirname(resolve(output))) && realpathSync(input) === realTarget(output)) {
+    throw new UsageError(`output ${output} is the input file ${input}; writing it would destroy the input: choose another output path`);
+  }
+}
+
 /** Throws UsageError when `output` is the model path, one of its shards or its index file. */
 export function assertOutputIsNotInput(model: ModelSource, output: string): void {
   const target = realTarget(output);
