@@ -75,6 +75,10 @@ const isEntry = (() => {
   }
 })();
 if (isEntry) {
+  // `arrowquant … --help | head`: a reader that goes away is not an error of ours
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

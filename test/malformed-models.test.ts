@@ -7,8 +7,6 @@ import { main } from '../cli/main.js';
 import type { CommandIO } from '../cli/commands/io.js';
 import { ModelFormatError } from '../core/errors.js';
 import { openModel } from '../core/model/model-source.js';
-import { buildPlan } from '../core/plan/plan.js';
-import { resolveConfig } from '../core/config/load.js';
 import { FIXTURE_MODELS } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 
@@ -36,10 +34,12 @@ function modelError(path: string): ModelFormatError {
   throw new Error(`${path} opened without an error`);
 }
 
-async function cli(argv: string[]): Promise<{ code: number; stderr: string }> {
+async function cli(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  let stdout = '';
   let stderr = '';
-  const io: CommandIO = { out: () => undefined, err: (t) => void (stderr += t), env: {}, isTTY: false };
-  return { code: await main(argv, io), stderr };
+  const io: CommandIO = { out: (t) => void (stdout += t), err: (t) => void (stderr += t), env: {}, isTTY: false };
+  const code = await main(argv, io);
+  return { code, stdout, stderr };
 }
 
 /** quantize exits 2 with `message`, prints no stack trace and leaves no file beside the output. */
@@ -91,12 +91,14 @@ describe('malformed models', () => {
     const n = 130_000;
     const entries = Array.from({ length: n }, (_, i) => `"model.layers.${i}.mlp.w":{"dtype":"F32","shape":[1],"data_offsets":[${4 * i},${4 * i + 4}]}`);
     const path = rawModel('many.safetensors', `{${entries.join(',')}}`, Buffer.alloc(4 * n));
-    const plan = buildPlan(openModel(path), resolveConfig({ enable_mixed_precision: true, target_model_size_mb: 10 }), null);
-    expect(plan.layers.length).toBe(n);
-    expect(plan.layers[n - 1]!.name).toBe(`model.layers.${n - 1}.mlp.w`);
-    const r = await cli(['plan', path, '--mixed-precision']);
-    expect(r.stderr).toMatch(/130000 layers/);
+    // mixed precision with a target: the allocation and the table both see every tensor
+    const r = await cli(['plan', path, '--mixed-precision', '--target-size-mb', '10', '--json']);
     expect(r.code).toBe(0);
+    expect(r.stderr).toMatch(/130000 layers/);
+    const plan = JSON.parse(r.stdout);
+    expect(plan.layers.length).toBe(n);
+    expect(plan.layers[n - 1].name).toBe(`model.layers.${n - 1}.mlp.w`);
+    expect(plan.target_met).toBe(true);
   }, 60_000);
 
   test('malformed models - an index with an empty weight_map beside a real shard has no tensors', async () => {
