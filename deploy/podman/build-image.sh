@@ -2,13 +2,15 @@
 # Builds the production image (deploy/Dockerfile, unchanged) with podman and no registry: the
 # base images come from setup.sh, the npm packages from an offline cache filled on the host from
 # package-lock.json (the host reaches the npm registry; containers here do not).
-#   deploy/podman/build-image.sh [TAG]     default: localhost/arrowquant:<package.json version>
+#   deploy/podman/build-image.sh [TAG [PODMAN-BUILD-ARGS…]]   default TAG: localhost/arrowquant:<package.json version>
+#   e.g. build-image.sh localhost/arrowquant-build:0.1.0 --target build   (the build stage alone)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 "$ROOT/deploy/podman/setup.sh"
 export CONTAINERS_CONF="$ROOT/deploy/podman/containers.conf"
 VERSION=$(node -p "require('$ROOT/package.json').version")
 TAG=${1:-localhost/arrowquant:$VERSION}
+shift || true
 NPM_CACHE="${ARROWQUANT_CACHE:-$ROOT/.cache}/podman/npm"
 mkdir -p "$NPM_CACHE"
 
@@ -25,5 +27,5 @@ fi
 podman build --pull=never --quiet \
   --volume "$NPM_CACHE:/npm-offline-cache" \
   --build-arg npm_config_offline=true --build-arg npm_config_cache=/npm-offline-cache \
-  -f "$ROOT/deploy/Dockerfile" -t "$TAG" "$ROOT" >/dev/null
+  "$@" -f "$ROOT/deploy/Dockerfile" -t "$TAG" "$ROOT" >/dev/null
 echo "$TAG"
