@@ -2,9 +2,9 @@
 // deploy/podman/build-image.sh makes the base images and fills an offline npm cache), run the
 // way the Kubernetes manifests run it: non-root, read-only root filesystem, no capabilities.
 // Without podman these tests are skipped with a message — except in CI, where that is a failure.
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { chmodSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -18,10 +18,27 @@ const IN_CI = process.env.CI === 'true';
 const HAVE_PODMAN = spawnSync('podman', ['--version']).status === 0;
 if (!HAVE_PODMAN && !IN_CI) console.warn('container image tests skipped: podman is not installed (deploy/podman/setup.sh installs it)');
 
-function run(cmd: string, args: string[], timeoutMs: number): { code: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(cmd, args, { cwd: ROOT, env: { ...process.env, CONTAINERS_CONF }, encoding: 'utf8', timeout: timeoutMs, killSignal: 'SIGKILL' });
-  if (r.error) throw new Error(`${cmd} ${args.join(' ')}: ${r.error.message}`);
-  return { code: r.status, stdout: r.stdout, stderr: r.stderr };
+// Asynchronous: a build of minutes must not block vitest's worker (its RPC would time out).
+function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, CONTAINERS_CONF }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d) => (stdout += d));
+    child.stderr.on('data', (d) => (stderr += d));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`${cmd} ${args.join(' ')}: no result within ${timeoutMs / 1000} s; stderr:\n${stderr}`));
+    }, timeoutMs);
+    child.on('error', (e) => {
+      clearTimeout(timer);
+      reject(new Error(`${cmd} ${args.join(' ')}: ${e.message}`));
+    });
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
 }
 
 /** `podman run` with the restrictions the manifests' securityContext sets, and the given mounts. */
@@ -41,11 +58,11 @@ const sha256 = (file: string) => createHash('sha256').update(readFileSync(file))
 describe.runIf(HAVE_PODMAN || IN_CI)('container image', () => {
   let scratch = '';
 
-  beforeAll(() => {
+  beforeAll(async () => {
     expect(HAVE_PODMAN, 'podman is not installed: .ci/run installs it with deploy/podman/setup.sh').toBe(true);
     // The first build takes about two minutes (base images + npm cache); later ones reuse podman's layers.
     for (const args of [[IMAGE], [BUILD_STAGE, '--target', 'build']]) {
-      const r = run(join(ROOT, 'deploy', 'podman', 'build-image.sh'), args, 600_000);
+      const r = await run(join(ROOT, 'deploy', 'podman', 'build-image.sh'), args, 600_000);
       expect(r.code, `build-image.sh ${args.join(' ')}:\n${r.stderr}`).toBe(0);
     }
     scratch = mkdtempSync(join(tmpdir(), 'arrowquant-image-'));
@@ -57,17 +74,17 @@ describe.runIf(HAVE_PODMAN || IN_CI)('container image', () => {
     if (scratch) rmSync(scratch, { recursive: true, force: true });
   });
 
-  test('container image - runs as uid 1000 and its root filesystem refuses writes', () => {
-    const config = JSON.parse(run('podman', ['image', 'inspect', IMAGE], 30_000).stdout)[0].Config;
+  test('container image - runs as uid 1000 and its root filesystem refuses writes', async () => {
+    const config = JSON.parse((await run('podman', ['image', 'inspect', IMAGE], 30_000)).stdout)[0].Config;
     expect(config.User).toBe('1000:1000');
     expect(config.Entrypoint).toEqual(['arrowquant']);
     expect(config.Env).toEqual(expect.arrayContaining(['TMPDIR=/tmp', 'NODE_ENV=production']));
-    const id = podmanRun([], ['id', '-u']);
+    const id = await podmanRun([], ['id', '-u']);
     expect(id.stdout.trim()).toBe('1000');
-    const write = podmanRun([], ['sh', '-c', 'touch /app/probe']);
+    const write = await podmanRun([], ['sh', '-c', 'touch /app/probe']);
     expect(write.code).not.toBe(0);
     expect(write.stderr).toMatch(/Read-only file system|Permission denied/);
-    const version = podmanRun([], [], ['--version']);
+    const version = await podmanRun([], [], ['--version']);
     expect(version.code, version.stderr).toBe(0);
     expect(version.stdout).toMatch(new RegExp(`^arrowquant ${VERSION.replace(/\./g, '\\.')}\\n`));
     // the addon built in the image loaded (no fallback to the TypeScript reference kernels)
@@ -79,8 +96,9 @@ describe.runIf(HAVE_PODMAN || IN_CI)('container image', () => {
     const hostRun = await runCli(['quantize', join(FIXTURE_MODELS, 'stories260K-bf16.safetensors'), '-o', host, '--mixed-precision']);
     expect(hostRun.code, hostRun.stderr).toBe(0);
     const tmp = join(scratch, 'tmp');
-    run('mkdir', ['-m', '1777', tmp], 5_000);
-    const inImage = podmanRun(
+    mkdirSync(tmp);
+    chmodSync(tmp, 0o1777);
+    const inImage = await podmanRun(
       [`${FIXTURE_MODELS}:/models:ro`, `${scratch}:/out`, `${tmp}:/tmp`],
       [],
       ['quantize', '/models/stories260K-bf16.safetensors', '-o', '/out/container.arrow', '--mixed-precision'],
@@ -90,16 +108,16 @@ describe.runIf(HAVE_PODMAN || IN_CI)('container image', () => {
     expect(sha256(join(scratch, 'container.arrow'))).toBe(sha256(host));
   });
 
-  test('container image - an output on the read-only root is a clear error with exit 1 and no file', () => {
-    const r = podmanRun([`${FIXTURE_MODELS}:/models:ro`], [], ['quantize', '/models/stories260K-bf16.safetensors', '-o', '/app/out.arrow']);
+  test('container image - an output on the read-only root is a clear error with exit 1 and no file', async () => {
+    const r = await podmanRun([`${FIXTURE_MODELS}:/models:ro`], [], ['quantize', '/models/stories260K-bf16.safetensors', '-o', '/app/out.arrow']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain('arrowquant quantize: cannot write /app/out.arrow: directory /app is not writable');
-    const ls = podmanRun([], ['ls', '/app']);
+    const ls = await podmanRun([], ['ls', '/app']);
     expect(ls.stdout.split('\n').filter(Boolean)).toEqual(['dist', 'native', 'node_modules', 'package.json', 'proto']);
   });
 
-  test('container image - the build context leaves out the host build, .git, tests and caches', () => {
-    const r = run('podman', ['run', '--rm', '--pull=never', '--network=none', '--entrypoint', 'ls', BUILD_STAGE, '-A', '/app'], 60_000);
+  test('container image - the build context leaves out the host build, .git, tests and caches', async () => {
+    const r = await run('podman', ['run', '--rm', '--pull=never', '--network=none', '--entrypoint', 'ls', BUILD_STAGE, '-A', '/app'], 60_000);
     expect(r.code, r.stderr).toBe(0);
     const entries = r.stdout.split('\n').filter(Boolean);
     for (const excluded of ['.git', '.cache', '.ci', 'test', 'deploy', '.bench']) expect(entries).not.toContain(excluded);
