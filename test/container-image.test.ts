@@ -89,6 +89,10 @@ describe.runIf(HAVE_PODMAN || IN_CI)('container image', () => {
     expect(version.stdout).toMatch(new RegExp(`^arrowquant ${VERSION.replace(/\./g, '\\.')}\\n`));
     // the addon built in the image loaded (no fallback to the TypeScript reference kernels)
     expect(version.stdout).toMatch(/native variants compiled: scalar, avx2, avx512/);
+    // the worker's runtime dependencies survived npm prune (prom-client for --metrics-listen)
+    const worker = await podmanRun([], [], ['worker', '--nats', 'nats://127.0.0.1:4222', '--metrics-listen', 'nowhere']);
+    expect(worker.code).toBe(2);
+    expect(worker.stderr).toContain('--metrics-listen: expected HOST:PORT (port 0-65535), got "nowhere"');
   });
 
   test('container image - quantizes stories260K BF16 read-only, to the same bytes as a host run', async () => {

@@ -132,7 +132,7 @@ describe.runIf(HAVE_KUBECTL || IN_CI)('deploy manifests', () => {
     expect(froms).toEqual(['docker.io/library/node:20.20.2-bookworm', 'docker.io/library/node:20.20.2-bookworm-slim']);
   });
 
-  test('deploy manifests - workers reach only NATS, coordinator pods and DNS; probes use the health port', () => {
+  test('deploy manifests - workers reach only NATS, coordinator pods and DNS; probes and Prometheus use their ports', () => {
     for (const dir of OVERLAYS) {
       const worker = find(dir, 'Deployment', 'arrowquant-worker');
       const c = worker.spec.template.spec.containers[0];
@@ -143,7 +143,10 @@ describe.runIf(HAVE_KUBECTL || IN_CI)('deploy manifests', () => {
       const policy = find(dir, 'NetworkPolicy', 'arrowquant-worker');
       expect(worker.spec.template.metadata.labels).toMatchObject(policy.spec.podSelector.matchLabels);
       expect(policy.spec.policyTypes).toEqual(['Ingress', 'Egress']);
-      expect(policy.spec.ingress).toEqual([{ ports: [{ protocol: 'TCP', port: healthPort }] }]);
+      const metricsPort = Number(c.args[c.args.indexOf('--metrics-listen') + 1].split(':')[1]);
+      expect(c.ports).toEqual([{ name: 'health', containerPort: healthPort }, { name: 'metrics', containerPort: metricsPort }]);
+      expect(worker.spec.template.metadata.annotations['prometheus.io/port']).toBe(String(metricsPort));
+      expect(policy.spec.ingress).toEqual([{ ports: [{ protocol: 'TCP', port: healthPort }, { protocol: 'TCP', port: metricsPort }] }]);
       const egress = policy.spec.egress.map((r: any) => ({ to: r.to.map((t: any) => t.podSelector.matchLabels), ports: r.ports.map((p: any) => `${p.protocol}/${p.port}`) }));
       expect(egress).toEqual([
         { to: [{ 'app.kubernetes.io/name': 'nats' }], ports: ['TCP/4222'] },
