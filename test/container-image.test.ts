@@ -2,44 +2,21 @@
 // deploy/podman/build-image.sh makes the base images and fills an offline npm cache), run the
 // way the Kubernetes manifests run it: non-root, read-only root filesystem, no capabilities.
 // Without podman these tests are skipped with a message — except in CI, where that is a failure.
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { FIXTURE_MODELS, ROOT, runCli } from './helpers/cli.js';
+import { exec as run } from './helpers/podman.js';
 
-const CONTAINERS_CONF = join(ROOT, 'deploy', 'podman', 'containers.conf');
 const VERSION = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')).version as string;
 const IMAGE = `localhost/arrowquant:${VERSION}`;
 const BUILD_STAGE = `localhost/arrowquant-build:${VERSION}`;
 const IN_CI = process.env.CI === 'true';
 const HAVE_PODMAN = spawnSync('podman', ['--version']).status === 0;
 if (!HAVE_PODMAN && !IN_CI) console.warn('container image tests skipped: podman is not installed (deploy/podman/setup.sh installs it)');
-
-// Asynchronous: a build of minutes must not block vitest's worker (its RPC would time out).
-function run(cmd: string, args: string[], timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, CONTAINERS_CONF }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d) => (stdout += d));
-    child.stderr.on('data', (d) => (stderr += d));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`${cmd} ${args.join(' ')}: no result within ${timeoutMs / 1000} s; stderr:\n${stderr}`));
-    }, timeoutMs);
-    child.on('error', (e) => {
-      clearTimeout(timer);
-      reject(new Error(`${cmd} ${args.join(' ')}: ${e.message}`));
-    });
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
 
 /** `podman run` with the restrictions the manifests' securityContext sets, and the given mounts. */
 function podmanRun(mounts: string[], entrypoint: string[], args: string[] = []) {

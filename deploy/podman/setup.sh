@@ -18,6 +18,9 @@ SUITE=bookworm
 # The names deploy/Dockerfile's FROM lines use (the official images they stand in for).
 RUNTIME_IMAGE="docker.io/library/node:${NODE_VERSION}-${SUITE}-slim"
 BUILD_IMAGE="docker.io/library/node:${NODE_VERSION}-${SUITE}"
+# For tests that run the manifests with `podman kube play`: Debian's nats-server in place of the
+# official nats image (which no registry here serves); tagged as what it is.
+NATS_IMAGE="localhost/nats-server:${SUITE}"
 CACHE="${ARROWQUANT_CACHE:-$ROOT/.cache}/podman"
 mkdir -p "$CACHE"
 log() { echo "podman-setup: $*" >&2; }
@@ -89,21 +92,26 @@ node_tree() { # kind(runtime|build) -> tar path
 # One base image: mmdebstrap rootfs + the /usr/local tree + a `node` user with uid/gid 1000 like
 # the official images, imported under the official name. The recipe hash is kept as a label so
 # a changed recipe rebuilds and an unchanged one is kept.
-make_base() { # kind packages image
+make_base() { # kind(runtime|build|nats) packages image
   local kind=$1 packages=$2 image=$3
   local recipe="$SUITE essential $packages node-$NODE_VERSION npm-$NPM_VERSION $kind v1"
+  local hooks=() changes=(--change 'CMD ["node"]')
+  if [[ "$kind" == nats ]]; then
+    changes=(--change 'ENTRYPOINT ["nats-server"]')
+  else
+    hooks=(--customize-hook="tar-in '$(node_tree "$kind")' /usr/local")
+  fi
   local hash; hash=$(echo "$recipe" | sha256sum | cut -c1-16)
   if podman image exists "$image" &&
      [[ "$(podman image inspect --format '{{index .Labels "org.arrowquant.base-recipe"}}' "$image")" == "$hash" ]]; then
     log "$image is up to date ($hash)"
     return
   fi
-  local tree; tree=$(node_tree "$kind")
   local rootfs="$CACHE/rootfs-$kind-$hash.tar"
   if [[ ! -s "$rootfs" ]]; then
     log "mmdebstrap $SUITE ($packages) from $MIRROR"
     mmdebstrap --quiet --format=tar --variant=essential --include="$packages" \
-      --customize-hook="tar-in '$tree' /usr/local" \
+      "${hooks[@]}" \
       --customize-hook='echo "node:x:1000:1000::/home/node:/bin/sh" >> "$1/etc/passwd"' \
       --customize-hook='echo "node:x:1000:" >> "$1/etc/group"' \
       --customize-hook='mkdir -p "$1/home/node" && chown 1000:1000 "$1/home/node"' \
@@ -116,11 +124,12 @@ make_base() { # kind packages image
     --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
     --change "ENV NODE_VERSION=$NODE_VERSION" \
     --change "LABEL org.arrowquant.base-recipe=$hash" \
-    --change 'CMD ["node"]' \
+    "${changes[@]}" \
     "$rootfs" "$image" >/dev/null
 }
 
 make_base runtime libstdc++6 "$RUNTIME_IMAGE"
 make_base build libstdc++6,build-essential,python3 "$BUILD_IMAGE"
+make_base nats nats-server "$NATS_IMAGE"
 podman run --rm --pull=never "$RUNTIME_IMAGE" node --version >/dev/null
-log "ready: $RUNTIME_IMAGE, $BUILD_IMAGE (CONTAINERS_CONF=$CONTAINERS_CONF)"
+log "ready: $RUNTIME_IMAGE, $BUILD_IMAGE, $NATS_IMAGE (CONTAINERS_CONF=$CONTAINERS_CONF)"
