@@ -4,6 +4,8 @@ import { jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js
 import { cancelSubject } from '../../core/cluster/names.js';
 import { decodeMessage, encodeMessage, jobStateSchema, workerInfoSchema, type JobState, type WorkerInfo } from '../../core/cluster/messages.js';
 import type { KV } from 'nats';
+import { checkJobId } from '../../core/cluster/job-id.js';
+import { closeNats } from '../../core/cluster/bounded.js';
 import { COMMON_OPTIONS, parseCommandArgs } from '../options.js';
 import { formatTable } from '../table.js';
 import type { CommandIO } from './io.js';
@@ -20,6 +22,7 @@ export async function statusCommand(argv: string[], io: CommandIO): Promise<numb
   }
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-status');
   if (!nats) throw new UsageError(`missing --nats URL\nusage: ${STATUS_USAGE}`);
+  if (positionals[0]) checkJobId(positionals[0], 'arrowquant status');
   const nc = await connectNats(nats);
   try {
     const workers: WorkerInfo[] = [];
@@ -33,7 +36,7 @@ export async function statusCommand(argv: string[], io: CommandIO): Promise<numb
     const staged = new Map<string, number>();
     const states: JobState[] = [];
     for (const k of await allKeys(jkv)) {
-      const m = /^(\w+)\.layer\.\d+$/.exec(k);
+      const m = /^([A-Za-z0-9_-]+)\.layer\.\d+$/.exec(k);
       if (m) staged.set(m[1]!, (staged.get(m[1]!) ?? 0) + 1);
       else {
         const e = await jkv.get(k);
@@ -56,7 +59,7 @@ export async function statusCommand(argv: string[], io: CommandIO): Promise<numb
     if (values.json) io.out(JSON.stringify({ workers, jobs }, null, 2) + '\n');
     return 0;
   } finally {
-    await nc.drain().catch(() => undefined);
+    await closeNats(nc);
   }
 }
 
@@ -80,7 +83,7 @@ export async function cancelCommand(argv: string[], io: CommandIO): Promise<numb
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-cancel');
   if (!nats) throw new UsageError(`missing --nats URL\nusage: ${CANCEL_USAGE}`);
   const job = positionals[0]!;
-  if (!/^\w+$/.test(job)) throw new UsageError(`"${job}" is not a job id`);
+  checkJobId(job, 'arrowquant cancel');
   const nc = await connectNats(nats);
   try {
     nc.publish(cancelSubject(job), encodeMessage({}));
@@ -88,6 +91,6 @@ export async function cancelCommand(argv: string[], io: CommandIO): Promise<numb
     io.err(`cancel requested for job ${job}\n`);
     return 0;
   } finally {
-    await nc.drain().catch(() => undefined);
+    await closeNats(nc);
   }
 }

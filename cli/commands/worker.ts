@@ -24,6 +24,11 @@ SIGTERM finishes in-flight tasks (or releases them after --grace seconds) and ex
   --work-dir DIR             scratch space for shards in flight (default: the system temp dir)
   --grace S                  seconds in-flight tasks get on SIGTERM (default 30)
   --id NAME                  worker id (default: host-pid-random)
+  --allow-download           download a tensor from its coordinator when the file is not under
+                             a --model-root (only for jobs started with --allow-download)
+  --allow-coordinator HOST   upload only to coordinators on this host (repeatable; "*.example.com"
+                             for a domain). Default without gRPC TLS: loopback only; with TLS:
+                             any host whose certificate the --grpc-tls-ca verifies
   --health-listen HOST:PORT  serve the standard gRPC health service (Kubernetes grpc probes):
                              SERVING while connected and pulling, NOT_SERVING while stopping
 
@@ -43,6 +48,8 @@ export async function workerCommand(argv: string[], io: CommandIO): Promise<numb
       grace: { type: 'string', default: '30' },
       id: { type: 'string' },
       'health-listen': { type: 'string' },
+      'allow-download': { type: 'boolean' },
+      'allow-coordinator': { type: 'string', multiple: true },
     },
     { min: 0, max: 0, usage: USAGE },
   );
@@ -64,6 +71,8 @@ export async function workerCommand(argv: string[], io: CommandIO): Promise<numb
     modelRoots: values['model-root'] ?? [],
     workDir: values['work-dir'] ?? join(tmpdir(), `arrowquant-worker-${process.pid}`),
     grpcTls: grpcClientTls(values),
+    allowCoordinators: values['allow-coordinator'],
+    allowDownload: values['allow-download'] ?? false,
     id: values.id,
     log: (l) => io.err(l + '\n'),
   });
@@ -77,6 +86,11 @@ export async function workerCommand(argv: string[], io: CommandIO): Promise<numb
     const stop = (sig: string) => {
       io.err(`worker ${worker.id}: ${sig}, stopping (in-flight tasks get ${grace / 1000}s)\n`);
       health?.health.setStatus('', 'NOT_SERVING');
+      // Whatever NATS does, the process is gone within grace + 5 s.
+      setTimeout(() => {
+        io.err(`worker ${worker.id}: did not stop within ${grace / 1000 + 5}s (NATS unreachable?); exiting\n`);
+        process.exit(1);
+      }, grace + 5_000).unref();
       void worker.stop(grace).then(async () => {
         await health?.stop();
         resolve();

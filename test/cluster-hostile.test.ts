@@ -1,0 +1,117 @@
+// Cluster mode against hostile input and faults (issue 10): a task is untrusted input, and
+// nothing waits forever. Real nats-server, real worker and coordinator processes.
+import { execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { connect, type NatsConnection } from 'nats';
+import { resolveConfig } from '../core/config/load.js';
+import { prepareJob } from '../coordinator/job.js';
+import { decodeMessage, workerEventSchema, MAX_EVENT_TEXT, type WorkerEvent } from '../core/cluster/messages.js';
+import { ShardClient } from '../worker/cluster/shard-client.js';
+import { ShardTransferError } from '../core/grpc/errors.js';
+import { generateTestCerts, type TestCerts } from './helpers/certs.js';
+import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
+import { startCli, stopAll, type Proc } from './helpers/processes.js';
+import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
+import { tempDir } from './helpers/models.js';
+import { holdJob, taskMessage } from './helpers/job-holder.js';
+import { fuzzTaskMessages } from './helpers/task-fuzz.js';
+
+const { dir, cleanup } = tempDir('aq-hostile-');
+const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20', ARROW_QUANT_JOB_LEASE_MS: '4000' };
+const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
+const F32 = join(FIXTURE_MODELS, 'stories260K-f32.safetensors');
+
+let nats: NatsTestServer;
+let procs: Proc[] = [];
+let localBf16: Buffer;
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  const local = join(dir, 'local-bf16.arrow');
+  expect((await runCli(['quantize', BF16, '-o', local])).code).toBe(0);
+  localBf16 = readFileSync(local);
+});
+
+afterEach(async () => {
+  await stopAll(procs);
+  procs = [];
+});
+
+afterAll(async () => {
+  await nats?.stop();
+  cleanup();
+});
+
+function worker(args: string[] = [], env: NodeJS.ProcessEnv = {}, url = nats.url): Proc {
+  const p = startCli(['worker', '--nats', url, '--threads', '1', '--model-root', FIXTURE_MODELS, '--grace', '2', ...args], { ...ENV, ...env });
+  procs.push(p);
+  return p;
+}
+
+function coordinator(model: string, out: string, args: string[] = [], url = nats.url): Proc {
+  const p = startCli(['quantize', model, '-o', out, '--nats', url, '--listen', '127.0.0.1:0', '--json', ...args], ENV);
+  procs.push(p);
+  return p;
+}
+
+const shardsAddress = async (c: Proc) => /shards to (\S+)/.exec((await c.waitFor(/shards to \S+/))[0]!)![1]!;
+
+describe('cluster hostile', () => {
+  test('cluster hostile - 1,000 seeded malformed tasks: the worker refuses or drops each, stays up, then serves a real job byte-identically', async () => {
+    const work = join(dir, 'work');
+    const root = join(dir, 'fifo-root');
+    mkdirSync(root);
+    const fifo = join(root, 'fuzz-1.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const w = worker(['--work-dir', work, '--model-root', root]);
+    await w.waitFor(/ready/);
+    const nc: NatsConnection = await connect({ servers: nats.url });
+    try {
+      await holdJob(nc, 'fuzzheld', '127.0.0.1:9');
+      await holdJob(nc, 'fuzzremote', '203.0.113.5:5000');
+      const events: WorkerEvent[] = [];
+      let largestEvent = 0;
+      const sub = nc.subscribe('aq.events.*', {
+        callback: (_e, m) => {
+          largestEvent = Math.max(largestEvent, m.data.byteLength);
+          events.push(decodeMessage(workerEventSchema, m.data, m.subject));
+        },
+      });
+      const real = prepareJob(BF16, resolveConfig({}), join(dir, 'unused.arrow')).tasks[0]!;
+      const base = taskMessage({ ...real, file: join(FIXTURE_MODELS, 'stories260K-bf16.safetensors') }, 'fuzzheld', '127.0.0.1:9');
+      const messages = fuzzTaskMessages({ held: base, remoteJobId: 'fuzzremote', fifo }, 1000, 20261201);
+      const js = nc.jetstream();
+      for (const m of messages) await js.publish(m.subject, m.data);
+      const outcome = /^worker \S+: (refusing a malformed task|dropped layer|refused layer)/;
+      await w.waitFor(outcome, 1000, 120_000);
+      await nc.flush();
+      sub.unsubscribe();
+      const log = w.err();
+      expect(log.match(new RegExp(outcome.source, 'gm'))!.length).toBe(1000);
+      expect(log).not.toMatch(/uploaded layer|failed layer|Error:|at .*\.js:\d+/);
+      // the specific defects of the issue, each refused with its reason
+      expect(log).toMatch(/refused layer 0 \(.+\) of job fuzzheld: shape \[2147483648, 2147483648\] × BF16 is \d+ bytes but the task says byte_length 128/);
+      expect(log).toMatch(/refused layer 0 \(.+\): .*fuzz-\d+\.fifo is not a regular file/);
+      expect(log).toMatch(/refused layer 0 \(.+\) of job fuzzremote: coordinator 203\.0\.113\.5:5000 is not an allowed coordinator host \(localhost, 127\.0\.0\.1, ::1; see --allow-coordinator\)/);
+      expect(log).toMatch(/refusing a malformed task: message on aq\.tasks\.fuzz: task\.job_id: a job id is 1-64 characters from A-Z a-z 0-9 _ -/);
+      expect(log).toMatch(/refusing a malformed task: message on aq\.tasks\.fuzz: task\.name: Too big: expected string to have <=65536 characters/);
+      expect(log).toMatch(/refusing a malformed task: message on aq\.tasks\.fuzz: task\.shape: Too big: expected array to have <=64 items/);
+      expect(log).toMatch(/dropped layer 0 \(.+\) of job nobody\d+: no coordinator holds the job/);
+      // refusals of held jobs reach their coordinator, each event small whatever the task held
+      expect(events.filter((e) => e.type === 'task_refused' && e.job_id === 'fuzzheld').length).toBeGreaterThan(100);
+      expect(largestEvent).toBeLessThan(4 * MAX_EVENT_TEXT + 4096);
+      // nothing was written outside the work dir (a job id is never a path)
+      expect(readdirSync(dir).filter((f) => /pwned|etc/.test(f))).toEqual([]);
+      // the same worker process then serves a real job
+      const out = join(dir, 'after-fuzz.arrow');
+      const c = coordinator(BF16, out);
+      expect(await c.exited, c.err()).toBe(0);
+      expect(Buffer.compare(readFileSync(out), localBf16)).toBe(0);
+      expect(w.child.exitCode).toBeNull();
+    } finally {
+      await nc.close();
+    }
+  }, 240_000);
+});
