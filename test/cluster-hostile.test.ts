@@ -114,4 +114,91 @@ describe('cluster hostile', () => {
       await nc.close();
     }
   }, 240_000);
+
+  test('cluster hostile - a task cannot weaken TLS, downloads need --allow-download on both sides, a live job cannot be claimed twice', async () => {
+    const certs: TestCerts = await generateTestCerts();
+    try {
+      const out = join(dir, 'held.arrow');
+      const c = coordinator(BF16, out, ['--bits', '8']);
+      const address = await shardsAddress(c);
+      const jobId = (await c.waitFor(/job \w+: \d+ layers/))[0]!.split(' ')[1]!.replace(':', '');
+      // a second coordinator of the same job (another output) exits 2 at once, naming the holder
+      const t0 = Date.now();
+      const second = await runCli(['quantize', BF16, '-o', join(dir, 'other.arrow'), '--bits', '8', '--nats', nats.url, '--listen', '127.0.0.1:0'], { env: ENV });
+      expect(second.code, second.stderr).toBe(2);
+      expect(second.stderr).toMatch(new RegExp(`job ${jobId} is held by \\S+ pid ${c.pid} at ${address.replace(/\./g, '\\.')} \\(run [0-9a-f]{16}, writing .*held\\.arrow\\); its lease was renewed \\d+\\.\\d s ago`));
+      expect(Date.now() - t0).toBeLessThan(15_000);
+      // the coordinator was not started with --allow-download: its source weights stay put
+      const client = new ShardClient(address, null);
+      const denied = await client.download(jobId, 0, join(dir, 'stolen.bin')).catch((e: unknown) => e);
+      client.close();
+      expect(denied).toBeInstanceOf(ShardTransferError);
+      expect((denied as Error).message).toMatch(/PERMISSION_DENIED: download of layer 0 of job "\w+": the job was not started with --allow-download/);
+      expect(existsSync(join(dir, 'stolen.bin'))).toBe(false);
+      // a worker configured for TLS uploads with TLS although the task says tls: false: it cannot reach a plaintext coordinator
+      const w = worker(['--grpc-tls-ca', certs.ca.certFile]);
+      await w.waitFor(/upload of layer \d+ of job \w+ failed \(.*UNAVAILABLE/);
+      expect(w.err()).not.toMatch(/uploaded layer/);
+      expect((await runCli(['cancel', jobId, '--nats', nats.url])).code).toBe(0);
+      expect(await c.exited).toBe(130);
+      // a job that allows downloads, a worker that does not: refused with the reason, the job fails
+      const empty = join(dir, 'empty-root');
+      mkdirSync(empty);
+      const w2 = startCli(['worker', '--nats', nats.url, '--threads', '1', '--model-root', empty], ENV);
+      procs.push(w2);
+      await w2.waitFor(/ready/);
+      const c2 = coordinator(BF16, join(dir, 'dl.arrow'), ['--allow-download', '--bits', '4', '--group-size', '64']);
+      expect(await c2.exited, c2.err()).toBe(1);
+      expect(c2.err()).toMatch(/refused layer \d+ \(.+\) of job \w+: .*stories260K-bf16\.safetensors is not under its model roots \(.*empty-root\) and this worker was not started with --allow-download/);
+    } finally {
+      await certs.cleanup();
+    }
+  }, 120_000);
+
+  test('cluster hostile - two concurrent jobs on one worker both finish with the local bytes', async () => {
+    const local8 = join(dir, 'local8.arrow');
+    expect((await runCli(['quantize', BF16, '-o', local8, '--bits', '8'])).code).toBe(0);
+    const w = worker(['--concurrency', '2']);
+    await w.waitFor(/ready/);
+    const a = coordinator(BF16, join(dir, 'concurrent-a.arrow'), ['--bits', '8']);
+    await a.waitFor(/shards to/);
+    const b = coordinator(BF16, join(dir, 'concurrent-b.arrow'));
+    expect(await a.exited, a.err()).toBe(0);
+    expect(await b.exited, b.err()).toBe(0);
+    expect(Buffer.compare(readFileSync(join(dir, 'concurrent-a.arrow')), readFileSync(local8))).toBe(0);
+    expect(Buffer.compare(readFileSync(join(dir, 'concurrent-b.arrow')), localBf16)).toBe(0);
+  }, 120_000);
+
+  test('cluster hostile - SIGTERM while NATS is down: worker and coordinator exit within grace + 5 s', async () => {
+    const own = await startNatsServer();
+    try {
+      const w = worker([], { ARROWQUANT_KERNEL: 'reference' }, own.url);
+      await w.waitFor(/ready/);
+      const out = join(dir, 'nats-down.arrow');
+      const c = coordinator(F32, out, ['--refine', 'search'], own.url);
+      await w.waitFor(/uploaded layer/);
+      await own.stop();
+      await w.waitFor(/NATS disconnect/);
+      const t0 = Date.now();
+      w.signal('SIGTERM');
+      c.signal('SIGTERM');
+      const [wExit, cExit] = await Promise.all([w.exited.then((x) => [x, Date.now() - t0] as const), c.exited.then((x) => [x, Date.now() - t0] as const)]);
+      expect(wExit[1], w.err()).toBeLessThan(2_000 + 5_000);
+      expect(cExit[1], c.err()).toBeLessThan(5_000 + 1_000);
+      expect(cExit[0]).toBe(130);
+      expect(c.err()).toMatch(/was cancelled/);
+      expect(existsSync(out)).toBe(false);
+      expect(readdirSync(dir).filter((f) => f.startsWith('nats-down.arrow.tmp'))).toEqual([]);
+    } finally {
+      await own.stop();
+    }
+  }, 120_000);
+
+  test('cluster hostile - status and cancel refuse what is not a job id (exit 2)', async () => {
+    for (const cmd of ['cancel', 'status']) {
+      const r = await runCli([cmd, '../pwned', '--nats', nats.url]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toMatch(new RegExp(`arrowquant ${cmd}: "\\.\\./pwned" is not a job id \\(1-64 characters from A-Z a-z 0-9 _ -\\)`));
+    }
+  });
 });

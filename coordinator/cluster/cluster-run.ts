@@ -37,7 +37,7 @@ import { ThreadPool, resolveThreads } from '../../worker/thread-pool.js';
 import type { Progress, RunSummary } from '../local-run.js';
 
 /** How long a stopping coordinator spends telling NATS (which may be unreachable) how the job ended. */
-const ABANDON_MS = 3_000;
+const ABANDON_MS = 2_000;
 /** Staged shards this close to the next layer to write are kept in memory until written. */
 const IN_MEMORY_AHEAD = 4;
 
@@ -241,7 +241,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     lease?.stop();
     for (const s of subs) s.unsubscribe();
     await server.stop();
-    await closeNats(nc);
+    await closeNats(nc, 1_500);
     if (!keepStage) await rm(stageDir, { recursive: true, force: true });
   }
 }
