@@ -7,7 +7,9 @@ import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
 import { resolveConfig } from '../core/config/load.js';
 import { prepareJob } from '../coordinator/job.js';
-import { decodeMessage, workerEventSchema, MAX_EVENT_TEXT, type WorkerEvent } from '../core/cluster/messages.js';
+import { decodeMessage, encodeMessage, workerEventSchema, MAX_EVENT_TEXT, type WorkerEvent } from '../core/cluster/messages.js';
+import { MalformedMessageError } from '../core/cluster/errors.js';
+import { checkOwnTasks } from '../coordinator/cluster/task-check.js';
 import { ShardClient } from '../worker/cluster/shard-client.js';
 import { ShardTransferError } from '../core/grpc/errors.js';
 import { generateTestCerts, type TestCerts } from './helpers/certs.js';
@@ -200,5 +202,33 @@ describe('cluster hostile', () => {
       expect(r.code).toBe(2);
       expect(r.stderr).toMatch(new RegExp(`arrowquant ${cmd}: "\\.\\./pwned" is not a job id \\(1-64 characters from A-Z a-z 0-9 _ -\\)`));
     }
+  });
+
+  test('cluster hostile - a forged task_refused event is ignored; a job with no workers fails on the stall timeout saying why', async () => {
+    const out = join(dir, 'forged.arrow');
+    const c = coordinator(BF16, out, ['--stall-timeout', '3']);
+    const jobId = (await c.waitFor(/job \w+: \d+ layers/))[0]!.split(' ')[1]!.replace(':', '');
+    const nc = await connect({ servers: nats.url });
+    const forged: WorkerEvent = { type: 'task_refused', job_id: jobId, layer_index: 0, name: 'model.embed_tokens.weight', worker_id: 'mallory', reason: 'FORGED-REASON' };
+    nc.publish(`aq.events.${jobId}`, encodeMessage(forged));
+    await nc.flush();
+    await nc.close();
+    await c.waitFor(/ignoring a task_refused event for layer 0 that the job state does not confirm/);
+    expect(await c.exited).toBe(1);
+    expect(c.err()).toMatch(new RegExp(`job ${jobId} made no progress for \\d+ s \\(0/48 layers staged\\): no live workers \\(none has a heartbeat in the aq-workers bucket\\)`));
+    expect(c.err()).not.toMatch(/FORGED-REASON|mallory/);
+    expect(existsSync(out)).toBe(false);
+  });
+
+  test('cluster hostile - a layer that cannot travel as a task fails the coordinator at once (exit 2), 17 dimensions can', () => {
+    const job = prepareJob(BF16, resolveConfig({}), join(dir, 'dims.arrow'));
+    const t = job.tasks[0]!;
+    job.tasks[0] = { ...t, shape: [...Array(16).fill(1), t.shape[0]! * t.shape[1]!] };
+    expect(() => checkOwnTasks(job, '0123456789abcdef')).not.toThrow();
+    job.tasks[0] = { ...t, shape: Array(65).fill(1) };
+    expect(() => checkOwnTasks(job, '0123456789abcdef')).toThrow(MalformedMessageError);
+    expect(() => checkOwnTasks(job, '0123456789abcdef')).toThrow(/layer 0 \(model\.embed_tokens\.weight\) cannot be sent to cluster workers: task\.shape: Too big: expected array to have <=64 items \(quantize it locally, without --nats\)/);
+    job.tasks[0] = { ...t, name: 'w'.repeat(60_000), notes: ['n'.repeat(1_100_000)] };
+    expect(() => checkOwnTasks(job, '0123456789abcdef', 1024 * 1024)).toThrow(/its task is \d+ bytes, over the NATS server's max_payload of 1048576/);
   });
 });

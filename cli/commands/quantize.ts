@@ -23,6 +23,7 @@ quantize. The output is byte-identical to the local run. Run it again after a cr
   --listen HOST:PORT         where workers upload shards (default 0.0.0.0:0)
   --advertise HOST:PORT      the address workers use (default: this host's name and the port)
   --allow-download           workers that cannot read the model files download tensors from here
+  --stall-timeout S          fail the job when no layer arrives for S seconds, saying why (default 600)
   --data DIR                 staging directory root (default: next to the output)
 
 ${NATS_OPTIONS_HELP}
@@ -40,6 +41,7 @@ export async function quantizeCommand(argv: string[], io: CommandIO): Promise<nu
       listen: { type: 'string', default: '0.0.0.0:0' },
       advertise: { type: 'string' },
       'allow-download': { type: 'boolean' },
+      'stall-timeout': { type: 'string' },
       data: { type: 'string' },
     },
     { min: 1, max: 1, usage: USAGE },
@@ -58,7 +60,7 @@ export async function quantizeCommand(argv: string[], io: CommandIO): Promise<nu
       const { runClusterJob } = await import('../../coordinator/cluster/cluster-run.js');
       summary = await runClusterJob(positionals[0]!, {
         output: values.output, config: cfg, nats, listen: values.listen, advertise: values.advertise, grpcTls: grpcServerTls(values),
-        allowDownload: values['allow-download'] ?? false, dataDir: values.data, onProgress: (p) => bar?.update(p),
+        allowDownload: values['allow-download'] ?? false, dataDir: values.data, stallTimeoutMs: stallTimeout(values['stall-timeout']), onProgress: (p) => bar?.update(p),
         log: (l) => io.err(l + '\n'), cancel: interrupted(),
       });
     } else {
@@ -72,6 +74,13 @@ export async function quantizeCommand(argv: string[], io: CommandIO): Promise<nu
   io.err(renderSummary(summary) + '\n');
   if (values.json) io.out(JSON.stringify(summary, null, 2) + '\n');
   return 0;
+}
+
+function stallTimeout(v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const s = Number(v);
+  if (!Number.isFinite(s) || s <= 0) throw new UsageError(`--stall-timeout: expected a number of seconds > 0, got ${JSON.stringify(v)}`);
+  return s * 1000;
 }
 
 /** Resolves on the first SIGINT or SIGTERM: the job is cancelled and cleans up after itself. */

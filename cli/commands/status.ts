@@ -36,6 +36,7 @@ export async function statusCommand(argv: string[], io: CommandIO): Promise<numb
     const staged = new Map<string, number>();
     const states: JobState[] = [];
     for (const k of await allKeys(jkv)) {
+      if (/\.refused\.\d+$/.test(k)) continue; // a worker's record of a refused layer
       const m = /^([A-Za-z0-9_-]+)\.layer\.\d+$/.exec(k);
       if (m) staged.set(m[1]!, (staged.get(m[1]!) ?? 0) + 1);
       else {

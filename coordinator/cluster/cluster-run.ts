@@ -23,11 +23,12 @@ import {
   cancelMessageSchema, decodeMessage, encodeMessage, stagedLayerSchema, taskMessageSchema, workerEventSchema, type TaskMessage,
 } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
-import { ensureTaskQueue, jobsBucket } from '../../core/cluster/jetstream-setup.js';
+import { ensureTaskQueue, jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js';
 import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/errors.js';
 import { JobLease } from './job-lease.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
 import { checkOwnTasks } from './task-check.js';
+import { StallDetector, clearFailures, recordedFailure, stallTimeoutMs } from './stall-detector.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
 import { ShardServer, shardPath } from './shard-server.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
@@ -56,6 +57,8 @@ export interface ClusterRunOptions {
   dataDir?: string;
   onProgress?: (p: Progress) => void;
   log?: (line: string) => void;
+  /** a job that makes no progress for this long fails, saying why (default 10 min, ARROW_QUANT_STALL_TIMEOUT_MS) */
+  stallTimeoutMs?: number;
   /** resolves when the job should be cancelled (e.g. SIGINT) */
   cancel?: Promise<void>;
 }
@@ -81,6 +84,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
   const runId = randomBytes(8).toString('hex');
   let keepStage = true;
   let lease: JobLease | null = null;
+  let stall: StallDetector | null = null;
   let failJob: (e: Error) => void = () => undefined;
   try {
     checkOwnTasks(job, runId, nc.info?.max_payload);
@@ -93,6 +97,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       log(`coordinator: job ${job.id}: clearing the state of an earlier run that wrote ${lease.previous.state.output}`);
       await deleteLayerKeys(kv, job);
     }
+    await clearFailures(kv, job.id);
     const finished = await resumeStaged(job, stageDir, kv, log);
     const resumed = finished.size;
     output = await OrderedOutput.create(job);
@@ -154,10 +159,13 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
             return;
           }
           if (finished.has(ev.layer_index)) return;
-          if (ev.type === 'task_refused') {
-            settle.reject(new TaskRefusedError(ev.reason, ev.name, ev.worker_id));
-          } else if (ev.final) {
-            settle.reject(deserializeError(ev.error));
+          if (ev.type === 'task_refused' || ev.final) {
+            // Only what the worker recorded in the job state fails the job: a plain message cannot.
+            const layer = ev.layer_index;
+            void recordedFailure(kv, job.id, layer).then(
+              (err) => (err ? settle.reject(err) : log(`coordinator: ignoring a ${ev.type} event for layer ${layer} that the job state does not confirm`)),
+              (err: Error) => log(`coordinator: cannot check a ${ev.type} event for layer ${layer}: ${err.message}`),
+            );
           } else {
             log(`coordinator: worker ${ev.worker_id} failed layer ${ev.layer_index} (${ev.name}), it will be redelivered: ${ev.error.message}`);
           }
@@ -189,6 +197,11 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       published++;
     }
     log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${resumed} already staged, ${published} published; shards to ${advertise}`);
+    stall = new StallDetector({
+      nc, kv, workersKv: await workersBucket(nc), jobId: job.id, layers: job.tasks.length, done: () => finished.size, isDone: (i) => finished.has(i),
+      fail: (e) => settle.reject(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(),
+    });
+    stall.start();
 
     try {
       await done;
@@ -239,6 +252,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     throw e;
   } finally {
     lease?.stop();
+    stall?.stop();
     for (const s of subs) s.unsubscribe();
     await server.stop();
     await closeNats(nc, 1_500);

@@ -13,6 +13,9 @@ export const WORKER_CONSUMER = 'aq-workers';
 /** Key-value bucket of job state: "<job>" and "<job>.layer.<index>". */
 export const JOBS_BUCKET = 'aq-jobs';
 export const layerKey = (jobId: string, index: number) => `${id(jobId)}.layer.${index}`;
+/** A final refusal or failure of a layer, recorded by the worker before it tells the coordinator. */
+export const refusalKey = (jobId: string, index: number) => `${id(jobId)}.refused.${index}`;
+export const refusalKeys = (jobId: string) => `${id(jobId)}.refused.*`;
 /** Key-value bucket of worker liveness and capabilities, entries expire when a worker stops. */
 export const WORKERS_BUCKET = 'aq-workers';
 /** Worker → coordinator: failures and refusals of a job's layers. */

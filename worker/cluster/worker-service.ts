@@ -13,7 +13,7 @@ import type { JsMsg, KV, NatsConnection, Subscription, Consumer } from 'nats';
 import { ArrowQuantError, serializeError } from '../../core/errors.js';
 import { packageVersion } from '../../core/package-info.js';
 import { readSafetensorsHeader } from '../../core/model/safetensors-reader.js';
-import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, layerKey } from '../../core/cluster/names.js';
+import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, layerKey, refusalKey } from '../../core/cluster/names.js';
 import { cancelMessageSchema, decodeMessage, encodeMessage, taskMessageSchema, type TaskMessage, type WorkerEvent, type WorkerInfo } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket, taskQueueSettings, workersBucket } from '../../core/cluster/jetstream-setup.js';
@@ -175,7 +175,7 @@ export class WorkerService {
       msg.term();
       // Reported when it names a job, so that its coordinator does not wait for it forever.
       const who = taskIdentity(msg.data);
-      if (who) this.publishEvent({ type: 'task_refused', ...who, worker_id: this.id, reason: `worker ${this.id} refused a malformed task for layer ${who.layer_index}: ${why}` });
+      if (who) await this.reportFinal({ type: 'task_refused', ...who, worker_id: this.id, reason: `worker ${this.id} refused a malformed task for layer ${who.layer_index}: ${why}` });
       return;
     }
     const task = tm.task;
@@ -263,7 +263,8 @@ export class WorkerService {
       const event: WorkerEvent = refused
         ? { type: 'task_refused', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, reason: (e as Error).message }
         : { type: 'layer_failed', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, final, error: serializeError(e) };
-      this.publishEvent(event);
+      if (final) await this.reportFinal(event);
+      else this.publishEvent(event);
       if (final) msg.term();
       else msg.nak(1_000);
     } finally {
@@ -271,6 +272,17 @@ export class WorkerService {
       this.inFlight.delete(key);
       rmSync(downloadFile, { force: true });
     }
+  }
+
+  /**
+   * A final refusal or failure is first recorded in the job state, which is what the coordinator
+   * trusts (an event alone can be forged or lost), then announced.
+   */
+  private async reportFinal(event: WorkerEvent): Promise<void> {
+    const e = boundEvent(event);
+    const ok = await bounded(this.jobs.put(refusalKey(e.job_id, e.layer_index), encodeMessage(e)), 5_000);
+    if (!ok) this.log(`worker ${this.id}: could not record ${e.type} of layer ${e.layer_index} of job ${e.job_id} in the job state`);
+    this.publishEvent(e);
   }
 
   /** Events are bounded in size and never throw: whatever a task holds, the worker carries on. */
