@@ -99,7 +99,7 @@ export class WorkerService {
     mkdirSync(this.opts.workDir, { recursive: true });
     this.nc = await connectNats(this.opts.nats);
     void this.watchConnection();
-    this.pool = await ThreadPool.start(this.opts.threads);
+    this.pool = await ThreadPool.start(this.opts.threads, { onShrink: (m) => this.log(`worker ${this.id}: warning: ${m}`) });
     if (this.pool.kernelWarning) this.log(`worker ${this.id}: warning: ${this.pool.kernelWarning}`);
     this.runner = new LayerRunner(this.pool);
     const settings = taskQueueSettings();
