@@ -125,5 +125,7 @@ export function fileMetadata(cfg: ArrowQuantConfig, plan: Plan, model: ModelSour
     ['arrowquant.plan', JSON.stringify(planMetadata(plan))],
     ['arrowquant.source', JSON.stringify(sourceMetadata(model))],
     ['arrowquant.summary', JSON.stringify(summary)],
+    // allocation_strategy measured: the optimiser's prediction and size–error curve (for `report`)
+    ...(plan.allocation ? [['arrowquant.allocation', JSON.stringify(plan.allocation)] as [string, string]] : []),
   ]);
 }

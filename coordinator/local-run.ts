@@ -11,6 +11,7 @@ import type { FileSummary } from './file-metadata.js';
 import { OrderedOutput, prepareJob, type FinishedLayer } from './job.js';
 import { applyMeasuredAllocation } from './measured-allocation.js';
 import { encodeBatchMessage } from '../core/format/arrow-file.js';
+import type { AllocationSummary } from '../core/plan/allocation-summary.js';
 
 export interface Progress {
   layersDone: number;
@@ -31,6 +32,8 @@ export interface LocalRunOptions {
   cancel?: Promise<void>;
   /** told once, e.g. that the native kernels are missing and the slower reference runs */
   onWarning?: (message: string) => void;
+  /** allocation_strategy measured: the measurement cache directory (null: none; default: the user's cache) */
+  measurementCacheDir?: string | null;
 }
 
 /** The command's own summary: the file's summary plus how this run went (never in the file). */
@@ -44,6 +47,8 @@ export interface RunSummary extends FileSummary {
   /** peak resident memory of this process (all threads) */
   peak_rss_mb: number;
   timings_s: { read: number; kernel: number; hash: number; write: number; merge: number };
+  /** allocation_strategy measured: the optimiser's prediction and comparisons (as in the file) */
+  allocation?: AllocationSummary;
 }
 
 export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Promise<RunSummary> {
@@ -59,7 +64,7 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
   });
   try {
     const runner = new LayerRunner(pool, opts.pieceBytes);
-    job = await applyMeasuredAllocation(job, runner, pool.size + 1);
+    job = await applyMeasuredAllocation(job, runner, pool.size + 1, { cacheDir: opts.measurementCacheDir });
     output = await OrderedOutput.create(job);
     const out = output;
     let writeMs = 0;
@@ -100,6 +105,7 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
       input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
       peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
       timings_s: { read: round(t.readMs / 1e3), kernel: round(t.kernelMs / 1e3), hash: round(t.hashMs / 1e3), write: round(writeMs / 1e3), merge: round(finishS) },
+      ...(job.plan.allocation ? { allocation: job.plan.allocation } : {}),
     };
   } catch (e) {
     await output?.abort();

@@ -1,110 +1,192 @@
-// allocation_strategy: measured — bits chosen from each layer's measured error instead of its
-// name. Every layer the heuristic would quantize (not sensitive, not set by hand) is quantized at
-// 2, 4 and 8 bits without keeping the result; its cost at a width is its relative squared error
-// times its parameter count (so the sum is what the weighted SQNR reflects).
-//   With a size target: start every such layer at 8 bits and repeatedly take the lowering
-//   (8→4 or 4→2) that adds the least cost per byte saved, until bytes_out fits.
-//   Without one: each layer gets the fewest bits whose cosine meets min_layer_cosine.
-// Measurement is exact and ties go to the lower layer index: the same job always gets the same plan.
+// allocation_strategy: measured — each layer's encoding chosen from its measured error, the
+// optimum rather than a greedy pass. Every layer the optimiser may choose for is measured at each
+// candidate (width × group size × encoding, refine as configured; core/plan/candidates.ts);
+// a candidate's cost is its relative squared error ‖W−Ŵ‖²/‖W‖² times its parameter count, its
+// size its exact bytes_out. Candidates below their width's min_layer_cosine are excluded.
+//   With a size target: the multiple-choice knapsack (core/plan/knapsack.ts) minimising Σ cost
+//   subject to Σ bytes_out ≤ target — exact.
+//   Without one: each layer gets its fewest-bytes candidate meeting the bars (ties: less error).
+// The parameter-weighted mean cosine is then checked against min_accuracy. The same job always
+// gets the same plan (measurement is exact; ties go to the earlier candidate).
 
-import { InfeasibleTargetError } from '../core/errors.js';
-import { buildLayerTasks } from '../core/job/layer-task.js';
+import { InfeasibleTargetError, QualityBarError } from '../core/errors.js';
+import type { ArrowQuantConfig } from '../core/config/schema.js';
+import { buildLayerTasks, type LayerTask } from '../core/job/layer-task.js';
 import { layerBytesOut, type MethodExtras } from '../core/plan/layer-bytes.js';
-import type { LayerPlan, Plan } from '../core/plan/plan.js';
+import { buildPlan, type LayerPlan, type Plan } from '../core/plan/plan.js';
+import { candidateLabel, layerCandidates, type Candidate } from '../core/plan/candidates.js';
+import { MultipleChoiceKnapsack, type Choice, type KnapsackSolution } from '../core/plan/knapsack.js';
+import type { AllocationPoint, AllocationSummary, ComparedPoint } from '../core/plan/allocation-summary.js';
 import type { QuantBits } from '../core/quant/reference.js';
-import { statsToQuality, type LayerStats } from '../core/quant/layer-stats.js';
-import type { LayerRunner } from '../worker/layer-runner.js';
+import { statsToQuality } from '../core/quant/layer-stats.js';
+import { summarize } from './file-metadata.js';
 import type { PreparedJob } from './job.js';
+import { LayerMeasurements, type LayerMeasurer } from './layer-measurements.js';
+import { MeasurementCache, defaultCacheDir } from './measurement-cache.js';
 
-const WIDTHS: readonly QuantBits[] = [2, 4, 8];
+export interface MeasuredAllocationOptions {
+  /** measurement cache directory; null: no cache; default: defaultCacheDir() */
+  cacheDir?: string | null;
+  /** budgets on the size–error curve (default 16) */
+  curvePoints?: number;
+  /** bound on the exact solver's table (items × byte units); beyond it the Lagrangian bound is used */
+  maxCells?: number;
+}
 
-interface Measured {
-  layer: LayerPlan;
-  cost: Record<QuantBits, number>;
-  cosine: Record<QuantBits, number>;
-  bytes: Record<QuantBits, number>;
+/** The group size uniform INT4 is compared at. */
+const UNIFORM_GROUP = 128;
+
+interface Scored {
+  candidate: Candidate;
+  bytes: number;
+  cost: number;
+  sqnrDb: number;
+  cosine: number;
 }
 
 export function usesMeasuredAllocation(job: PreparedJob): boolean {
   return job.cfg.enable_mixed_precision && job.cfg.allocation_strategy === 'measured';
 }
 
-export async function applyMeasuredAllocation(job: PreparedJob, runner: LayerRunner, concurrency: number): Promise<PreparedJob> {
-  if (!usesMeasuredAllocation(job)) return job;
-  const candidates = job.plan.layers.filter((l) => l.bits < 16 && !l.manual);
-  const measured: Measured[] = new Array(candidates.length);
-  let next = 0;
-  const lane = async () => {
-    while (next < candidates.length) {
-      const i = next++;
-      const layer = candidates[i]!;
-      const stats = await runner.measure(job.tasks[layer.index]!, WIDTHS);
-      measured[i] = describe(layer, stats, job.cfg.group_size, extrasOf(layer));
-    }
+/** Every layer with its quantization method, at 4 bits / g128 (bits and group size are set per measurement). */
+function quantizedTemplates(job: PreparedJob): { templates: LayerTask[]; plan: Plan } {
+  const cfg: ArrowQuantConfig = {
+    ...job.cfg, enable_mixed_precision: false, bit_width: 4, group_size: UNIFORM_GROUP, target_model_size_mb: null, layer_bit_widths: {},
   };
-  await Promise.all(Array.from({ length: Math.max(1, concurrency) }, lane));
+  const uniform = buildPlan(job.model, cfg, job.calibration);
+  const all = buildPlan(job.model, { ...cfg, skip_sensitive_layers: false }, job.calibration);
+  return { templates: buildLayerTasks(job.id, job.model, all, cfg, job.calibration), plan: uniform };
+}
 
-  const bits = new Map<number, QuantBits>();
+const extrasOf = (t: LayerTask, cols: number): MethodExtras => ({ equalizationScales: t.method === 'spatial' ? cols : 0, timeGroups: t.time_group_params?.length ?? 0 });
+
+export async function applyMeasuredAllocation(job: PreparedJob, runner: LayerMeasurer, concurrency: number, opts: MeasuredAllocationOptions = {}): Promise<PreparedJob> {
+  if (!usesMeasuredAllocation(job)) return job;
+  const { templates, plan: uniform } = quantizedTemplates(job);
+  const layers = job.plan.layers;
+  const options = layers.map((l) => layerCandidates(l, job.cfg));
+
+  const cache = new MeasurementCache(opts.cacheDir === undefined ? defaultCacheDir() : opts.cacheDir);
+  const store = new LayerMeasurements(templates, cache);
+  layers.forEach((l, i) => {
+    for (const c of options[i]!.candidates) store.want(l.index, c.bits, c.groupSize);
+    store.want(l.index, l.bits, l.groupSize);
+    store.want(l.index, uniform.layers[i]!.bits, uniform.layers[i]!.groupSize);
+  });
+  await store.run(runner, concurrency);
+
+  const score = (i: number, c: Candidate): Scored => {
+    const l = layers[i]!;
+    if (c.bits >= 16) return { candidate: c, bytes: layerBytesOut(l, 16, 0), cost: 0, sqnrDb: Infinity, cosine: 1 };
+    const s = store.get(l.index, c.bits as QuantBits, c.groupSize);
+    const q = statsToQuality(s);
+    const cost = s.w2 > 0 ? (l.rows * l.cols * s.e2) / s.w2 : 0;
+    return { candidate: c, bytes: layerBytesOut(l, c.bits, c.groupSize, extrasOf(templates[l.index]!, l.cols)), cost, sqnrDb: q.sqnrDb, cosine: q.cosine };
+  };
+  const bars = job.cfg.min_layer_cosine;
+  const scored = options.map((o, i) => {
+    const all = o.candidates.map((c) => score(i, c));
+    // Fixed layers keep their one candidate whatever its cosine (the run's fallback applies).
+    return o.fixed ? all : all.filter((s) => s.candidate.bits >= 16 || s.cosine >= bars[s.candidate.bits as QuantBits]);
+  });
+  const free = layers.map((_, i) => i).filter((i) => options[i]!.fixed === null);
+  const fixed = layers.map((_, i) => i).filter((i) => options[i]!.fixed !== null);
+  const fixedBytes = fixed.reduce((s, i) => s + scored[i]![0]!.bytes, 0);
+  const items: Choice[][] = free.map((i) => scored[i]!.map((s) => ({ bytes: s.bytes, cost: s.cost })));
+
+  const point = (picked: Scored[]): AllocationPoint => {
+    const summary = summarize(
+      picked.map((s, i) => ({ elements: layers[i]!.rows * layers[i]!.cols, bits: s.candidate.bits, plannedBits: s.candidate.bits, bytesIn: 0, bytesOut: s.bytes, sqnrDb: s.sqnrDb, cosine: s.cosine })),
+    );
+    return { bytes_out: summary.bytes_out, total_error: picked.reduce((t, s) => t + s.cost, 0), weighted_sqnr_db: summary.weighted_sqnr_db, weighted_cosine: summary.weighted_cosine };
+  };
+  const pickedFrom = (sol: KnapsackSolution): Scored[] => {
+    const picked = layers.map((_, i) => scored[i]![0]!);
+    free.forEach((i, k) => (picked[i] = scored[i]![sol.picks[k]!]!));
+    return picked;
+  };
+  const heuristicPicked = layers.map((l, i) => score(i, { bits: l.bits, groupSize: l.groupSize, encoding: l.bits < 16 ? 'v1' : null }));
+  const uniformPicked = uniform.layers.map((l, i) => score(i, { bits: l.bits, groupSize: l.groupSize, encoding: l.bits < 16 ? 'v1' : null }));
+  const heuristicPoint = point(heuristicPicked);
+  const uniformPoint = point(uniformPicked);
+
   const target = job.plan.targetBytes;
+  const largest = fixedBytes + items.reduce((s, c) => s + Math.max(...c.map((x) => x.bytes)), 0);
+  const reach = Math.min(largest, Math.max(target ?? 0, heuristicPoint.bytes_out, uniformPoint.bytes_out));
+  const knapsack = new MultipleChoiceKnapsack(items, reach - fixedBytes, opts.maxCells);
+  const smallest = fixedBytes + knapsack.smallestBytes;
+  const optimumAt = (bytes: number) => {
+    const sol = knapsack.solve(bytes - fixedBytes);
+    return sol ? { sol, picked: pickedFrom(sol) } : null;
+  };
+  const compared = (p: AllocationPoint): ComparedPoint => {
+    const o = optimumAt(p.bytes_out);
+    return { ...p, optimum_at_same_bytes: o ? point(o.picked) : null };
+  };
+
+  let chosen: Scored[];
+  let solver: AllocationSummary['solver'];
+  let gap = 0;
   if (target === null) {
-    for (const m of measured) {
-      const ok = WIDTHS.find((b) => m.cosine[b] >= job.cfg.min_layer_cosine[b]);
-      bits.set(m.layer.index, ok ?? 8);
-    }
+    solver = 'bars';
+    chosen = layers.map((_, i) => scored[i]!.reduce((a, b) => (b.bytes < a.bytes || (b.bytes === a.bytes && b.cost < a.cost) ? b : a)));
   } else {
-    for (const m of measured) bits.set(m.layer.index, 8);
-    const fixed = job.plan.layers.filter((l) => !bits.has(l.index)).reduce((s, l) => s + l.bytesOut, 0);
-    let total = fixed + measured.reduce((s, m) => s + m.bytes[8], 0);
-    const smallest = fixed + measured.reduce((s, m) => s + m.bytes[2], 0);
-    if (smallest > target) {
+    const o = optimumAt(target);
+    if (!o) {
       throw new InfeasibleTargetError(
-        `target_model_size_mb ${job.cfg.target_model_size_mb} (${target} bytes) cannot be met: the smallest reachable size is ${smallest} bytes (${smallest / 1e6} MB), with every measured layer at 2 bits`,
+        `target_model_size_mb ${job.cfg.target_model_size_mb} (${target} bytes) cannot be met: the smallest reachable size is ${smallest} bytes (${smallest / 1e6} MB), with every layer at its smallest candidate that meets min_layer_cosine${fixed.length ? ` and ${fixed.length} fixed layers (manual, 1-D or skip_sensitive_layers)` : ''}`,
         target,
         smallest,
       );
     }
-    while (total > target) {
-      let best: { m: Measured; from: QuantBits; to: QuantBits; ratio: number } | null = null;
-      for (const m of measured) {
-        const from = bits.get(m.layer.index)!;
-        if (from === 2) continue;
-        const to = (from / 2) as QuantBits;
-        const saved = m.bytes[from] - m.bytes[to];
-        if (saved <= 0) continue;
-        const ratio = (m.cost[to] - m.cost[from]) / saved;
-        if (!best || ratio < best.ratio) best = { m, from, to, ratio };
-      }
-      if (!best) break;
-      bits.set(best.m.layer.index, best.to);
-      total -= best.m.bytes[best.from] - best.m.bytes[best.to];
-    }
+    ({ picked: chosen } = o);
+    solver = o.sol.solver;
+    gap = o.sol.gap;
+  }
+  const chosenPoint = point(chosen);
+  if (chosenPoint.weighted_cosine !== null && chosenPoint.weighted_cosine < job.cfg.min_accuracy) {
+    throw new QualityBarError(
+      `the measured allocation${target === null ? '' : ` for ${target} bytes`} has a parameter-weighted mean cosine of ${chosenPoint.weighted_cosine.toFixed(4)}, below min_accuracy ${job.cfg.min_accuracy}; raise target_model_size_mb or lower min_accuracy`,
+    );
   }
 
-  const byIndex = new Map(measured.map((m) => [m.layer.index, m]));
-  const layers = job.plan.layers.map((l) => {
-    const m = byIndex.get(l.index);
-    if (!m) return l;
-    const b = bits.get(l.index)!;
-    const errors = WIDTHS.map((w) => `${m.cost[w] / Math.max(1, l.rows * l.cols) < 1e-12 ? '0' : (m.cost[w] / (l.rows * l.cols)).toExponential(2)} at ${w}`).join(', ');
-    return { ...l, bits: b, bytesOut: m.bytes[b], reason: `measured: relative error ${errors} → ${b}` };
+  const curve = curveBudgets(smallest, reach, opts.curvePoints ?? 16).flatMap((budget) => {
+    const o = optimumAt(budget);
+    return o ? [{ budget, ...point(o.picked) }] : [];
   });
-  const totalBytesOut = layers.reduce((s, l) => s + l.bytesOut, 0);
-  const plan: Plan = { ...job.plan, layers, totalBytesOut, targetMet: target === null || totalBytesOut <= target };
+  const allocation: AllocationSummary = {
+    strategy: 'measured', solver, optimality_gap: gap, target_bytes: target, candidates: scored.reduce((s, c) => s + c.length, 0),
+    chosen: chosenPoint, heuristic: compared(heuristicPoint), uniform_int4: { ...compared(uniformPoint), group_size: UNIFORM_GROUP }, curve,
+  };
+
+  const planned = layers.map((l, i) => planLayer(l, templates[l.index]!, chosen[i]!, options[i]!.fixed, scored[i]!.length));
+  const totalBytesOut = planned.reduce((s, l) => s + l.bytesOut, 0);
+  const plan: Plan = {
+    ...job.plan, layers: planned, totalBytesOut, targetMet: target === null || totalBytesOut <= target, allocation,
+    measurements: { ...store.counts, cacheDir: cache.dir },
+    warnings: [...job.plan.warnings, ...cache.writeFailures.slice(0, 3).map((w) => `measurement cache not written: ${w}`)],
+  };
   return { ...job, plan, tasks: buildLayerTasks(job.id, job.model, plan, job.cfg, job.calibration) };
 }
 
-function extrasOf(l: LayerPlan): MethodExtras {
-  return { equalizationScales: l.method === 'spatial' ? l.cols : 0, timeGroups: l.timeGroups };
+function planLayer(l: LayerPlan, template: LayerTask, s: Scored, fixed: string | null, candidates: number): LayerPlan {
+  if (fixed) return l;
+  const quantized = s.candidate.bits < 16;
+  const err = l.rows * l.cols ? s.cost / (l.rows * l.cols) : 0;
+  return {
+    ...l,
+    bits: s.candidate.bits,
+    groupSize: s.candidate.groupSize,
+    method: quantized ? template.method : 'none',
+    timeGroups: quantized ? template.time_group_params?.length ?? 0 : 0,
+    notes: quantized ? template.notes : [],
+    bytesOut: s.bytes,
+    reason: `measured: ${candidateLabel(s.candidate)}, relative error ${err === 0 ? '0' : err.toExponential(2)} (optimum over ${candidates} candidates${l.sensitive ? '; sensitive: ≥ 8 bits' : ''})`,
+  };
 }
 
-function describe(layer: LayerPlan, stats: Map<QuantBits, LayerStats>, groupSize: number, extras: MethodExtras): Measured {
-  const n = layer.rows * layer.cols;
-  const m: Measured = { layer, cost: { 2: 0, 4: 0, 8: 0 }, cosine: { 2: 0, 4: 0, 8: 0 }, bytes: { 2: 0, 4: 0, 8: 0 } };
-  for (const b of WIDTHS) {
-    const s = stats.get(b)!;
-    m.cost[b] = s.w2 > 0 ? (n * s.e2) / s.w2 : 0;
-    m.cosine[b] = statsToQuality(s).cosine;
-    m.bytes[b] = layerBytesOut(layer, b, groupSize, extras);
-  }
-  return m;
+/** `n` budgets from the smallest reachable size to `reach`, in whole bytes. */
+function curveBudgets(smallest: number, reach: number, n: number): number[] {
+  if (reach <= smallest || n < 2) return [Math.max(smallest, reach)];
+  return Array.from({ length: n }, (_, k) => Math.round(smallest + ((reach - smallest) * k) / (n - 1)));
 }

@@ -49,7 +49,7 @@ describe('cli plan', () => {
     expect(env.stderr).toMatch(/environment variable ARROW_QUANT_NUM_THREADS: num_threads: -1 is not allowed; allowed: an integer ≥ 0/);
     const opt = await runCli(['plan', BF16, '--bogus']);
     expect(opt.code).toBe(2);
-    expect(opt.stderr).toMatch(/Unknown option '--bogus'/);
+    expect(opt.stderr).toMatch(/unknown option '--bogus'/);
     const truncated = join(dir, 'trunc.safetensors');
     writeFileSync(truncated, Buffer.from([200, 0, 0, 0, 0, 0, 0, 0, 123]));
     const t = await runCli(['plan', truncated]);
@@ -71,10 +71,32 @@ describe('cli plan', () => {
     expect(b.layers).toEqual(a.layers);
   });
 
+  test('cli plan - --strategy measured: the comparison table, the curve in --json, and a second plan from the cache', async () => {
+    const cache = join(dir, 'measure-cache');
+    const args = ['plan', BF16, '--mixed-precision', '--strategy', 'measured', '--target-size-mb', '0.22', '--json', '--cache-dir', cache];
+    const r = await runCli(args);
+    expect(r.code).toBe(0);
+    const doc = JSON.parse(r.stdout);
+    expect(doc.total_bytes_out).toBe(219968);
+    expect(doc.allocation.chosen.bytes_out).toBe(219968);
+    expect(doc.allocation.heuristic.bytes_out).toBe(217760);
+    expect(doc.allocation.uniform_int4.bytes_out).toBe(163820);
+    expect(doc.allocation.curve.length).toBeGreaterThanOrEqual(8);
+    expect(doc.measurements.measured).toBeGreaterThan(200);
+    expect(r.stderr).toMatch(/measured allocation: exact \(dynamic programming\), over 292 candidates/);
+    expect(r.stderr).toMatch(/heuristic\s+217760\s+40467\s+9\.79 dB/);
+    expect(r.stderr).toMatch(/measured optimum at its size\s+217664\s+1472\s+27\.75 dB\s+0\.99750\s+−96\.4% error, \+17\.96 dB/);
+    const again = await runCli(args);
+    const doc2 = JSON.parse(again.stdout);
+    expect(doc2.measurements).toEqual({ measured: 0, cached: doc.measurements.measured + doc.measurements.cached, cache_dir: cache });
+    expect(doc2.layers).toEqual(doc.layers);
+    expect(again.stderr).toMatch(/every measurement came from the cache/);
+  });
+
   test('cli plan - --help and --version', async () => {
     const h = await runCli(['plan', '--help']);
     expect(h.code).toBe(0);
-    expect(h.stdout).toMatch(/--target-size-mb X/);
+    expect(h.stdout).toMatch(/--target-size-mb <mb>\s+budget for bytes_out/);
     const v = await runCli(['--version']);
     expect(v.stdout).toMatch(/^arrowquant \d+\.\d+\.\d+/);
   });

@@ -84,7 +84,10 @@ export function allocateBitWidths(layers: AllocationInput[], cfg: ArrowQuantConf
     .filter((i) => cfg.enable_mixed_precision && !allocations[i]!.manual && allocations[i]!.bits < 16);
   const isLowerable = new Set(lowerable);
   const smallest = allocations.reduce((s, a, i) => s + bytesOf(i, isLowerable.has(i) ? 2 : a.bits), 0);
-  if (smallest > targetBytes) {
+  // The measured strategy reaches further (sensitive layers at 8 bits) and judges the target
+  // itself; the heuristic's plan, lowered as far as it goes, is then only its point of comparison.
+  const measured = cfg.allocation_strategy === 'measured' && cfg.enable_mixed_precision;
+  if (smallest > targetBytes && !measured) {
     const kept = allocations.filter((a) => a.bits === 16).length;
     const how = cfg.enable_mixed_precision
       ? `with every quantized layer at 2 bits${kept ? ` and ${kept} layers kept at 16 bits` : ''}`

@@ -9,6 +9,7 @@ import { matrixView, type ModelSource } from '../model/model-source.js';
 import { allocateBitWidths } from './bit-allocation.js';
 import { layerBytesOut, type MethodExtras } from './layer-bytes.js';
 import { detectModality, type Modality } from './modality.js';
+import type { AllocationSummary } from './allocation-summary.js';
 
 export type QuantMethod = 'base' | 'spatial' | 'time_aware' | 'none';
 
@@ -42,6 +43,10 @@ export interface Plan {
   targetBytes: number | null;
   targetMet: boolean;
   warnings: string[];
+  /** allocation_strategy measured: what the optimiser predicted (stored in the file) */
+  allocation?: AllocationSummary;
+  /** allocation_strategy measured: how many measurements ran and how many came from the cache (never in the file) */
+  measurements?: { measured: number; cached: number; cacheDir: string | null };
 }
 
 interface MethodChoice {
@@ -146,5 +151,7 @@ export function planToJson(plan: Plan): object {
     target_met: plan.targetMet,
     modality: plan.modality,
     warnings: plan.warnings,
+    ...(plan.allocation ? { allocation: plan.allocation } : {}),
+    ...(plan.measurements ? { measurements: { measured: plan.measurements.measured, cached: plan.measurements.cached, cache_dir: plan.measurements.cacheDir } } : {}),
   };
 }
