@@ -3,6 +3,7 @@
 import { execFileSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
+import { tmpdir } from 'node:os';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
 import { resolveConfig } from '../core/config/load.js';
@@ -169,18 +170,29 @@ describe('cluster hostile', () => {
     expect(await b.exited, b.err()).toBe(0);
     expect(Buffer.compare(readFileSync(join(dir, 'concurrent-a.arrow')), readFileSync(local8))).toBe(0);
     expect(Buffer.compare(readFileSync(join(dir, 'concurrent-b.arrow')), localBf16)).toBe(0);
+    // the worker's default work dir goes with it
+    const workDir = join(tmpdir(), `arrowquant-worker-${w.pid}`);
+    expect(existsSync(workDir)).toBe(true);
+    w.signal('SIGTERM');
+    expect(await w.exited).toBe(0);
+    expect(existsSync(workDir)).toBe(false);
   }, 120_000);
 
   test('cluster hostile - SIGTERM while NATS is down: worker and coordinator exit within grace + 5 s', async () => {
     const own = await startNatsServer();
     try {
-      const w = worker([], { ARROWQUANT_KERNEL: 'reference' }, own.url);
+      const w = worker(['--health-listen', '127.0.0.1:0'], { ARROWQUANT_KERNEL: 'reference' }, own.url);
       await w.waitFor(/ready/);
+      const healthAt = /health service on (\S+)/.exec((await w.waitFor(/health service on \S+/))[0]!)![1]!;
+      const probe = new ShardClient(healthAt, null);
+      expect(await probe.health()).toBe('SERVING');
       const out = join(dir, 'nats-down.arrow');
       const c = coordinator(F32, out, ['--refine', 'search'], own.url);
       await w.waitFor(/uploaded layer/);
       await own.stop();
       await w.waitFor(/NATS disconnect/);
+      expect(await probe.health()).toBe('NOT_SERVING'); // health follows the NATS connection
+      probe.close();
       const t0 = Date.now();
       w.signal('SIGTERM');
       c.signal('SIGTERM');
@@ -206,7 +218,7 @@ describe('cluster hostile', () => {
 
   test('cluster hostile - a forged task_refused event is ignored; a job with no workers fails on the stall timeout saying why', async () => {
     const out = join(dir, 'forged.arrow');
-    const c = coordinator(BF16, out, ['--stall-timeout', '3']);
+    const c = coordinator(BF16, out, ['--stall-timeout', '3', '--listen', '0.0.0.0:0', '--advertise', '127.0.0.1:0']);
     const jobId = (await c.waitFor(/job \w+: \d+ layers/))[0]!.split(' ')[1]!.replace(':', '');
     const nc = await connect({ servers: nats.url });
     const forged: WorkerEvent = { type: 'task_refused', job_id: jobId, layer_index: 0, name: 'model.embed_tokens.weight', worker_id: 'mallory', reason: 'FORGED-REASON' };
@@ -217,6 +229,8 @@ describe('cluster hostile', () => {
     expect(await c.exited).toBe(1);
     expect(c.err()).toMatch(new RegExp(`job ${jobId} made no progress for \\d+ s \\(0/48 layers staged\\): no live workers \\(none has a heartbeat in the aq-workers bucket\\)`));
     expect(c.err()).not.toMatch(/FORGED-REASON|mallory/);
+    // listening beyond loopback in plaintext is said
+    expect(c.err()).toMatch(/warning: shard transfer listens on 0\.0\.0\.0:0 in plaintext: shards cross the network unencrypted/);
     expect(existsSync(out)).toBe(false);
   });
 

@@ -1,7 +1,7 @@
 // The NATS accounts and users of docs/nats-permissions.conf, loaded as they are: a job runs with
 // the coordinator and worker users, and the worker user can neither publish a task nor write a
 // job's state.
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect } from 'nats';
@@ -66,4 +66,15 @@ describe('cluster permissions', () => {
     expect(errors).toEqual(['PERMISSIONS_VIOLATION', 'PERMISSIONS_VIOLATION']);
     await nc.close();
   }, 120_000);
+
+  test('cluster permissions - the password from a file (--nats-password-file); an unreadable one is exit 2 naming it', async () => {
+    const file = join(dir, 'coordinator.password');
+    writeFileSync(file, `${PASS.AQ_COORDINATOR_PASSWORD}\n`, { mode: 0o600 });
+    const ok = await runCli(['status', '--nats', nats.url, '--nats-user', 'aq-coordinator', '--nats-password-file', file]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stderr).toMatch(/\d+ worker\(s\)/);
+    const missing = await runCli(['status', '--nats', nats.url, '--nats-user', 'aq-coordinator', '--nats-password-file', join(dir, 'nope')]);
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toMatch(/--nats-password-file .*nope: cannot read it \(ENOENT\)/);
+  });
 });

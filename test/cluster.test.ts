@@ -123,6 +123,9 @@ describe('cluster', () => {
     for (const l of after) expect(uploadedBefore.has(l), `layer ${l} was uploaded again`).toBe(false);
     expect(s.layers_resumed).toBeGreaterThanOrEqual(uploadedBefore.size);
     expect(Buffer.compare(readFileSync(out), slowLocal)).toBe(0);
+    // the killed run's temporary output is removed by the run that took over
+    expect(second.err()).toMatch(new RegExp(`removed resume\\.arrow\\.tmp-${first.pid}, left by a run that died`));
+    expect(readdirSync(dir).filter((f) => f.startsWith('resume.arrow.tmp-'))).toEqual([]);
   });
 
   test('cluster - NATS restarted mid-job: coordinator and workers reconnect, the job completes', async () => {

@@ -23,12 +23,15 @@ export interface WorkerValues extends NatsValues, GrpcTlsValues {
 export async function workerCommand(_args: string[], values: WorkerValues, io: CommandIO): Promise<number> {
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-worker');
   if (!nats) throw new UsageError(`missing --nats URL (or ARROW_QUANT_NATS_URL)\nsee arrowquant worker --help`);
+  const health = values['health-listen'] ? new HealthServer() : null;
   const worker = await WorkerService.start({
     nats,
     concurrency: values.concurrency,
     threads: resolveThreads(values.threads),
     modelRoots: values['model-root'] ?? [],
     workDir: values['work-dir'] ?? join(tmpdir(), `arrowquant-worker-${process.pid}`),
+    ownWorkDir: values['work-dir'] === undefined,
+    onConnection: (up) => health?.health.setStatus('', up ? 'SERVING' : 'NOT_SERVING'),
     grpcTls: grpcClientTls(values),
     allowCoordinators: values['allow-coordinator'],
     allowDownload: values['allow-download'] ?? false,
@@ -36,7 +39,6 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
     log: (l) => io.err(l + '\n'),
   });
   const grace = values.grace * 1000;
-  const health = values['health-listen'] ? new HealthServer() : null;
   if (health) {
     const { address } = await health.start(values['health-listen']!);
     io.err(`worker ${worker.id}: health service on ${address}\n`);

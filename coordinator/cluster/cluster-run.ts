@@ -28,6 +28,7 @@ import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/e
 import { JobLease } from './job-lease.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
 import { checkOwnTasks } from './task-check.js';
+import { removeStaleTemporaries } from './stale-output.js';
 import { StallDetector, clearFailures, recordedFailure, stallTimeoutMs } from './stall-detector.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
 import { ShardServer, shardPath } from './shard-server.js';
@@ -98,6 +99,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       await deleteLayerKeys(kv, job);
     }
     await clearFailures(kv, job.id);
+    for (const name of removeStaleTemporaries(job.output)) log(`coordinator: removed ${name}, left by a run that died`);
     const finished = await resumeStaged(job, stageDir, kv, log);
     const resumed = finished.size;
     output = await OrderedOutput.create(job);
@@ -147,6 +149,9 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     const { port } = await server.start(opts.listen);
     const advertise = opts.advertise ? withPort(opts.advertise, port) : advertisedAddress(opts.listen, port);
     await lease.update({ coordinator: advertise });
+    if (!opts.grpcTls && !isLoopback(opts.listen)) {
+      log(`coordinator: warning: shard transfer listens on ${opts.listen} in plaintext: shards${opts.allowDownload ? ' and source weights' : ''} cross the network unencrypted and unauthenticated (--grpc-tls-cert/--grpc-tls-key)`);
+    }
 
     subs.push(
       nc.subscribe(eventsSubject(job.id), {
@@ -295,6 +300,11 @@ function withPort(advertise: string, port: number): string {
   const m = /^(.*):(\d+)$/.exec(advertise);
   if (!m) return `${advertise}:${port}`;
   return m[2] === '0' ? `${m[1]}:${port}` : advertise;
+}
+
+function isLoopback(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 function advertisedAddress(listen: string, port: number): string {

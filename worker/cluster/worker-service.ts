@@ -42,11 +42,17 @@ export interface WorkerServiceOptions {
   allowCoordinators?: string[];
   /** download tensors from coordinators of jobs that allow it (off: files outside the model roots are refused) */
   allowDownload?: boolean;
+  /** the work dir is this worker's own (the default): removed on stop */
+  ownWorkDir?: boolean;
+  /** told when the NATS connection goes and comes back (the health service follows it) */
+  onConnection?: (connected: boolean) => void;
   id?: string;
   log?: (line: string) => void;
 }
 
 const HEARTBEAT_MS = 5_000;
+/** A gRPC channel to a coordinator unused for this long is closed. */
+const CLIENT_IDLE_MS = 10 * 60_000;
 /** How long a finished layer's upload is retried before the task is released. */
 const UPLOAD_RETRY_MS = 30_000;
 
@@ -59,7 +65,7 @@ export class WorkerService {
   private jobs!: KV;
   private consumer!: Consumer;
   private cancelSub!: Subscription;
-  private readonly clients = new Map<string, ShardClient>();
+  private readonly clients = new Map<string, { client: ShardClient; used: number }>();
   private readonly cancelled = new Set<string>();
   private readonly roots: string[];
   private readonly headerCache = new Map<string, Map<string, { dataStart: number; byteLength: number; dtype: string; shape: number[] }>>();
@@ -129,7 +135,10 @@ export class WorkerService {
 
   private async watchConnection(): Promise<void> {
     for await (const s of this.nc.status()) {
-      if (s.type === 'disconnect' || s.type === 'reconnect') this.log(`worker ${this.id}: NATS ${s.type} (${s.data})`);
+      if (s.type === 'disconnect' || s.type === 'reconnect') {
+        this.log(`worker ${this.id}: NATS ${s.type} (${s.data})`);
+        this.opts.onConnection?.(s.type === 'reconnect');
+      }
     }
   }
 
@@ -352,12 +361,21 @@ export class WorkerService {
 
   /** The worker's own TLS configuration decides the transport, whatever the task says. */
   private clientFor(address: string): ShardClient {
-    let c = this.clients.get(address);
-    if (!c) {
-      c = new ShardClient(address, this.opts.grpcTls ?? null);
-      this.clients.set(address, c);
+    // Each job has its own coordinator address: channels unused for a while are closed.
+    const now = Date.now();
+    for (const [a, e] of this.clients) {
+      if (a !== address && now - e.used > CLIENT_IDLE_MS) {
+        e.client.close();
+        this.clients.delete(a);
+      }
     }
-    return c;
+    let e = this.clients.get(address);
+    if (!e) {
+      e = { client: new ShardClient(address, this.opts.grpcTls ?? null), used: now };
+      this.clients.set(address, e);
+    }
+    e.used = now;
+    return e.client;
   }
 
   /**
@@ -394,8 +412,9 @@ export class WorkerService {
     this.cancelSub?.unsubscribe();
     // NATS may be unreachable: nothing below waits on it for more than a few seconds.
     if (this.workers) await bounded(this.workers.delete(this.id.replace(/[^\w-]/g, '_')), 2_000);
-    for (const c of this.clients.values()) c.close();
+    for (const c of this.clients.values()) c.client.close();
     await this.pool?.close();
     if (this.nc) await closeNats(this.nc);
+    if (this.opts.ownWorkDir) rmSync(this.opts.workDir, { recursive: true, force: true });
   }
 }
