@@ -7,6 +7,7 @@ import type { KV } from 'nats';
 import { checkJobId } from '../../core/cluster/job-id.js';
 import { closeNats } from '../../core/cluster/bounded.js';
 import { formatTable } from '../table.js';
+import { printable } from '../printable.js';
 import type { CommandIO } from './io.js';
 
 
@@ -42,12 +43,12 @@ export async function statusCommand([jobId]: string[], values: NatsValues & { js
     io.err(`${workers.length} worker(s)\n`);
     if (workers.length) {
       io.err(formatTable(['id', 'host', 'kernel', 'threads', 'concurrency', 'in flight', 'layers done', 'version'],
-        workers.map((w) => [w.id, w.host, w.kernel, w.threads, w.concurrency, w.in_flight, w.layers_done, w.version])) + '\n');
+        workers.map((w) => [printable(w.id), printable(w.host), w.kernel, w.threads, w.concurrency, w.in_flight, w.layers_done, printable(w.version)])) + '\n');
     }
     io.err(`\n${jobs.length} job(s)\n`);
     if (jobs.length) {
       io.err(formatTable(['job', 'model', 'state', 'layers staged', 'coordinator', 'message'],
-        jobs.map((j) => [j.job_id, j.model, j.state, `${j.layers_staged}/${j.layers_total}`, j.coordinator, j.message ?? ''])) + '\n');
+        jobs.map((j) => [j.job_id, printable(j.model), j.state, `${j.layers_staged}/${j.layers_total}`, printable(j.coordinator), printable(j.message ?? '')])) + '\n');
     }
     if (values.json) io.out(JSON.stringify({ workers, jobs }, null, 2) + '\n');
     return 0;
