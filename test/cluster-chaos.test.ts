@@ -98,7 +98,9 @@ describe.skipIf(!process.env.AQ_CHAOS)('cluster chaos', () => {
       if (code === 0) expect(Buffer.compare(readFileSync(out), local), `run ${r}: output differs from the local run`).toBe(0);
       else expect(c.err(), `run ${r} failed without a clear error`).toMatch(/^arrowquant quantize: (?!internal error)/m);
       const total = uploads(all);
-      notes.push({ run: r, faults, exit: code, seconds: Math.round((Date.now() - t0) / 100) / 10, uploads: total, resumed: summary?.layers_resumed ?? null, redone: total - 48 });
+      const error = code === 0 ? undefined : /^arrowquant quantize: (.*)$/m.exec(c.err())?.[1];
+      const skipped = all.reduce((n, w) => n + (w.err().match(/skipped layer \d+ .*: its shard is already staged/g)?.length ?? 0), 0);
+      notes.push({ run: r, faults, exit: code, error, skipped_as_staged: skipped, seconds: Math.round((Date.now() - t0) / 100) / 10, uploads: total, resumed: summary?.layers_resumed ?? null, redone: total - 48 });
       await stopAll(all);
       procs = [];
     }

@@ -95,8 +95,11 @@ export class StallDetector {
     // Nothing of any job is queued or in flight, yet layers are missing: their tasks are gone.
     this.emptyTicks = waiting > 0 && info.num_pending === 0 && info.num_ack_pending === 0 ? this.emptyTicks + 1 : 0;
     if (this.emptyTicks >= 2) {
+      const missing = Array.from({ length: this.w.layers }, (_, i) => i).filter((i) => !this.w.isDone(i));
+      const list = missing.slice(0, 10).join(', ') + (missing.length > 10 ? ', …' : '');
       return new DeliveriesExhaustedError(
-        `job ${jobId}: ${waiting} layer(s) missing and none of their tasks is queued or in flight any more (deliveries exhausted or dropped); see the workers' logs`,
+        `job ${jobId}: ${waiting} layer(s) missing (${list}) and none of their tasks is queued or in flight any more ` +
+          `(deliveries exhausted, or a worker skipped them as staged in the job state); see the workers' logs`,
         '', 0,
       );
     }
