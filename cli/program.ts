@@ -100,7 +100,7 @@ seconds) and exits.`))
     .option('--grace <seconds>', 'seconds in-flight tasks get on SIGTERM', integerAtLeast(0), 30)
     .option('--id <name>', 'worker id (default: host-pid-random)')
     .option('--allow-download', 'download a tensor from its coordinator when its file is not under a --model-root (only jobs started with --allow-download)')
-    .option('--allow-coordinator <host>', 'upload only to coordinators on this host (repeatable; "*.example.com" for a domain). Default without gRPC TLS: loopback only; with TLS: any host whose certificate --grpc-tls-ca verifies', collect)
+    .option('--allow-coordinator <host>', 'upload only to coordinators on this host (repeatable; "*.example.com" for a domain, a subnet such as 10.0.0.0/8, or "*" for any; or ARROW_QUANT_ALLOW_COORDINATOR, comma-separated). Default without gRPC TLS: loopback only; with TLS: any host whose certificate --grpc-tls-ca verifies', collect)
     .option('--health-listen <host:port>', 'serve the standard gRPC health service (Kubernetes grpc probes): SERVING while connected and pulling, NOT_SERVING while stopping')
     .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (layers done, failed, redelivered, bytes, durations, in flight)');
   addNatsOptions(worker);

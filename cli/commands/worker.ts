@@ -39,7 +39,7 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
     ownWorkDir: values['work-dir'] === undefined,
     onConnection: (up) => health?.health.setStatus('', up ? 'SERVING' : 'NOT_SERVING'),
     grpcTls: grpcClientTls(values),
-    allowCoordinators: values['allow-coordinator'],
+    allowCoordinators: values['allow-coordinator'] ?? listFromEnv(io.env.ARROW_QUANT_ALLOW_COORDINATOR),
     allowDownload: values['allow-download'] ?? false,
     id: values.id,
     log: (l) => io.err(l + '\n'),
@@ -80,4 +80,10 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
   });
   io.err(`worker ${worker.id}: stopped after ${worker.layersDone} layers; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MB\n`);
   return 0;
+}
+
+/** A comma-separated environment variable as a list (unset or empty: undefined). */
+function listFromEnv(raw: string | undefined): string[] | undefined {
+  const items = (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return items.length ? items : undefined;
 }

@@ -3,7 +3,7 @@
 // configuration decides the transport and which coordinators it talks to, and a task's numbers
 // must agree with each other before anything is allocated or downloaded.
 
-import { isIP } from 'node:net';
+import { BlockList, isIP } from 'node:net';
 import { statSync } from 'node:fs';
 import { TaskRefusedError } from '../../core/cluster/errors.js';
 import { MAX_EVENT_TEXT, type WorkerEvent } from '../../core/cluster/messages.js';
@@ -19,7 +19,8 @@ export interface CoordinatorTrust {
   /** the worker's gRPC TLS; null = plaintext */
   tls: ClientTlsOptions | null;
   /**
-   * Coordinator hosts allowed (exact names or addresses, "*.suffix" for a domain). Without TLS
+   * Coordinator hosts allowed (exact names or addresses, "*.suffix" for a domain, a CIDR subnet such
+   * as "10.0.0.0/8", or "*" for any host). Without TLS
    * it defaults to loopback; with TLS, absent means any host whose certificate the CA verifies.
    */
   allow?: string[];
@@ -31,11 +32,24 @@ export function hostOf(address: string): string {
   return (m?.[1] ?? address).toLowerCase();
 }
 
+/** An allow-list entry "a.b.c.d/n" or "v6::/n" as a subnet, else null. */
+function subnetOf(entry: string): BlockList | null {
+  const m = /^(.+)\/(\d{1,3})$/.exec(entry);
+  const family = m ? isIP(m[1]!) : 0;
+  if (!m || family === 0 || Number(m[2]) > (family === 4 ? 32 : 128)) return null;
+  const list = new BlockList();
+  list.addSubnet(m[1]!, Number(m[2]), family === 4 ? 'ipv4' : 'ipv6');
+  return list;
+}
+
 function hostAllowed(host: string, allow: string[]): boolean {
   return allow.some((a) => {
     const p = a.toLowerCase();
+    if (p === '*') return true; // the operator's explicit choice: any coordinator host
     if (p.startsWith('*.')) return host.endsWith(p.slice(1)) && isIP(host) === 0;
     if (host.startsWith('127.') && p === '127.0.0.1') return isIP(host) === 4; // all of 127/8 is loopback
+    const subnet = subnetOf(p);
+    if (subnet) return isIP(host) !== 0 && subnet.check(host, isIP(host) === 4 ? 'ipv4' : 'ipv6');
     return host === p;
   });
 }
