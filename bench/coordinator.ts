@@ -40,7 +40,10 @@ async function coordinatorRun(model: string, set: ShardSet, dir: string): Promis
   const report = join(dir, 'coordinator.json');
   try {
     const out = join(dir, 'out.arrow');
-    const c = new BenchProcess([CLI(), 'quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json'], report);
+    // AQ_BENCH_PROFILE=DIR: a V8 CPU profile of the coordinator's main thread into DIR
+    const profile = process.env.AQ_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.AQ_BENCH_PROFILE}`] : [];
+    if (process.env.AQ_BENCH_NODE_FLAGS) profile.push(...process.env.AQ_BENCH_NODE_FLAGS.split(' '));
+    const c = new BenchProcess([...profile, CLI(), 'quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json'], report);
     await c.waitFor(/shards to (\S+)/, 120_000);
     const [, jobId, address] = /job (\S+): .*shards to (\S+)/.exec(c.stderr)!;
     if (jobId !== set.job_id) throw new Error(`the coordinator runs job ${jobId}, the shards were made for job ${set.job_id}`);
@@ -51,6 +54,7 @@ async function coordinatorRun(model: string, set: ShardSet, dir: string): Promis
     const code = await c.exited;
     const wall = (performance.now() - t0) / 1000;
     if (code !== 0) throw new Error(`coordinator exited ${code}:\n${c.stderr}`);
+    if (process.env.AQ_BENCH_NODE_FLAGS) process.stderr.write(c.stdout);
     const r = c.resources();
     return { cpu_s: r.cpu_s, user_s: r.user_s, system_s: r.system_s, wall_s: round(wall), peak_rss_mb: r.peak_rss_mb, output_bytes: statSync(out).size };
   } finally {

@@ -134,14 +134,19 @@ export class OrderedOutput {
 
   /**
    * Write every consecutive staged layer from the next one on. `staged(i)` gives its shard: bytes
-   * still in memory, else its file; null when it is not staged yet.
+   * still in memory, else its file; null when it is not staged yet. `written` hears of each
+   * shard once its bytes are in the file (or failed to get there).
    */
-  appendStaged(staged: (index: number) => Uint8Array | string | null): Promise<void> {
+  appendStaged(staged: (index: number) => Uint8Array | string | null, written?: (shard: Uint8Array | string) => void): Promise<void> {
     this.chain = this.chain.then(async () => {
       for (let shard = staged(this.next); shard !== null; shard = staged(this.next)) {
         const what = `staged shard of layer ${this.next}`;
-        if (typeof shard === 'string') await this.asm.appendShardFile(shard, what);
-        else await this.asm.appendShardBytes(shard, what);
+        try {
+          if (typeof shard === 'string') await this.asm.appendShardFile(shard, what);
+          else await this.asm.appendShardBytes(shard, what);
+        } finally {
+          written?.(shard);
+        }
         this.advance();
       }
     });

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -24,11 +24,17 @@ const modelBytes = randomBytes(6 * MiB + 100);
 writeFileSync(modelFile, modelBytes);
 
 const layerName = (i: number) => `model.layers.${i}.mlp.up_proj.weight`;
+const MAX_SHARD = 8 * MiB;
+/** what the job's plan check says of a decoded row (none by default; one test refuses a layer) */
+let planCheck: (r: LayerRecord) => void = () => undefined;
+const source = (i: number, dataStart: number, byteLength: number): ShardLayerSource => ({
+  planHash: PLAN, name: layerName(i), file: modelFile, dataStart, byteLength, maxShardBytes: MAX_SHARD, check: (r) => planCheck(r),
+});
 // layer 20: a source range larger than 4 MiB, for DownloadTensor
-const layers = new Map<number, ShardLayerSource>(
-  Array.from({ length: 20 }, (_, i) => [i, { planHash: PLAN, name: layerName(i), file: modelFile, dataStart: 0, byteLength: 64 }] as const),
-);
-layers.set(20, { planHash: PLAN, name: layerName(20), file: modelFile, dataStart: 4097, byteLength: 5 * MiB + 3 });
+const layers = new Map<number, ShardLayerSource>(Array.from({ length: 20 }, (_, i) => [i, source(i, 0, 64)] as const));
+layers.set(20, source(20, 4097, 5 * MiB + 3));
+/** the job's reorder window: how many bytes it still has room for, and what is reserved */
+const memory = { room: Infinity, reserved: 0 };
 
 const staged: { index: number; shard: StagedShard }[] = [];
 /** called when the server looks a layer up, i.e. once it has read an upload's header */
@@ -112,6 +118,16 @@ beforeAll(async () => {
       onLookup?.(i);
       return layers.get(i);
     },
+    reserveMemory: (bytes) => {
+      if (bytes > memory.room) return null;
+      memory.room -= bytes;
+      memory.reserved += bytes;
+      return new Uint8Array(bytes);
+    },
+    releaseMemory: (buffer) => {
+      memory.room += buffer.byteLength;
+      memory.reserved -= buffer.byteLength;
+    },
     onStaged: (index, shard) => {
       staged.push({ index, shard });
     },
@@ -142,12 +158,16 @@ describe('grpc shards', () => {
     expect(info.record.layer_index).toBe(0);
     expect(info.record.layer_name).toBe(layerName(0));
     expect(info.record.data.byteLength).toBe(5 * MiB);
+    // received into one buffer the job now owns (its reservation stays until the job releases it)
+    expect(Buffer.compare(Buffer.from(info.bytes!), shard.bytes)).toBe(0);
+    expect(memory.reserved).toBe(shard.bytes.length);
     expect(leftovers()).toEqual([]);
 
     // the same shard again: a harmless duplicate
     const again = await client.upload({ ...header(0), worker_id: 'w2' }, shard.path);
     expect(again).toEqual({ duplicate: true, receivedBytes: shard.bytes.length });
     expect(staged).toHaveLength(1);
+    expect(memory.reserved).toBe(shard.bytes.length); // the duplicate's reservation was given back
 
     // another shard for the same layer: refused, the staged one untouched
     const other = shardFile(0, 1024);
@@ -155,6 +175,48 @@ describe('grpc shards', () => {
     expect(Buffer.compare(readFileSync(shardPath(stageDir, 0)), shard.bytes)).toBe(0);
     expect(staged).toHaveLength(1);
     expect(leftovers()).toEqual([]);
+    memory.reserved = 0;
+  });
+
+  test('grpc shards - without room in the reorder window a shard is staged from its file alone', async () => {
+    memory.room = MiB;
+    try {
+      const shard = shardFile(9, 2 * MiB);
+      expect(await client.upload(header(9), shard.path)).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
+      const info = staged.find((s) => s.index === 9)!.shard;
+      expect(info.bytes).toBeNull();
+      expect(info.record.data.byteLength).toBe(2 * MiB);
+      expect(Buffer.compare(readFileSync(shardPath(stageDir, 9)), shard.bytes)).toBe(0);
+      expect(memory).toEqual({ room: MiB, reserved: 0 });
+    } finally {
+      memory.room = Infinity;
+      // later tests count the staged layers without this one
+      rmSync(shardPath(stageDir, 9), { force: true });
+      staged.splice(staged.findIndex((s) => s.index === 9), 1);
+    }
+  });
+
+  test('grpc shards - a header declaring more than the plan allows is INVALID_ARGUMENT before any byte is kept', async () => {
+    const res = await rawUpload([{ header: { ...header(10), size: MAX_SHARD + 1, sha256: 'ab'.repeat(32) } }]);
+    expectStatus(res, 'INVALID_ARGUMENT', new RegExp(`layer 10 of job "job-1".*declares ${MAX_SHARD + 1} bytes; the job's plan allows at most ${MAX_SHARD} for this layer`));
+    expect(memory.reserved).toBe(0);
+    expect(stagedNames()).not.toContain('10.shard');
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - a shard the plan does not produce is FAILED_PRECONDITION naming the field', async () => {
+    planCheck = (r) => {
+      if (r.bit_width !== 8) throw new Error(`bit_width is ${r.bit_width}, the job's plan gives 8`);
+    };
+    try {
+      const shard = shardFile(11, 4096);
+      await expectTransferError(client.upload(header(11), shard.path), 'FAILED_PRECONDITION', /layer 11 of job "job-1".*does not match the job's plan: bit_width is 4, the job's plan gives 8/);
+      expect(stagedNames()).not.toContain('11.shard');
+      expect(memory.reserved).toBe(0);
+      expect(leftovers()).toEqual([]);
+    } finally {
+      planCheck = () => undefined;
+    }
   });
 
   test('grpc shards - a wrong declared SHA-256 is DATA_LOSS and nothing is staged', async () => {
@@ -238,6 +300,40 @@ describe('grpc shards', () => {
     expect(leftovers()).toEqual([]);
   });
 
+  test('grpc shards - beyond maxConcurrentUploads an upload waits for a slot, then RESOURCE_EXHAUSTED', async () => {
+    const limited = new ShardServer({ maxConcurrentUploads: 1, uploadSlotWaitMs: 300 });
+    const lookups: number[] = [];
+    const limitedStage = join(dir, 'limited');
+    limited.registerJob(JOB, {
+      stageDir: limitedStage, layer: (i) => (lookups.push(i), layers.get(i)), reserveMemory: (n) => new Uint8Array(n), releaseMemory: () => undefined, onStaged: () => undefined,
+    });
+    const { address: at } = await limited.start('127.0.0.1:0');
+    const c = new ShardClient(at);
+    const raw = new (grpcServices().shardTransfer.Client)(at, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
+    try {
+      // the first upload takes the one slot and holds it (header and one chunk, then nothing)
+      const held = shardFile(12, 2 * MiB);
+      const call = raw.UploadShard({}, () => undefined);
+      call.on('error', () => undefined);
+      const holding = once(limited, 'upload');
+      call.write({ header: { ...header(12), size: held.bytes.length, sha256: held.sha256 } });
+      call.write(chunks(held.bytes)[0]!);
+      await new Promise<void>((resolve) => {
+        const poll = () => (lookups.includes(12) ? resolve() : setImmediate(poll));
+        poll();
+      });
+      const waiting = shardFile(13, 4096);
+      await expectTransferError(c.upload(header(13), waiting.path), 'RESOURCE_EXHAUSTED', /layer 13 of job "job-1".*no upload slot freed up within 300 ms \(1 uploads at once\)/);
+      call.cancel();
+      await holding;
+      expect(await c.upload(header(13), waiting.path)).toEqual({ duplicate: false, receivedBytes: waiting.bytes.length });
+    } finally {
+      raw.close();
+      c.close();
+      await limited.stop();
+    }
+  });
+
   test('grpc shards - a client that cancels mid-stream leaves nothing behind', async () => {
     const shard = shardFile(6, 3 * MiB);
     const raw = new (grpcServices().shardTransfer.Client)(address, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
@@ -298,7 +394,7 @@ describe('grpc shards', () => {
 
   test('grpc shards - TLS: the right CA connects, an unrelated CA is refused', async () => {
     const tlsServer = new ShardServer({ tls: loadServerTls({ certFile: certs.server.certFile, keyFile: certs.server.keyFile }) });
-    tlsServer.registerJob(JOB, { stageDir, layer: (i) => layers.get(i), onStaged: () => undefined });
+    tlsServer.registerJob(JOB, { stageDir, layer: (i) => layers.get(i), reserveMemory: () => null, releaseMemory: () => undefined, onStaged: () => undefined });
     const { port } = await tlsServer.start('127.0.0.1:0');
     const good = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile }));
     const byName = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile, serverNameOverride: 'localhost' }));

@@ -26,15 +26,18 @@ import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.j
 import { ensureTaskQueue, jobsBucket } from '../../core/cluster/jetstream-setup.js';
 import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/errors.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
+import type { LayerTask } from '../../core/job/layer-task.js';
 import { ShardServer, shardPath } from './shard-server.js';
+import { ReorderWindow } from './reorder-window.js';
+import { checkShardRecord, maxShardBytes } from './shard-check.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
 import { applyMeasuredAllocation, usesMeasuredAllocation } from '../measured-allocation.js';
 import { LayerRunner } from '../../worker/layer-runner.js';
 import { ThreadPool, resolveThreads } from '../../worker/thread-pool.js';
 import type { Progress, RunSummary } from '../local-run.js';
 
-/** Staged shards this close to the next layer to write are kept in memory until written. */
-const IN_MEMORY_AHEAD = 4;
+/** Default reorder window: shard bytes held in memory between their upload and their turn. */
+export const DEFAULT_REORDER_WINDOW_BYTES = 256 << 20;
 
 export interface ClusterRunOptions {
   output: string;
@@ -49,6 +52,10 @@ export interface ClusterRunOptions {
   allowDownload?: boolean;
   /** staging root (default: next to the output) */
   dataDir?: string;
+  /** shard bytes kept in memory until their turn in the output (default 256 MiB); the rest is copied from stage files */
+  reorderWindowBytes?: number;
+  /** uploads receiving bytes at once (default 4) */
+  maxConcurrentUploads?: number;
   onProgress?: (p: Progress) => void;
   log?: (line: string) => void;
   /** resolves when the job should be cancelled (e.g. SIGINT) */
@@ -70,7 +77,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
   const stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
   mkdirSync(stageDir, { recursive: true });
   const nc = await connectNats(opts.nats);
-  const server = new ShardServer({ tls: opts.grpcTls ?? null });
+  const server = new ShardServer({ tls: opts.grpcTls ?? null, maxConcurrentUploads: opts.maxConcurrentUploads });
+  const window = new ReorderWindow(opts.reorderWindowBytes ?? DEFAULT_REORDER_WINDOW_BYTES);
   const subs: Subscription[] = [];
   let output: OrderedOutput | null = null;
   const runId = randomBytes(8).toString('hex');
@@ -82,15 +90,10 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     const resumed = finished.size;
     output = await OrderedOutput.create(job);
     const out = output;
-    // Shards that arrive while their turn is near stay in memory until written; others are read back.
-    const inMemory = new Map<number, Uint8Array>();
-    const staged = (i: number) => {
-      if (!finished.has(i)) return null;
-      const bytes = inMemory.get(i);
-      inMemory.delete(i);
-      return bytes ?? shardPath(stageDir, i);
-    };
-    const appendReady = () => out.appendStaged(staged).catch((e) => settle.reject(e));
+    // A shard received into the reorder window is written from there; any other from its stage file.
+    const staged = (i: number) => (finished.has(i) ? (window.take(i) ?? shardPath(stageDir, i)) : null);
+    const written = (shard: Uint8Array | string) => typeof shard !== 'string' && window.release(shard);
+    const appendReady = () => out.appendStaged(staged, written).catch((e) => settle.reject(e));
     const workers = new Set<string>();
     let grpcBytes = 0;
     let bytesDone = [...finished.values()].reduce((s, l) => s + l.bytesIn, 0);
@@ -108,15 +111,20 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       stageDir,
       layer: (i) => {
         const t = job.tasks[i];
-        return t && { planHash: t.plan_hash, name: t.name, file: t.file, dataStart: t.data_start, byteLength: t.byte_length };
+        return t && {
+          planHash: t.plan_hash, name: t.name, file: t.file, dataStart: t.data_start, byteLength: t.byte_length,
+          maxShardBytes: maxShardBytes(t), check: (r) => checkShardRecord(r, t),
+        };
       },
+      reserveMemory: (bytes) => (failed ? null : window.tryReserve(bytes)),
+      releaseMemory: (buffer) => window.release(buffer),
       // The job state records the shard before the worker hears back: a worker told "staged"
       // means a restarted coordinator will find it.
       onStaged: async (i, info) => {
         if (failed) throw new ArrowQuantError(`job ${job.id} has stopped`);
         const layer = finishedFromRecord(job, info.record);
-        if (info.bytes && i < out.written + IN_MEMORY_AHEAD) inMemory.set(i, info.bytes);
         await kv.put(layerKey(job.id, i), encodeMessage({ sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId }));
+        if (info.bytes) window.keep(i, info.bytes);
         finished.set(i, layer);
         workers.add(info.workerId);
         grpcBytes += info.size;
@@ -205,7 +213,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     });
     const mergeS = (performance.now() - tMerge) / 1000;
     await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state: 'done', coordinator: advertise }));
-    await deleteLayerKeys(kv, job);
+    // The file is complete: a key left over is reported, and reconciled by any later run of the job.
+    await deleteLayerKeys(kv, job).catch((e: Error) => log(`coordinator: warning: ${e.message}; a later run of job ${job.id} clears it`));
     await purgeTasks(nc, job.id);
     keepStage = false;
     progress('done');
@@ -299,36 +308,66 @@ function finishedFromRecord(job: PreparedJob, r: LayerRecord): FinishedLayer {
   };
 }
 
-/** Staged shards whose hash matches the job state are kept; anything else is removed and redone. */
+/**
+ * Reconcile the job state with this run's stage directory before any task is published. A layer
+ * counts as done only if its shard is here (where this run's merge reads it), matches the hash
+ * the job state recorded and is exactly what the plan produces for it. Every other recorded
+ * layer loses its key (so no worker skips it as "already staged") and every other staged file is
+ * removed: both are redone.
+ */
 async function resumeStaged(job: PreparedJob, stageDir: string, kv: KV, log: (l: string) => void): Promise<Map<number, FinishedLayer>> {
   const finished = new Map<number, FinishedLayer>();
+  const missing: number[] = [];
   for (const task of job.tasks) {
-    const path = shardPath(stageDir, task.layer_index);
-    if (!existsSync(path)) continue;
-    const entry = await kv.get(layerKey(job.id, task.layer_index));
-    const bytes = readFileSync(path);
-    const sha = createHash('sha256').update(bytes).digest('hex');
-    let ok = false;
-    if (entry && entry.value.length) {
-      try {
-        ok = decodeMessage(stagedLayerSchema, entry.value, 'job state').sha256 === sha;
-      } catch {
-        ok = false;
-      }
-    }
-    if (ok) {
-      try {
-        finished.set(task.layer_index, finishedFromRecord(job, decodeShard(bytes).record));
-      } catch {
-        ok = false;
-      }
-    }
-    if (!ok) {
-      log(`coordinator: staged shard of layer ${task.layer_index} does not match the job state; it will be redone`);
-      rmSync(path, { force: true });
-    }
+    const i = task.layer_index;
+    const key = layerKey(job.id, i);
+    const entry = await kv.get(key);
+    const recorded = entry && entry.value.length ? recordedHash(entry.value) : null;
+    const path = shardPath(stageDir, i);
+    const why = recorded === null ? (existsSync(path) ? 'the job state has no record of it' : null) : staleReason(job, task, path, recorded, finished);
+    if (why === null) continue;
+    if (why === 'missing') missing.push(i);
+    else log(`coordinator: staged shard of layer ${i} is not usable (${why}); it will be redone`);
+    rmSync(path, { force: true });
+    if (entry) await deleteKey(kv, key);
+  }
+  if (missing.length) {
+    log(`coordinator: ${missing.length} layers recorded in the job state have no staged shard in ${stageDir} (layers ${missing.join(', ')}); they will be redone`);
   }
   return finished;
+}
+
+/** The SHA-256 a job-state entry records, or '' when the entry is not readable. */
+function recordedHash(value: Uint8Array): string {
+  try {
+    return decodeMessage(stagedLayerSchema, value, 'job state').sha256;
+  } catch {
+    return '';
+  }
+}
+
+/** Why the staged shard at `path` cannot be used (adding it to `finished` when it can: null). */
+function staleReason(job: PreparedJob, task: LayerTask, path: string, recorded: string, finished: Map<number, FinishedLayer>): string | null {
+  if (!existsSync(path)) return 'missing';
+  const bytes = readFileSync(path);
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  if (sha !== recorded) return `its SHA-256 ${sha} is not the recorded ${recorded || '(unreadable record)'}`;
+  try {
+    const record = decodeShard(bytes, `staged shard of layer ${task.layer_index}`).record;
+    checkShardRecord(record, task);
+    finished.set(task.layer_index, finishedFromRecord(job, record));
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+async function deleteKey(kv: KV, key: string): Promise<void> {
+  try {
+    await kv.delete(key);
+  } catch (e) {
+    throw new ArrowQuantError(`cannot delete "${key}" from the job state (NATS key-value bucket): ${(e as Error).message}`, { cause: e });
+  }
 }
 
 async function onMaxDeliveries(
@@ -358,7 +397,8 @@ async function abandonJob(
   nc.publish(cancelSubject(job.id), encodeMessage({ run_id: runId }));
   await purgeTasks(nc, job.id);
   await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state, coordinator: '', message })).catch(() => undefined);
-  if (forgetShards) await deleteLayerKeys(kv, job);
+  // The job's own error is what the user needs; a key left over is reconciled by a later run.
+  if (forgetShards) await deleteLayerKeys(kv, job).catch((e: Error) => process.stderr.write(`coordinator: warning: ${e.message}\n`));
 }
 
 /** Remove what is left of a job's tasks (refused or terminated tasks stay in a work queue). */
@@ -372,5 +412,5 @@ async function purgeTasks(nc: NatsConnection, jobId: string): Promise<void> {
 }
 
 async function deleteLayerKeys(kv: KV, job: PreparedJob): Promise<void> {
-  for (const t of job.tasks) await kv.delete(layerKey(job.id, t.layer_index)).catch(() => undefined);
+  for (const t of job.tasks) await deleteKey(kv, layerKey(job.id, t.layer_index));
 }

@@ -2,10 +2,14 @@
 // they cannot read the model themselves, download a layer's source bytes (DownloadTensor).
 // The same server answers the standard Health service.
 //
-// An upload is streamed to a temporary file in the job's stage directory while it is hashed,
-// checked (size, SHA-256, a readable shard of the expected layer) and only then renamed to
-// `<stageDir>/<index>.shard`; every rejection, cancellation or failure removes the temporary
-// file, so the stage directory only ever holds complete, verified shards.
+// An upload's declared size is bounded by what the job's plan allows for the layer before a byte
+// is received, and at most maxConcurrentUploads receive at once (the others are held by gRPC
+// flow control). Each byte is received once, hashed as it streams in and written once to a
+// temporary file in the job's stage directory; when the job's reorder window has room it is also
+// copied into one buffer that the job keeps until the merge writes it. The shard is checked (size,
+// SHA-256, a readable shard that is exactly what the plan produces for the layer) and only then
+// renamed to `<stageDir>/<index>.shard`; every rejection, cancellation or failure removes the
+// temporary file, so the stage directory only ever holds complete, verified shards.
 
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -24,6 +28,7 @@ import {
   type UploadShardResponse,
 } from '../../core/grpc/proto.js';
 import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js';
+import { UploadSlots } from './reorder-window.js';
 
 /** Where a staged shard of layer `index` lives. */
 export const shardPath = (stageDir: string, index: number): string => join(stageDir, `${index}.shard`);
@@ -38,6 +43,10 @@ export interface ShardLayerSource {
   file: string;
   dataStart: number;
   byteLength: number;
+  /** the largest shard the plan allows for the layer: a header declaring more is refused at once */
+  maxShardBytes: number;
+  /** throws (with a message naming the field) when the decoded row is not what the plan produces */
+  check(record: LayerRecord): void;
 }
 
 export interface StagedShard {
@@ -47,7 +56,10 @@ export interface StagedShard {
   workerId: string;
   /** the decoded row; its buffers are views into the shard's bytes */
   record: LayerRecord;
-  /** the whole shard, when it was small enough to keep in memory (else read it from `path`) */
+  /**
+   * the whole shard, in the buffer reserveMemory gave when the job's reorder window had room: the
+   * job owns it from here on and releases it once the bytes are written; null: read `path`
+   */
   bytes: Uint8Array | null;
 }
 
@@ -55,6 +67,10 @@ export interface StagedShard {
 export interface ShardJobHandle {
   readonly stageDir: string;
   layer(index: number): ShardLayerSource | undefined;
+  /** A buffer of `bytes` in the job's reorder window, or null when it has no room (never waits). */
+  reserveMemory(bytes: number): Uint8Array | null;
+  /** Give back a buffer the job did not take over (the upload failed or was a duplicate). */
+  releaseMemory(buffer: Uint8Array): void;
   /**
    * Called once per newly staged shard, before the worker gets its answer. If it throws
    * (or rejects), the staged file is removed and the worker gets INTERNAL, so a retry stages again.
@@ -69,6 +85,10 @@ export interface ShardServerOptions {
   idleTimeoutMs?: number;
   /** how long stop() lets running calls finish before cutting them (default 5 s) */
   graceMs?: number;
+  /** uploads receiving bytes at once, over all jobs (default 4) */
+  maxConcurrentUploads?: number;
+  /** how long an upload waits for one of those slots before RESOURCE_EXHAUSTED (default idleTimeoutMs) */
+  uploadSlotWaitMs?: number;
 }
 
 /** Emitted as 'upload' once an upload is over and its temporary file is gone. */
@@ -96,8 +116,8 @@ class Rejection extends Error {
 class Cancelled extends Error {}
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
-/** Uploads up to this size are kept in memory while they are checked. */
-const IN_MEMORY_BYTES = 256 << 20;
+/** A buffered upload is written to its stage file in pieces of this size (fewer, larger writes). */
+const STAGE_WRITE_BYTES = 8 << 20;
 
 export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   readonly health = new HealthService();
@@ -109,12 +129,14 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   private readonly inflight = new Set<Promise<void>>();
   private readonly idleTimeoutMs: number;
   private readonly graceMs: number;
+  private readonly slots: UploadSlots;
   private started = false;
 
   constructor(private readonly options: ShardServerOptions = {}) {
     super();
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.graceMs = options.graceMs ?? 5_000;
+    this.slots = new UploadSlots(options.maxConcurrentUploads ?? 4);
     const handlers: ShardTransferHandlers = {
       UploadShard: (call, callback) => this.track(this.upload(call, callback)),
       DownloadTensor: (call) => this.track(this.download(call)),
@@ -224,14 +246,36 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
     const staged = await this.stagedHash(header.job_id, handle, header.layer_index);
     if (staged !== undefined && staged !== header.sha256) throw conflict(at, staged, header.sha256);
 
-    await mkdir(handle.stageDir, { recursive: true });
+    if (header.size > layer.maxShardBytes) {
+      throw new Rejection(Status.INVALID_ARGUMENT, `${at}: the header declares ${header.size} bytes; the job's plan allows at most ${layer.maxShardBytes} for this layer`);
+    }
+
+    const waitMs = this.options.uploadSlotWaitMs ?? this.idleTimeoutMs;
+    const release = await this.slots.acquire(waitMs, () => new Rejection(Status.RESOURCE_EXHAUSTED, `${at}: no upload slot freed up within ${waitMs} ms (${this.slots.limit} uploads at once)`));
+    let buffer: Uint8Array | null = null;
+    try {
+      await mkdir(handle.stageDir, { recursive: true });
+      buffer = handle.reserveMemory(header.size);
+      const res = await this.receiveInto(header, handle, layer, messages, isCancelled, progress, buffer);
+      if (res.kept) buffer = null; // the job owns it now
+      return res.response;
+    } finally {
+      if (buffer) handle.releaseMemory(buffer);
+      release();
+    }
+  }
+
+  /** Receive, hash and stage the shard; with `buffer`, its bytes are also kept there for the job. */
+  private async receiveInto(
+    header: ShardHeader, handle: ShardJobHandle, layer: ShardLayerSource, messages: AsyncIterator<UploadShardRequest>, isCancelled: () => boolean,
+    progress: { receivedBytes: number }, buffer: Uint8Array | null,
+  ): Promise<{ response: UploadShardResponse; kept: boolean }> {
+    const at = where(header);
     const tmp = join(handle.stageDir, `.${header.layer_index}.shard.upload-${randomUUID()}`);
     let fh: FileHandle | null = await open(tmp, 'wx');
-    // Shards up to IN_MEMORY_BYTES are also kept in memory: checked and handed on without reading
-    // the file back.
-    const kept: Uint8Array[] | null = header.size <= IN_MEMORY_BYTES ? [] : null;
     try {
       const hash = createHash('sha256');
+      let written = 0;
       for (let n = 1; ; n++) {
         const msg = await this.nextMessage(messages, isCancelled, at);
         if (msg === null) break;
@@ -240,14 +284,19 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
         if (chunk.byteLength > MAX_CHUNK_BYTES) {
           throw new Rejection(Status.INVALID_ARGUMENT, `${at}: chunk ${n} holds ${chunk.byteLength} bytes, more than the ${MAX_CHUNK_BYTES} allowed`);
         }
+        const offset = progress.receivedBytes;
         progress.receivedBytes += chunk.byteLength;
         if (progress.receivedBytes > header.size) {
           throw new Rejection(Status.DATA_LOSS, `${at}: received more than the ${header.size} bytes the header declared (${progress.receivedBytes} so far)`);
         }
         hash.update(chunk);
-        kept?.push(chunk);
-        await fh.writeFile(chunk); // writes all of it at the current position
+        if (!buffer) await fh.writeFile(chunk); // writes all of it at the current position
+        else {
+          buffer.set(chunk, offset);
+          if (progress.receivedBytes - written >= STAGE_WRITE_BYTES) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
+        }
       }
+      if (buffer) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
       if (progress.receivedBytes !== header.size) {
         throw new Rejection(Status.DATA_LOSS, `${at}: received ${progress.receivedBytes} bytes, the header declared ${header.size}`);
       }
@@ -257,9 +306,10 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
       // crash a resumed job re-checks every staged shard against the hash the job state recorded.
       await fh.close();
       fh = null;
-      const bytes = kept ? Buffer.concat(kept, header.size) : await readFile(tmp);
-      const record = checkShard(bytes, header, layer.name);
-      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, tmp, record, progress.receivedBytes, kept ? bytes : null));
+      // Without room in the window the shard is read back once, to be checked, and then dropped.
+      const bytes = buffer ?? (await readFile(tmp));
+      const record = checkShard(bytes, header, layer);
+      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, tmp, record, progress.receivedBytes, buffer));
     } finally {
       await fh?.close().catch(() => undefined);
       await rm(tmp, { force: true });
@@ -267,11 +317,13 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   }
 
   /** Under the layer's lock: duplicate, conflict, or rename into place and tell the job. */
-  private async stage(header: ShardHeader, handle: ShardJobHandle, tmp: string, record: LayerRecord, size: number, bytes: Uint8Array | null): Promise<UploadShardResponse> {
+  private async stage(
+    header: ShardHeader, handle: ShardJobHandle, tmp: string, record: LayerRecord, size: number, bytes: Uint8Array | null,
+  ): Promise<{ response: UploadShardResponse; kept: boolean }> {
     const at = where(header);
     if (this.jobs.get(header.job_id) !== handle) throw new Rejection(Status.ABORTED, `${at}: the job was unregistered during the upload`);
     const staged = await this.stagedHash(header.job_id, handle, header.layer_index);
-    if (staged === header.sha256) return { duplicate: true, received_bytes: size };
+    if (staged === header.sha256) return { response: { duplicate: true, received_bytes: size }, kept: false };
     if (staged !== undefined) throw conflict(at, staged, header.sha256);
     const path = shardPath(handle.stageDir, header.layer_index);
     await rename(tmp, path);
@@ -282,7 +334,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
       throw new Rejection(Status.INTERNAL, `${at}: the coordinator could not record the staged shard: ${(e as Error).message}`);
     }
     this.hashesOf(header.job_id).set(header.layer_index, header.sha256);
-    return { duplicate: false, received_bytes: size };
+    return { response: { duplicate: false, received_bytes: size }, kept: bytes !== null };
   }
 
   private hashesOf(jobId: string): Map<number, string> {
@@ -378,6 +430,11 @@ function drained(call: ServerWritableStream<DownloadTensorRequest, DownloadTenso
   });
 }
 
+async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<number> {
+  for (let done = 0; done < bytes.byteLength; ) done += (await fh.write(bytes, done, bytes.byteLength - done, null)).bytesWritten;
+  return bytes.byteLength;
+}
+
 function where(h: Pick<ShardHeader, 'job_id' | 'layer_index' | 'worker_id'> | undefined): string {
   return h ? `upload of layer ${h.layer_index} of job "${h.job_id}" from worker "${h.worker_id}"` : 'upload';
 }
@@ -402,8 +459,12 @@ function checkHeader(h: ShardHeader): ShardHeader {
   return h;
 }
 
-/** Decodes the uploaded bytes and checks they are the layer the header names; DATA_LOSS otherwise. */
-function checkShard(bytes: Uint8Array, h: ShardHeader, expectedName: string): LayerRecord {
+/**
+ * Decodes the uploaded bytes and checks they are the layer the header names (DATA_LOSS otherwise)
+ * and exactly what the plan produces for it (FAILED_PRECONDITION otherwise).
+ */
+function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource): LayerRecord {
+  const expectedName = layer.name;
   const at = where(h);
   let record: LayerRecord;
   try {
@@ -417,6 +478,11 @@ function checkShard(bytes: Uint8Array, h: ShardHeader, expectedName: string): La
       Status.DATA_LOSS,
       `${at}: the shard holds layer ${record.layer_index} "${record.layer_name}", expected layer ${h.layer_index} "${expectedName}"`,
     );
+  }
+  try {
+    layer.check(record);
+  } catch (e) {
+    throw new Rejection(Status.FAILED_PRECONDITION, `${at}: the shard does not match the job's plan: ${(e as Error).message}`);
   }
   return record;
 }
