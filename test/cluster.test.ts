@@ -225,11 +225,8 @@ describe('cluster', () => {
       group_size: 128, data: Uint8Array.of(1), scales: Uint16Array.of(0x3c00), zero_points: Uint16Array.of(0), equalization_scales: null,
       act_bit_width: null, time_group_params: null, sqnr_db: 1, cosine: 1, planned_bit_width: 4, notes: null, data_sha256: '00'.repeat(32),
     });
-    const { writeFileSync } = await import('node:fs');
-    const bogus = join(dir, 'bogus.shard');
-    writeFileSync(bogus, good);
     const header = { job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: 'test-bad-worker' };
-    const err = await client.upload(header, bogus).catch((e) => e);
+    const err = await client.upload(header, [good]).catch((e) => e);
     expect(err).toBeInstanceOf(ShardTransferError);
     expect(String(err.message), String(err.message)).toMatch(/DATA_LOSS/);
     msg.nak();

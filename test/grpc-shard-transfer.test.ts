@@ -50,12 +50,10 @@ function record(i: number, dataBytes: number): LayerRecord {
   };
 }
 
-/** A shard file for layer `i` (its content may claim another layer), and its bytes. */
-function shardFile(i: number, dataBytes = 4096, contentLayer = i): { path: string; bytes: Buffer; sha256: string } {
+/** A shard for layer `i` (its content may claim another layer): its bytes and SHA-256. */
+function shardOf(i: number, dataBytes = 4096, contentLayer = i): { bytes: Buffer; sha256: string } {
   const bytes = Buffer.from(encodeShard(record(contentLayer, dataBytes)));
-  const path = join(dir, `upload-${i}-${randomBytes(4).toString('hex')}.shard`);
-  writeFileSync(path, bytes);
-  return { path, bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
+  return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
 }
 
 const header = (i: number, extra: Partial<{ job_id: string; plan_hash: string }> = {}) => ({ job_id: JOB, layer_index: i, plan_hash: PLAN, worker_id: 'w1', ...extra });
@@ -146,9 +144,9 @@ afterAll(async () => {
 
 describe('grpc shards', () => {
   test('grpc shards - a shard larger than 4 MiB is staged byte-identical and reported once', async () => {
-    const shard = shardFile(0, 5 * MiB);
+    const shard = shardOf(0, 5 * MiB);
     expect(shard.bytes.length).toBeGreaterThan(4 * MiB);
-    const res = await client.upload(header(0), shard.path);
+    const res = await client.upload(header(0), [shard.bytes]);
     expect(res).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
     expect(Buffer.compare(readFileSync(shardPath(stageDir, 0)), shard.bytes)).toBe(0);
     expect(staged).toHaveLength(1);
@@ -164,14 +162,14 @@ describe('grpc shards', () => {
     expect(leftovers()).toEqual([]);
 
     // the same shard again: a harmless duplicate
-    const again = await client.upload({ ...header(0), worker_id: 'w2' }, shard.path);
+    const again = await client.upload({ ...header(0), worker_id: 'w2' }, [shard.bytes]);
     expect(again).toEqual({ duplicate: true, receivedBytes: shard.bytes.length });
     expect(staged).toHaveLength(1);
     expect(memory.reserved).toBe(shard.bytes.length); // the duplicate's reservation was given back
 
     // another shard for the same layer: refused, the staged one untouched
-    const other = shardFile(0, 1024);
-    await expectTransferError(client.upload(header(0), other.path), 'FAILED_PRECONDITION', /layer 0 of job "job-1".*a different shard is already staged/);
+    const other = shardOf(0, 1024);
+    await expectTransferError(client.upload(header(0), [other.bytes]), 'FAILED_PRECONDITION', /layer 0 of job "job-1".*a different shard is already staged/);
     expect(Buffer.compare(readFileSync(shardPath(stageDir, 0)), shard.bytes)).toBe(0);
     expect(staged).toHaveLength(1);
     expect(leftovers()).toEqual([]);
@@ -181,8 +179,8 @@ describe('grpc shards', () => {
   test('grpc shards - without room in the reorder window a shard is staged from its file alone', async () => {
     memory.room = MiB;
     try {
-      const shard = shardFile(9, 2 * MiB);
-      expect(await client.upload(header(9), shard.path)).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
+      const shard = shardOf(9, 2 * MiB);
+      expect(await client.upload(header(9), [shard.bytes])).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
       const info = staged.find((s) => s.index === 9)!.shard;
       expect(info.bytes).toBeNull();
       expect(info.record.data.byteLength).toBe(2 * MiB);
@@ -209,8 +207,8 @@ describe('grpc shards', () => {
       if (r.bit_width !== 8) throw new Error(`bit_width is ${r.bit_width}, the job's plan gives 8`);
     };
     try {
-      const shard = shardFile(11, 4096);
-      await expectTransferError(client.upload(header(11), shard.path), 'FAILED_PRECONDITION', /layer 11 of job "job-1".*does not match the job's plan: bit_width is 4, the job's plan gives 8/);
+      const shard = shardOf(11, 4096);
+      await expectTransferError(client.upload(header(11), [shard.bytes]), 'FAILED_PRECONDITION', /layer 11 of job "job-1".*does not match the job's plan: bit_width is 4, the job's plan gives 8/);
       expect(stagedNames()).not.toContain('11.shard');
       expect(memory.reserved).toBe(0);
       expect(leftovers()).toEqual([]);
@@ -220,7 +218,7 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - a wrong declared SHA-256 is DATA_LOSS and nothing is staged', async () => {
-    const shard = shardFile(1, 2 * MiB);
+    const shard = shardOf(1, 2 * MiB);
     const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256: 'ab'.repeat(32) } }, ...chunks(shard.bytes)]);
     expectStatus(res, 'DATA_LOSS', new RegExp(`have SHA-256 ${shard.sha256}, the header declared ${'ab'.repeat(32)}`));
     expect(stagedNames()).toEqual(['0.shard']);
@@ -229,7 +227,7 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - a stream shorter than the declared size is DATA_LOSS', async () => {
-    const shard = shardFile(1, 2 * MiB);
+    const shard = shardOf(1, 2 * MiB);
     const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length + 10, sha256: shard.sha256 } }, ...chunks(shard.bytes)]);
     expectStatus(res, 'DATA_LOSS', new RegExp(`received ${shard.bytes.length} bytes, the header declared ${shard.bytes.length + 10}`));
     expect(stagedNames()).toEqual(['0.shard']);
@@ -237,24 +235,22 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - a shard holding another layer is DATA_LOSS', async () => {
-    const shard = shardFile(1, 4096, 2);
+    const shard = shardOf(1, 4096, 2);
     await expectTransferError(
-      client.upload(header(1), shard.path),
+      client.upload(header(1), [shard.bytes]),
       'DATA_LOSS',
       new RegExp(`the shard holds layer 2 "${layerName(2)}", expected layer 1 "${layerName(1)}"`),
     );
-    const garbage = join(dir, 'garbage.shard');
-    writeFileSync(garbage, randomBytes(3000));
-    await expectTransferError(client.upload(header(1), garbage), 'DATA_LOSS', /not a valid shard/);
+    await expectTransferError(client.upload(header(1), [randomBytes(3000)]), 'DATA_LOSS', /not a valid shard/);
     expect(stagedNames()).toEqual(['0.shard']);
     expect(leftovers()).toEqual([]);
   });
 
   test('grpc shards - a shard made for another plan is FAILED_PRECONDITION', async () => {
     // large, so that the refusal (after the header) arrives while the client is still sending
-    const shard = shardFile(1, 5 * MiB);
+    const shard = shardOf(1, 5 * MiB);
     const e = await expectTransferError(
-      client.upload(header(1, { plan_hash: 'plan-old' }), shard.path),
+      client.upload(header(1, { plan_hash: 'plan-old' }), [shard.bytes]),
       'FAILED_PRECONDITION',
       /made for plan plan-old, the job's plan is plan-abc/,
     );
@@ -264,14 +260,14 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - an unknown job or layer is NOT_FOUND', async () => {
-    const shard = shardFile(1);
-    await expectTransferError(client.upload(header(1, { job_id: 'nope' }), shard.path), 'NOT_FOUND', /unknown job "nope"/);
-    await expectTransferError(client.upload(header(99), shard.path), 'NOT_FOUND', /job "job-1" has no layer 99/);
+    const shard = shardOf(1);
+    await expectTransferError(client.upload(header(1, { job_id: 'nope' }), [shard.bytes]), 'NOT_FOUND', /unknown job "nope"/);
+    await expectTransferError(client.upload(header(99), [shard.bytes]), 'NOT_FOUND', /job "job-1" has no layer 99/);
     expect(leftovers()).toEqual([]);
   });
 
   test('grpc shards - a chunk over 1 MiB or a missing header is INVALID_ARGUMENT', async () => {
-    const shard = shardFile(1, 2 * MiB);
+    const shard = shardOf(1, 2 * MiB);
     const big = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256: shard.sha256 } }, ...chunks(shard.bytes, MAX_CHUNK_BYTES + 1)]);
     expectStatus(big, 'INVALID_ARGUMENT', new RegExp(`chunk 1 holds ${MAX_CHUNK_BYTES + 1} bytes, more than the ${MAX_CHUNK_BYTES} allowed`));
     const headless = await rawUpload(chunks(shard.bytes));
@@ -285,15 +281,15 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - concurrent uploads of different layers are all staged', async () => {
-    const shards = [3, 4, 5].map((i) => ({ i, ...shardFile(i, 2 * MiB + i) }));
-    const results = await Promise.all(shards.map((s) => client.upload(header(s.i), s.path)));
+    const shards = [3, 4, 5].map((i) => ({ i, ...shardOf(i, 2 * MiB + i) }));
+    const results = await Promise.all(shards.map((s) => client.upload(header(s.i), [s.bytes])));
     expect(results).toEqual(shards.map((s) => ({ duplicate: false, receivedBytes: s.bytes.length })));
     for (const s of shards) expect(Buffer.compare(readFileSync(shardPath(stageDir, s.i)), s.bytes)).toBe(0);
     expect(staged.map((s) => s.index).sort()).toEqual([0, 3, 4, 5]);
 
     // two workers racing with the same layer (a redelivery): staged once, the other is a duplicate
-    const same = shardFile(7, 2 * MiB);
-    const race = await Promise.all([client.upload(header(7), same.path), client.upload({ ...header(7), worker_id: 'w2' }, same.path)]);
+    const same = shardOf(7, 2 * MiB);
+    const race = await Promise.all([client.upload(header(7), [same.bytes]), client.upload({ ...header(7), worker_id: 'w2' }, [same.bytes])]);
     expect(race.map((r) => r.duplicate).sort()).toEqual([false, true]);
     expect(staged.filter((s) => s.index === 7)).toHaveLength(1);
     expect(Buffer.compare(readFileSync(shardPath(stageDir, 7)), same.bytes)).toBe(0);
@@ -312,7 +308,7 @@ describe('grpc shards', () => {
     const raw = new (grpcServices().shardTransfer.Client)(at, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
     try {
       // the first upload takes the one slot and holds it (header and one chunk, then nothing)
-      const held = shardFile(12, 2 * MiB);
+      const held = shardOf(12, 2 * MiB);
       const call = raw.UploadShard({}, () => undefined);
       call.on('error', () => undefined);
       const holding = once(limited, 'upload');
@@ -322,11 +318,11 @@ describe('grpc shards', () => {
         const poll = () => (lookups.includes(12) ? resolve() : setImmediate(poll));
         poll();
       });
-      const waiting = shardFile(13, 4096);
-      await expectTransferError(c.upload(header(13), waiting.path), 'RESOURCE_EXHAUSTED', /layer 13 of job "job-1".*no upload slot freed up within 300 ms \(1 uploads at once\)/);
+      const waiting = shardOf(13, 4096);
+      await expectTransferError(c.upload(header(13), [waiting.bytes]), 'RESOURCE_EXHAUSTED', /layer 13 of job "job-1".*no upload slot freed up within 300 ms \(1 uploads at once\)/);
       call.cancel();
       await holding;
-      expect(await c.upload(header(13), waiting.path)).toEqual({ duplicate: false, receivedBytes: waiting.bytes.length });
+      expect(await c.upload(header(13), [waiting.bytes])).toEqual({ duplicate: false, receivedBytes: waiting.bytes.length });
     } finally {
       raw.close();
       c.close();
@@ -335,7 +331,7 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - a client that cancels mid-stream leaves nothing behind', async () => {
-    const shard = shardFile(6, 3 * MiB);
+    const shard = shardOf(6, 3 * MiB);
     const raw = new (grpcServices().shardTransfer.Client)(address, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
     const ended = once(server, 'upload') as Promise<[UploadOutcome]>;
     const headerRead = new Promise<void>((resolve) => (onLookup = (i) => i === 6 && resolve()));

@@ -75,26 +75,6 @@ export async function encodeShardChunks(record: LayerRecord): Promise<Uint8Array
   return [shardSchemaMessage(), ...(await encodeBatchMessage(record)).chunks, EOS];
 }
 
-/** Write a layer's shard to `path` atomically, streaming its buffers (no copy of the data). */
-export async function writeShardFile(record: LayerRecord, path: string): Promise<number> {
-  const chunks = await encodeShardChunks(record);
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  let fh: FileHandle | null = null;
-  try {
-    fh = await open(tmp, 'w');
-    let pos = 0;
-    for (const c of chunks) pos += await writeAt(fh, c, pos);
-    await fh.close();
-    fh = null;
-    await rename(tmp, path);
-    return pos;
-  } catch (e) {
-    await fh?.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw outputErrorFrom(path, e);
-  }
-}
-
 export interface DecodedShard {
   record: LayerRecord;
   /** the record batch message: continuation, length, flatbuffer, body */
@@ -199,10 +179,6 @@ export class ArrowFileAssembler {
       throw outputErrorFrom(path, e);
     }
     return a;
-  }
-
-  get layers(): number {
-    return this.blocks.length;
   }
 
   async append(msg: BatchMessage): Promise<void> {
