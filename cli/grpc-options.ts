@@ -1,43 +1,45 @@
 // gRPC TLS options of the CLI: server side (coordinator) and client side (worker).
 
+import type { Command } from 'commander';
 import { UsageError } from '../core/errors.js';
 import { loadClientTls, loadServerTls, type ClientTlsOptions, type ServerTlsOptions } from '../core/grpc/tls.js';
 
-export const GRPC_SERVER_OPTIONS = {
-  'grpc-tls-cert': { type: 'string' },
-  'grpc-tls-key': { type: 'string' },
-  'grpc-tls-client-ca': { type: 'string' },
-} as const;
+export function addGrpcServerOptions(cmd: Command): Command {
+  cmd.optionsGroup('gRPC (shard uploads and tensor downloads; plaintext unless these are given):');
+  return cmd
+    .option('--grpc-tls-cert <file>', 'serve TLS with this certificate (with --grpc-tls-key)')
+    .option('--grpc-tls-key <file>', 'the private key of --grpc-tls-cert')
+    .option('--grpc-tls-client-ca <file>', 'require client certificates signed by this CA (mutual TLS)');
+}
 
-export const GRPC_CLIENT_OPTIONS = {
-  'grpc-tls-ca': { type: 'string' },
-  'grpc-tls-cert': { type: 'string' },
-  'grpc-tls-key': { type: 'string' },
-} as const;
+export function addGrpcClientOptions(cmd: Command): Command {
+  cmd.optionsGroup('gRPC to coordinators that serve TLS:');
+  return cmd
+    .option('--grpc-tls-ca <file>', 'trust this CA')
+    .option('--grpc-tls-cert <file>', 'client certificate for mutual TLS (with --grpc-tls-key)')
+    .option('--grpc-tls-key <file>', 'the private key of --grpc-tls-cert');
+}
 
-export const GRPC_SERVER_HELP = `gRPC (shard uploads and tensor downloads; plaintext unless these are given):
-  --grpc-tls-cert FILE --grpc-tls-key FILE   serve TLS with this certificate
-  --grpc-tls-client-ca FILE                  require client certificates signed by this CA (mutual TLS)`;
+export interface GrpcTlsValues {
+  'grpc-tls-ca'?: string;
+  'grpc-tls-cert'?: string;
+  'grpc-tls-key'?: string;
+  'grpc-tls-client-ca'?: string;
+}
 
-export const GRPC_CLIENT_HELP = `gRPC to coordinators that serve TLS:
-  --grpc-tls-ca FILE                         trust this CA
-  --grpc-tls-cert FILE --grpc-tls-key FILE   client certificate for mutual TLS`;
-
-type Values = Partial<Record<string, string | boolean | string[]>>;
-
-export function grpcServerTls(v: Values): ServerTlsOptions | null {
-  const cert = v['grpc-tls-cert'] as string | undefined;
-  const key = v['grpc-tls-key'] as string | undefined;
-  const ca = v['grpc-tls-client-ca'] as string | undefined;
+export function grpcServerTls(v: GrpcTlsValues): ServerTlsOptions | null {
+  const cert = v['grpc-tls-cert'];
+  const key = v['grpc-tls-key'];
+  const ca = v['grpc-tls-client-ca'];
   if (!cert && !key && !ca) return null;
   if (!cert || !key) throw new UsageError('--grpc-tls-cert and --grpc-tls-key go together');
   return loadServerTls({ certFile: cert, keyFile: key, clientCaFile: ca });
 }
 
-export function grpcClientTls(v: Values): ClientTlsOptions | null {
-  const ca = v['grpc-tls-ca'] as string | undefined;
-  const cert = v['grpc-tls-cert'] as string | undefined;
-  const key = v['grpc-tls-key'] as string | undefined;
+export function grpcClientTls(v: GrpcTlsValues): ClientTlsOptions | null {
+  const ca = v['grpc-tls-ca'];
+  const cert = v['grpc-tls-cert'];
+  const key = v['grpc-tls-key'];
   if (!ca && !cert && !key) return null;
   if ((cert && !key) || (key && !cert)) throw new UsageError('--grpc-tls-cert and --grpc-tls-key go together');
   return loadClientTls({ caFile: ca, certFile: cert, keyFile: key });

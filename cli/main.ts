@@ -1,40 +1,15 @@
 #!/usr/bin/env node
-// arrowquant: the command-line entry. Exit codes (interfaces.md): 0 ok, 1 runtime failure,
-// 2 bad input or usage, 3 a layer failed its quality bar.
+// arrowquant: the command-line entry. Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage,
+// 3 a layer failed its quality bar, 130 cancelled. Commander parses; main() returns the exit code
+// (commander never calls process.exit here), so tests can call it in-process.
 
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { CommanderError } from 'commander';
 import { ArrowQuantError, exitCodeOf } from '../core/errors.js';
 import { packageVersion } from '../core/package-info.js';
 import { processIO, type CommandIO } from './commands/io.js';
-
-type Command = (argv: string[], io: CommandIO) => Promise<number>;
-
-// Commands load on demand: `--version` and `--help` stay fast.
-const COMMANDS: Record<string, { load: () => Promise<Command>; summary: string }> = {
-  plan: { load: async () => (await import('./commands/plan.js')).planCommand, summary: 'scan headers, print the per-layer plan and totals vs target' },
-  quantize: { load: async () => (await import('./commands/quantize.js')).quantizeCommand, summary: 'quantize a model into one Arrow file on this machine (threads, native kernels)' },
-  worker: { load: async () => (await import('./commands/worker.js')).workerCommand, summary: 'run a cluster worker (NATS JetStream tasks, gRPC shard uploads)' },
-  status: { load: async () => (await import('./commands/status.js')).statusCommand, summary: 'cluster workers and jobs, from NATS' },
-  cancel: { load: async () => (await import('./commands/status.js')).cancelCommand, summary: 'cancel a cluster job' },
-  inspect: { load: async () => (await import('./commands/inspect.js')).inspectCommand, summary: 'per-layer table of an output file and its summary' },
-  verify: { load: async () => (await import('./commands/verify.js')).verifyCommand, summary: 'check an output file against its source model (hashes, shapes, SQNR)' },
-  dequantize: { load: async () => (await import('./commands/dequantize.js')).dequantizeCommand, summary: 'turn an output file back into safetensors' },
-  'sample-model': { load: async () => (await import('./commands/sample-model.js')).sampleModelCommand, summary: 'write a small Llama-shaped safetensors model to try things on' },
-};
-
-function usage(): string {
-  const width = Math.max(...Object.keys(COMMANDS).map((c) => c.length));
-  return [
-    `arrowquant ${packageVersion()} — mixed-precision weight quantizer: safetensors in, one Arrow IPC file out`,
-    '',
-    'usage: arrowquant <command> [options]   (arrowquant <command> --help for its options)',
-    '',
-    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
-    '',
-    'Exit codes: 0 ok, 1 runtime failure, 2 bad input or usage, 3 quality bar failed.',
-  ].join('\n');
-}
+import { buildProgram, type CommandImpl, type Dispatch, type OptionValues } from './program.js';
 
 /** Which quantization kernel runs here, and which were compiled (the output never depends on it). */
 async function kernelLine(env: NodeJS.ProcessEnv): Promise<string> {
@@ -49,28 +24,44 @@ async function kernelLine(env: NodeJS.ProcessEnv): Promise<string> {
   }
 }
 
-export async function main(argv: string[], io: CommandIO = processIO): Promise<number> {
-  const [cmd, ...rest] = argv;
-  if (cmd === undefined || cmd === '--help' || cmd === '-h' || cmd === 'help') {
-    io.out(usage() + '\n');
-    return cmd === undefined ? 2 : 0;
+/**
+ * Parse `argv` with every command's options and hand the result to `dispatch`. Usage errors
+ * (unknown option or command, bad value, missing argument) are printed with a suggestion and
+ * give 2; --help gives 0. Returns null when dispatch was reached.
+ */
+export async function parseCommandLine(argv: string[], io: Pick<CommandIO, 'out' | 'err'>, dispatch: Dispatch): Promise<number | null> {
+  const program = buildProgram(packageVersion(), dispatch);
+  for (const cmd of [program, ...program.commands]) {
+    cmd.exitOverride().configureOutput({ writeOut: (s) => io.out(s), writeErr: (s) => io.err(s) });
   }
-  if (cmd === '--version' || cmd === '-V') {
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return null;
+  } catch (e) {
+    if (!(e instanceof CommanderError)) throw e;
+    // help shown on request: 0; help shown for want of a command, and every parse error: usage, 2
+    return e.code === 'commander.helpDisplayed' || (e.code === 'commander.help' && e.exitCode === 0) ? 0 : 2;
+  }
+}
+
+export async function main(argv: string[], io: CommandIO = processIO): Promise<number> {
+  if (argv[0] === '--version' || argv[0] === '-V') {
     io.out(`arrowquant ${packageVersion()}\n${await kernelLine(io.env)}\n`);
     return 0;
   }
-  const command = COMMANDS[cmd];
-  if (!command) {
-    io.err(`arrowquant: unknown command "${cmd}"\n\n${usage()}\n`);
-    return 2;
-  }
+  let code = 0;
+  let running = '';
+  const run = async (name: string, load: () => Promise<CommandImpl>, args: string[], values: OptionValues) => {
+    running = name;
+    code = await ((await load()) as (a: string[], v: OptionValues, io: CommandIO) => Promise<number>)(args, values, io);
+  };
   try {
-    return await (await command.load())(rest, io);
+    const usage = await parseCommandLine(argv, io, run);
+    return usage ?? code;
   } catch (e) {
-    const code = exitCodeOf(e);
-    if (e instanceof ArrowQuantError) io.err(`arrowquant ${cmd}: ${e.message}\n`);
-    else io.err(`arrowquant ${cmd}: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
-    return code;
+    if (e instanceof ArrowQuantError) io.err(`arrowquant ${running}: ${e.message}\n`);
+    else io.err(`arrowquant ${running}: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    return exitCodeOf(e);
   }
 }
 

@@ -1,66 +1,47 @@
-// Options shared by plan, quantize and submit, and how they become the effective configuration:
+// Options shared by plan and quantize, and how they become the effective configuration:
 // defaults < profile < -c file < ARROW_QUANT_* < these options.
 
-import { parseArgs, type ParseArgsConfig } from 'node:util';
-import { UsageError } from '../core/errors.js';
+import { Option, type Command } from 'commander';
 import { coerceScalar, envOverrides, loadConfigFile, parsePartialConfig, resolveConfig } from '../core/config/load.js';
-import type { ArrowQuantConfig, ConfigKey, PartialConfig } from '../core/config/schema.js';
+import { PROFILES, type ArrowQuantConfig, type ConfigKey, type PartialConfig } from '../core/config/schema.js';
+import { UsageError } from '../core/errors.js';
+import { collect, integerAtLeast } from './option-values.js';
 
-type Options = NonNullable<ParseArgsConfig['options']>;
-
-export const COMMON_OPTIONS = {
-  json: { type: 'boolean' },
-  help: { type: 'boolean', short: 'h' },
-} satisfies Options;
-
-export const CONFIG_OPTIONS = {
-  config: { type: 'string', short: 'c' },
-  profile: { type: 'string' },
-  bits: { type: 'string' },
-  'group-size': { type: 'string' },
-  'mixed-precision': { type: 'boolean' },
-  'target-size-mb': { type: 'string' },
-  layer: { type: 'string', multiple: true },
-  'skip-sensitive': { type: 'boolean' },
-  strategy: { type: 'string' },
-  calibration: { type: 'string' },
-  threads: { type: 'string' },
-  'fail-fast': { type: 'boolean' },
-  refine: { type: 'string' },
-} satisfies Options;
-
-export const CONFIG_OPTIONS_HELP = `Configuration (override -c FILE, which overrides ARROW_QUANT_* and the profile):
-  -c, --config FILE          YAML configuration (see config.example.yaml)
-  --profile edge|local|cloud deployment profile
-  --bits 2|4|8               default bit width
-  --group-size N             32, 64, 128 or 256
-  --mixed-precision          per-layer bit widths (the heuristic)
-  --target-size-mb X         budget for bytes_out, in 10^6 bytes
-  --layer NAME_OR_PATTERN=BITS   per-layer width (repeatable; re:<regex> or * globs)
-  --skip-sensitive           keep embeddings, norms and heads as 16-bit floats
-  --strategy heuristic|measured
-  --calibration PATH         calibration statistics (JSON Lines or Arrow)
-  --threads N                worker threads (0 = all cores)
-  --fail-fast                a layer below its quality bar fails the job (exit 3)
-  --refine none|search       clipping search for each group's scale and zero point`;
-
-type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;
-
-export function parseCommandArgs<O extends Options>(argv: string[], options: O, positionals: { min: number; max: number; usage: string }): Parsed<O> {
-  let parsed: Parsed<O>;
-  try {
-    parsed = parseArgs({ args: argv, options, allowPositionals: true, strict: true });
-  } catch (e) {
-    throw new UsageError(`${(e as Error).message}\nusage: ${positionals.usage}`);
-  }
-  const help = (parsed.values as { help?: boolean }).help === true;
-  if (!help && (parsed.positionals.length < positionals.min || parsed.positionals.length > positionals.max)) {
-    throw new UsageError(`expected ${positionals.min === positionals.max ? positionals.min : `${positionals.min} to ${positionals.max}`} argument(s), got ${parsed.positionals.length}\nusage: ${positionals.usage}`);
-  }
-  return parsed;
+/** The configuration options, in their own help section. */
+export function addConfigOptions(cmd: Command): Command {
+  cmd.optionsGroup('Configuration (these override -c FILE, which overrides ARROW_QUANT_* and the profile):');
+  return cmd
+    .option('-c, --config <file>', 'YAML configuration (see config.example.yaml)')
+    .addOption(new Option('--profile <name>', 'deployment profile').choices(Object.keys(PROFILES)))
+    .addOption(new Option('--bits <n>', 'default bit width').choices(['2', '4', '8']))
+    .addOption(new Option('--group-size <n>', 'values per group').choices(['32', '64', '128', '256']))
+    .option('--mixed-precision', 'per-layer bit widths (the heuristic or measured strategy)')
+    .option('--target-size-mb <mb>', 'budget for bytes_out, in 10^6 bytes')
+    .option('--layer <name=bits>', 'per-layer width, NAME_OR_PATTERN=BITS (repeatable; re:<regex> or * globs)', collect)
+    .option('--skip-sensitive', 'keep embeddings, norms and heads as 16-bit floats')
+    .addOption(new Option('--strategy <name>', 'how mixed precision picks widths').choices(['heuristic', 'measured']))
+    .option('--calibration <path>', 'calibration statistics (JSON Lines or Arrow)')
+    .option('--threads <n>', 'worker threads (0 = all cores)', integerAtLeast(0))
+    .option('--fail-fast', 'a layer below its quality bar fails the job (exit 3)')
+    .addOption(new Option('--refine <how>', "clipping search for each group's scale and zero point").choices(['none', 'search']));
 }
 
-type ConfigValues = { [K in keyof typeof CONFIG_OPTIONS]?: (typeof CONFIG_OPTIONS)[K] extends { multiple: true } ? string[] : (typeof CONFIG_OPTIONS)[K] extends { type: 'boolean' } ? boolean : string };
+/** The values of the configuration options, keyed by flag name as on the command line. */
+export interface ConfigValues {
+  config?: string;
+  profile?: string;
+  bits?: string;
+  'group-size'?: string;
+  'mixed-precision'?: boolean;
+  'target-size-mb'?: string;
+  layer?: string[];
+  'skip-sensitive'?: boolean;
+  strategy?: string;
+  calibration?: string;
+  threads?: number | string;
+  'fail-fast'?: boolean;
+  refine?: string;
+}
 
 const SCALAR_FLAGS: [keyof ConfigValues, ConfigKey][] = [
   ['profile', 'deployment_profile'],
@@ -78,9 +59,9 @@ export function cliOverrides(values: ConfigValues): PartialConfig {
   const out: PartialConfig = {};
   for (const [flag, key] of SCALAR_FLAGS) {
     const raw = values[flag];
-    if (typeof raw !== 'string') continue;
+    if (typeof raw !== 'string' && typeof raw !== 'number') continue;
     const source = `command line --${flag}`;
-    Object.assign(out, parsePartialConfig({ [key]: coerceScalar(raw, key, source) }, source));
+    Object.assign(out, parsePartialConfig({ [key]: coerceScalar(String(raw), key, source) }, source));
   }
   if (values['mixed-precision']) out.enable_mixed_precision = true;
   if (values['skip-sensitive']) out.skip_sensitive_layers = true;

@@ -1,18 +1,10 @@
 import { OutputFileReader } from '../../core/format/output-reader.js';
 import { recordBytesOut } from '../../core/format/layer-schema.js';
-import { COMMON_OPTIONS, parseCommandArgs } from '../options.js';
 import { formatTable } from '../table.js';
 import type { CommandIO } from './io.js';
 
-const USAGE = 'arrowquant inspect out.arrow [--json]';
-
-export async function inspectCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { values, positionals } = parseCommandArgs(argv, COMMON_OPTIONS, { min: 1, max: 1, usage: USAGE });
-  if (values.help) {
-    io.out(`${USAGE}\n\nPer-layer table (bits, method, bytes, SQNR, cosine, notes) and the file's summary.\n`);
-    return 0;
-  }
-  const file = await OutputFileReader.open(positionals[0]!);
+export async function inspectCommand([path]: string[], values: { json?: boolean }, io: CommandIO): Promise<number> {
+  const file = await OutputFileReader.open(path!);
   try {
     const layers = [];
     for await (const r of file.layers()) {
@@ -31,7 +23,7 @@ export async function inspectCommand(argv: string[], io: CommandIO): Promise<num
     ]);
     io.err(formatTable(['name', 'type', 'bits', 'method', 'group', 'bytes', 'SQNR dB', 'cosine', 'notes'], rows, new Set([2, 4, 5, 6, 7])) + '\n\n');
     io.err(`source ${JSON.stringify(source)}\nsummary ${JSON.stringify(summary)}\n`);
-    if (values.json) io.out(JSON.stringify({ file: positionals[0], format_version: file.metadata.get('arrowquant.format_version'), source, summary, layers }, null, 2) + '\n');
+    if (values.json) io.out(JSON.stringify({ file: path, format_version: file.metadata.get('arrowquant.format_version'), source, summary, layers }, null, 2) + '\n');
     return 0;
   } finally {
     await file.close();

@@ -1,35 +1,19 @@
 import { loadCalibration } from '../../core/quant/calibration.js';
 import { openModel } from '../../core/model/model-source.js';
 import { buildPlan, planToJson, type Plan } from '../../core/plan/plan.js';
-import { COMMON_OPTIONS, CONFIG_OPTIONS, CONFIG_OPTIONS_HELP, effectiveConfig, parseCommandArgs } from '../options.js';
+import { effectiveConfig, type ConfigValues } from '../options.js';
 import { formatBytes, formatTable } from '../table.js';
 import type { CommandIO } from './io.js';
 
-export const PLAN_USAGE = 'arrowquant plan <model> [-c cfg.yaml] [options]';
-
-export const PLAN_HELP = `${PLAN_USAGE}
-
-Reads the safetensors headers only (no weights; with --strategy measured it quantizes each
-candidate layer at 2, 4 and 8 bits to measure it) and prints the per-layer plan: bit width,
-method, group size and exact bytes_out (format.md), with totals against the size target.
---json prints {"layers": [...], "total_bytes_in", "total_bytes_out", "target_bytes", "target_met"}.
-
-${CONFIG_OPTIONS_HELP}`;
-
-export async function planCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { values, positionals } = parseCommandArgs(argv, { ...COMMON_OPTIONS, ...CONFIG_OPTIONS }, { min: 1, max: 1, usage: PLAN_USAGE });
-  if (values.help) {
-    io.out(PLAN_HELP + '\n');
-    return 0;
-  }
+export async function planCommand([modelPath]: string[], values: ConfigValues & { json?: boolean }, io: CommandIO): Promise<number> {
   const cfg = effectiveConfig(values, io.env);
   let plan: Plan;
   if (cfg.enable_mixed_precision && cfg.allocation_strategy === 'measured') {
     // The measured strategy has to read the weights: plan exactly as quantize will.
     const { measuredPlan } = await import('../../coordinator/measured-plan.js');
-    plan = await measuredPlan(positionals[0]!, cfg);
+    plan = await measuredPlan(modelPath!, cfg);
   } else {
-    const model = openModel(positionals[0]!);
+    const model = openModel(modelPath!);
     plan = buildPlan(model, cfg, cfg.calibration_path ? loadCalibration(cfg.calibration_path) : null);
   }
   io.err(renderPlan(plan) + '\n');

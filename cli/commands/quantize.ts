@@ -1,54 +1,21 @@
-import { UsageError } from '../../core/errors.js';
 import { runLocalJob, type RunSummary } from '../../coordinator/local-run.js';
-import { NATS_CLI_OPTIONS, NATS_OPTIONS_HELP, natsOptionsFrom } from '../../core/cluster/nats-options.js';
-import { GRPC_SERVER_HELP, GRPC_SERVER_OPTIONS, grpcServerTls } from '../grpc-options.js';
-import { COMMON_OPTIONS, CONFIG_OPTIONS, CONFIG_OPTIONS_HELP, effectiveConfig, parseCommandArgs } from '../options.js';
+import { natsOptionsFrom, type NatsValues } from '../../core/cluster/nats-options.js';
+import { grpcServerTls, type GrpcTlsValues } from '../grpc-options.js';
+import { effectiveConfig, type ConfigValues } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
 import { formatBytes } from '../table.js';
 import type { CommandIO } from './io.js';
 
-const USAGE = 'arrowquant quantize <model> -o out.arrow [-c cfg.yaml] [options]';
+export interface QuantizeValues extends ConfigValues, NatsValues, GrpcTlsValues {
+  output: string;
+  json?: boolean;
+  listen: string;
+  advertise?: string;
+  'allow-download'?: boolean;
+  data?: string;
+}
 
-const HELP = `${USAGE}
-
-Quantizes every layer of <model> (a .safetensors file or a sharded directory) into one Arrow IPC
-file (format.md), on this machine: an in-process coordinator and a pool of worker threads running
-the native kernels. The file appears at -o only when the whole job succeeded.
-
-  -o, --output FILE          the Arrow file to write (required)
-  --json                     print the run summary as JSON on stdout
-
-Cluster mode (--nats URL): this process coordinates the job; the workers of the cluster
-quantize. The output is byte-identical to the local run. Run it again after a crash to resume.
-  --listen HOST:PORT         where workers upload shards (default 0.0.0.0:0)
-  --advertise HOST:PORT      the address workers use (default: this host's name and the port)
-  --allow-download           workers that cannot read the model files download tensors from here
-  --data DIR                 staging directory root (default: next to the output)
-
-${NATS_OPTIONS_HELP}
-
-${GRPC_SERVER_HELP}
-
-${CONFIG_OPTIONS_HELP}`;
-
-export async function quantizeCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { values, positionals } = parseCommandArgs(
-    argv,
-    {
-      ...COMMON_OPTIONS, ...CONFIG_OPTIONS, ...NATS_CLI_OPTIONS, ...GRPC_SERVER_OPTIONS,
-      output: { type: 'string', short: 'o' },
-      listen: { type: 'string', default: '0.0.0.0:0' },
-      advertise: { type: 'string' },
-      'allow-download': { type: 'boolean' },
-      data: { type: 'string' },
-    },
-    { min: 1, max: 1, usage: USAGE },
-  );
-  if (values.help) {
-    io.out(HELP + '\n');
-    return 0;
-  }
-  if (!values.output) throw new UsageError(`missing -o/--output FILE\nusage: ${USAGE}`);
+export async function quantizeCommand([modelPath]: string[], values: QuantizeValues, io: CommandIO): Promise<number> {
   const cfg = effectiveConfig(values, io.env);
   const bar = io.isTTY ? new ProgressBar(io.err) : null;
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-coordinator');
@@ -56,13 +23,13 @@ export async function quantizeCommand(argv: string[], io: CommandIO): Promise<nu
   try {
     if (nats) {
       const { runClusterJob } = await import('../../coordinator/cluster/cluster-run.js');
-      summary = await runClusterJob(positionals[0]!, {
+      summary = await runClusterJob(modelPath!, {
         output: values.output, config: cfg, nats, listen: values.listen, advertise: values.advertise, grpcTls: grpcServerTls(values),
         allowDownload: values['allow-download'] ?? false, dataDir: values.data, onProgress: (p) => bar?.update(p),
         log: (l) => io.err(l + '\n'), cancel: interrupted(),
       });
     } else {
-      summary = await runLocalJob(positionals[0]!, {
+      summary = await runLocalJob(modelPath!, {
         output: values.output, config: cfg, onProgress: (p) => bar?.update(p), cancel: interrupted(), onWarning: (w) => io.err(`warning: ${w}\n`),
       });
     }

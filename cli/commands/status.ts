@@ -1,25 +1,17 @@
 import { UsageError } from '../../core/errors.js';
-import { NATS_CLI_OPTIONS, NATS_OPTIONS_HELP, connectNats, natsOptionsFrom } from '../../core/cluster/nats-options.js';
+import { connectNats, natsOptionsFrom, type NatsValues } from '../../core/cluster/nats-options.js';
 import { jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js';
 import { cancelSubject } from '../../core/cluster/names.js';
 import { decodeMessage, encodeMessage, jobStateSchema, workerInfoSchema, type JobState, type WorkerInfo } from '../../core/cluster/messages.js';
 import type { KV } from 'nats';
-import { COMMON_OPTIONS, parseCommandArgs } from '../options.js';
 import { formatTable } from '../table.js';
 import type { CommandIO } from './io.js';
 
-const STATUS_USAGE = 'arrowquant status [JOB] --nats URL [--json]';
-const CANCEL_USAGE = 'arrowquant cancel JOB --nats URL';
 
 /** Workers (from their liveness entries) and jobs (from the job state), read from NATS. */
-export async function statusCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { values, positionals } = parseCommandArgs(argv, { ...COMMON_OPTIONS, ...NATS_CLI_OPTIONS }, { min: 0, max: 1, usage: STATUS_USAGE });
-  if (values.help) {
-    io.out(`${STATUS_USAGE}\n\nThe cluster's live workers (id, host, kernel, threads, concurrency, in flight, layers done) and its jobs\n(state, layers staged so far), read from NATS.\n\n${NATS_OPTIONS_HELP}\n`);
-    return 0;
-  }
+export async function statusCommand([jobId]: string[], values: NatsValues & { json?: boolean }, io: CommandIO): Promise<number> {
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-status');
-  if (!nats) throw new UsageError(`missing --nats URL\nusage: ${STATUS_USAGE}`);
+  if (!nats) throw new UsageError(`missing --nats URL\nsee arrowquant status --help`);
   const nc = await connectNats(nats);
   try {
     const workers: WorkerInfo[] = [];
@@ -40,8 +32,8 @@ export async function statusCommand(argv: string[], io: CommandIO): Promise<numb
         if (e && e.value.length) states.push(decodeMessage(jobStateSchema, e.value, `job state ${k}`));
       }
     }
-    for (const s of states) if (!positionals[0] || s.job_id === positionals[0]) jobs.push({ ...s, layers_staged: staged.get(s.job_id) ?? 0 });
-    if (positionals[0] && jobs.length === 0) throw new UsageError(`no job ${positionals[0]} in the cluster's job state`);
+    for (const s of states) if (!jobId || s.job_id === jobId) jobs.push({ ...s, layers_staged: staged.get(s.job_id) ?? 0 });
+    if (jobId && jobs.length === 0) throw new UsageError(`no job ${jobId} in the cluster's job state`);
     workers.sort((a, b) => a.id.localeCompare(b.id));
     io.err(`${workers.length} worker(s)\n`);
     if (workers.length) {
@@ -71,15 +63,9 @@ async function allKeys(kv: KV): Promise<string[]> {
 }
 
 /** Ask a job's coordinator to cancel it; it withdraws the tasks and tells the workers. */
-export async function cancelCommand(argv: string[], io: CommandIO): Promise<number> {
-  const { values, positionals } = parseCommandArgs(argv, { ...COMMON_OPTIONS, ...NATS_CLI_OPTIONS }, { min: 1, max: 1, usage: CANCEL_USAGE });
-  if (values.help) {
-    io.out(`${CANCEL_USAGE}\n\nAsks the coordinator of JOB to cancel it: its pending tasks are withdrawn, workers drop its layers,\nand the coordinator exits with code 130 leaving no output.\n\n${NATS_OPTIONS_HELP}\n`);
-    return 0;
-  }
+export async function cancelCommand([job]: string[], values: NatsValues, io: CommandIO): Promise<number> {
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-cancel');
-  if (!nats) throw new UsageError(`missing --nats URL\nusage: ${CANCEL_USAGE}`);
-  const job = positionals[0]!;
+  if (!nats) throw new UsageError(`missing --nats URL\nsee arrowquant cancel --help`);
   if (!/^\w+$/.test(job)) throw new UsageError(`"${job}" is not a job id`);
   const nc = await connectNats(nats);
   try {

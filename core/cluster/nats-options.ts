@@ -17,26 +17,12 @@ export interface NatsOptions {
   name: string;
 }
 
-export const NATS_CLI_OPTIONS = {
-  nats: { type: 'string' },
-  'nats-token': { type: 'string' },
-  'nats-user': { type: 'string' },
-  'nats-password': { type: 'string' },
-  'nats-creds': { type: 'string' },
-  'nats-tls-ca': { type: 'string' },
-  'nats-tls-cert': { type: 'string' },
-  'nats-tls-key': { type: 'string' },
-} as const;
-
-export const NATS_OPTIONS_HELP = `NATS (also ARROW_QUANT_NATS_URL, _TOKEN, _USER, _PASSWORD, _CREDS, _TLS_CA, _TLS_CERT, _TLS_KEY):
-  --nats URL[,URL…]          NATS servers (nats:// or tls://)
-  --nats-token T | --nats-user U --nats-password P | --nats-creds FILE
-  --nats-tls-ca FILE [--nats-tls-cert FILE --nats-tls-key FILE]   TLS (and client certificate)`;
-
-type NatsValues = Partial<Record<keyof typeof NATS_CLI_OPTIONS, string>>;
+/** The NATS flags' values, keyed by flag name (the CLI declares them in cli/nats-options.ts). */
+export type NatsFlag = 'nats' | 'nats-token' | 'nats-user' | 'nats-password' | 'nats-creds' | 'nats-tls-ca' | 'nats-tls-cert' | 'nats-tls-key';
+export type NatsValues = Partial<Record<NatsFlag, string>>;
 
 export function natsOptionsFrom(values: NatsValues, env: NodeJS.ProcessEnv, name: string): NatsOptions | null {
-  const pick = (flag: keyof typeof NATS_CLI_OPTIONS, envName: string) => values[flag] ?? env[`ARROW_QUANT_NATS_${envName}`];
+  const pick = (flag: NatsFlag, envName: string) => values[flag] ?? env[`ARROW_QUANT_NATS_${envName}`];
   const url = pick('nats', 'URL');
   if (!url) return null;
   const servers = url.split(',').map((s) => s.trim()).filter(Boolean);

@@ -1,0 +1,155 @@
+// The command tree: every command, argument and option with its help text, in one place, so the
+// generated --help cannot drift from what is parsed. Implementations load on demand (--help stays fast).
+
+import { Command, Option } from 'commander';
+import { SAMPLE_LLAMA } from '../core/model/synthetic-llama.js';
+import { addGrpcClientOptions, addGrpcServerOptions } from './grpc-options.js';
+import { addNatsOptions } from './nats-options.js';
+import { collect, integerAtLeast } from './option-values.js';
+import { addConfigOptions } from './options.js';
+import type { CommandIO } from './commands/io.js';
+
+/** Option values keyed by the flag's name as typed on the command line ("group-size", "model-root"). */
+export type OptionValues = Record<string, unknown>;
+
+/** A command's implementation: its positional arguments and options; resolves to the exit code. */
+export type CommandImpl = (args: string[], values: never, io: CommandIO) => Promise<number>;
+
+/** What an action does with the parsed command: run it (main) or only record it (parse checks). */
+export type Dispatch = (name: string, load: () => Promise<CommandImpl>, args: string[], values: OptionValues) => Promise<void>;
+
+export const EXIT_CODES_HELP = `Exit codes:
+  0    ok
+  1    runtime failure (I/O, network, verify found a mismatch)
+  2    bad input or usage (unknown option, invalid value, malformed model or config)
+  3    a layer failed its quality bar (--fail-fast) or fallbacks broke the size budget
+  130  cancelled (SIGINT, SIGTERM or arrowquant cancel)`;
+
+export const DOCS_HELP = `Documentation: README.md; the output format is docs/format.md, the cluster protocol docs/cluster.md.`;
+
+/** Help text as paragraphs: commander wraps lines to the terminal, so single newlines become spaces. */
+const prose = (s: string): string => s.replace(/(?<!\n)\n(?!\n)/g, ' ');
+
+export function buildProgram(version: string, dispatch: Dispatch): Command {
+  const program = new Command('arrowquant')
+    .description('mixed-precision weight quantizer: safetensors in, one Arrow IPC file out')
+    .usage('<command> [options]')
+    .option('-V, --version', 'print the version and which quantization kernel runs here')
+    .showSuggestionAfterError(true)
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', `\n${EXIT_CODES_HELP}\n\n${DOCS_HELP}\narrowquant ${version}`);
+
+  const command = (name: string, summary: string, load: () => Promise<CommandImpl>): Command => {
+    const cmd = program.command(name).summary(summary).description(summary);
+    cmd.action(async (...params: unknown[]) => {
+      const self = params[params.length - 1] as Command;
+      await dispatch(name, load, self.processedArgs.filter((a): a is string => typeof a === 'string'), valuesOf(self));
+    });
+    return cmd;
+  };
+  const json = (cmd: Command, what: string) => cmd.option('--json', what);
+
+  // plan
+  const plan = command('plan', 'scan headers, print the per-layer plan and totals vs target', async () => (await import('./commands/plan.js')).planCommand)
+    .argument('<model>', 'a .safetensors file, or a directory of shards with model.safetensors.index.json')
+    .description(prose(`Reads the safetensors headers only (no weights; with --strategy measured it quantizes each
+candidate layer at 2, 4 and 8 bits to measure it) and prints the per-layer plan: bit width,
+method, group size and exact bytes_out (docs/format.md), with totals against the size target.`));
+  json(plan, 'print {"layers": [...], "total_bytes_in", "total_bytes_out", "target_bytes", "target_met", "warnings"} on stdout');
+  addConfigOptions(plan);
+
+  // quantize
+  const quantize = command('quantize', 'quantize a model into one Arrow file on this machine (threads, native kernels)', async () => (await import('./commands/quantize.js')).quantizeCommand)
+    .argument('<model>', 'a .safetensors file, or a directory of shards with model.safetensors.index.json')
+    .description(prose(`Quantizes every layer of <model> into one Arrow IPC file (docs/format.md), on this machine:
+an in-process coordinator and a pool of worker threads running the native kernels. The file
+appears at -o only when the whole job succeeded.
+
+Cluster mode (--nats URL): this process coordinates the job; the workers of the cluster
+quantize (docs/cluster.md). The output is byte-identical to the local run. Run it again after
+a crash to resume.`))
+    .requiredOption('-o, --output <file>', 'the Arrow file to write (its directory must exist)');
+  json(quantize, 'print the run summary as JSON on stdout');
+  quantize.optionsGroup('Cluster mode:')
+    .option('--listen <host:port>', 'where workers upload shards', '0.0.0.0:0')
+    .option('--advertise <host:port>', "the address workers use (default: this host's name and the port)")
+    .option('--allow-download', 'workers that cannot read the model files download tensors from here')
+    .option('--data <dir>', 'staging directory root (default: next to the output)');
+  addNatsOptions(quantize);
+  addGrpcServerOptions(quantize);
+  addConfigOptions(quantize);
+
+  // worker
+  const worker = command('worker', 'run a cluster worker (NATS JetStream tasks, gRPC shard uploads)', async () => (await import('./commands/worker.js')).workerCommand)
+    .description(prose(`A long-running cluster worker (docs/cluster.md): pulls layer tasks from NATS JetStream, reads
+each layer's bytes from the model file when it lies under a --model-root (else downloads it
+from the coordinator if the task allows), quantizes with the native kernels, uploads the shard
+over gRPC, then acks. SIGTERM finishes in-flight tasks (or releases them after --grace
+seconds) and exits.`))
+    .option('--concurrency <n>', 'tasks at a time', integerAtLeast(1), 1)
+    .option('--threads <n>', 'quantization threads (0 = all cores)', integerAtLeast(0), 0)
+    .option('--model-root <dir>', 'a directory whose model files this worker may read (repeatable)', collect)
+    .option('--work-dir <dir>', 'scratch space for shards in flight (default: the system temp dir)')
+    .option('--grace <seconds>', 'seconds in-flight tasks get on SIGTERM', integerAtLeast(0), 30)
+    .option('--id <name>', 'worker id (default: host-pid-random)')
+    .option('--health-listen <host:port>', 'serve the standard gRPC health service (Kubernetes grpc probes): SERVING while connected and pulling, NOT_SERVING while stopping');
+  addNatsOptions(worker);
+  addGrpcClientOptions(worker);
+
+  // status, cancel
+  const status = command('status', 'cluster workers and jobs, from NATS', async () => (await import('./commands/status.js')).statusCommand)
+    .argument('[job]', 'only this job')
+    .description(prose(`The cluster's live workers (id, host, kernel, threads, concurrency, in flight, layers done) and
+its jobs (state, layers staged so far), read from NATS.`));
+  json(status, 'print {"workers": [...], "jobs": [...]} on stdout');
+  addNatsOptions(status);
+  const cancel = command('cancel', 'cancel a cluster job', async () => (await import('./commands/status.js')).cancelCommand)
+    .argument('<job>', 'the job id (as printed by quantize and status)')
+    .description(prose(`Asks the coordinator of JOB to cancel it: its pending tasks are withdrawn, workers drop its
+layers, and the coordinator exits with code 130 leaving no output.`));
+  addNatsOptions(cancel);
+
+  // inspect, verify, dequantize
+  const inspect = command('inspect', 'per-layer table of an output file and its summary', async () => (await import('./commands/inspect.js')).inspectCommand)
+    .argument('<file>', 'an ArrowQuant output file')
+    .description('Per-layer table (bits, method, bytes, SQNR, cosine, notes) and the file\'s summary (docs/format.md).');
+  json(inspect, 'print the file, its source, summary and layers on stdout');
+  const verify = command('verify', 'check an output file against its source model (hashes, shapes, SQNR)', async () => (await import('./commands/verify.js')).verifyCommand)
+    .argument('<file>', 'an ArrowQuant output file')
+    .description(prose(`Re-reads the source and the file, dequantizes every layer from the file's columns, recomputes
+SQNR and cosine against the source and checks hashes, shapes, sizes and the summary. Exit 1 on
+any mismatch.`))
+    .requiredOption('--against <model>', 'the source model the file was made from');
+  json(verify, 'print the per-layer result on stdout');
+  const dequantize = command('dequantize', 'turn an output file back into safetensors', async () => (await import('./commands/dequantize.js')).dequantizeCommand)
+    .argument('<file>', 'an ArrowQuant output file')
+    .description('Writes safetensors with the same tensor names, shapes and order, holding the dequantized\nweights ŵ (docs/format.md).')
+    .requiredOption('-o, --output <file>', 'the safetensors file to write')
+    .addOption(new Option('--dtype <dtype>', "output dtype (default: each tensor's source dtype)").choices(['f32', 'f16', 'bf16']));
+  json(dequantize, 'print {"output", "tensors"} on stdout');
+
+  // sample-model
+  command('sample-model', 'write a small Llama-shaped safetensors model to try things on', async () => (await import('./commands/sample-model.js')).sampleModelCommand)
+    .argument('<out>', 'a .safetensors file, or a directory with --shards N > 1')
+    .description('Writes a small Llama-shaped safetensors model (Hugging Face names, heavy-tailed values).')
+    .addOption(new Option('--dtype <dtype>', 'tensor dtype').choices(['bf16', 'f16', 'f32']).default('bf16'))
+    .option('--layers <n>', 'decoder layers', integerAtLeast(1), SAMPLE_LLAMA.layers)
+    .option('--hidden <n>', `hidden size (a multiple of ${SAMPLE_LLAMA.heads}, the attention heads)`, integerAtLeast(8), SAMPLE_LLAMA.hidden)
+    .option('--intermediate <n>', 'MLP size', integerAtLeast(1), SAMPLE_LLAMA.intermediate)
+    .option('--vocab <n>', 'vocabulary size', integerAtLeast(1), SAMPLE_LLAMA.vocab)
+    .option('--shards <n>', 'files; > 1 writes a directory with model.safetensors.index.json', integerAtLeast(1), 1)
+    .option('--seed <n>', 'random seed', integerAtLeast(0), 1);
+
+  for (const cmd of program.commands) cmd.showHelpAfterError(`(run arrowquant ${cmd.name()} --help for usage)`).addHelpText('after', `\n${DOCS_HELP}`);
+  return program;
+}
+
+/** The parsed option values of `cmd`, keyed by flag name. */
+function valuesOf(cmd: Command): OptionValues {
+  const values: OptionValues = {};
+  for (const opt of cmd.options) {
+    const v = cmd.getOptionValue(opt.attributeName());
+    if (v !== undefined) values[opt.name()] = v;
+  }
+  return values;
+}
