@@ -8,8 +8,11 @@
 // Baseline in the same run: a plain Node process receiving the same bytes from the same number of
 // generators over loopback TCP, SHA-256ing them and writing them once to a file (socket-sink.ts).
 // Also: how many worker cores one coordinator core feeds at the measured per-core RTN and
-// refine=search rates. AQ_BENCH_SMALL=1 uses the ~0.5 GB model instead. JSON on stdout.
+// refine=search rates. The job runs twice: with the default reorder window (256 MB, or
+// AQ_BENCH_WINDOW_MB) and with a 16 MB one, to show what peak RSS follows.
+// AQ_BENCH_SMALL=1 uses the ~0.5 GB model instead. JSON on stdout.
 
+import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir, loadavg } from 'node:os';
@@ -35,28 +38,32 @@ async function runGenerators(mode: 'grpc' | 'socket', target: string, set: Shard
   });
 }
 
-async function coordinatorRun(model: string, set: ShardSet, dir: string): Promise<Record<string, number | string>> {
-  const nats = await startNats(dir);
-  const report = join(dir, 'coordinator.json');
+async function coordinatorRun(model: string, set: ShardSet, dir: string, windowMb: number): Promise<Record<string, number | string>> {
+  const nats = await startNats(join(dir, `nats-${windowMb}`));
+  const report = join(dir, `coordinator-${windowMb}.json`);
   try {
     const out = join(dir, 'out.arrow');
     // AQ_BENCH_PROFILE=DIR: a V8 CPU profile of the coordinator's main thread into DIR
     const profile = process.env.AQ_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.AQ_BENCH_PROFILE}`] : [];
-    if (process.env.AQ_BENCH_NODE_FLAGS) profile.push(...process.env.AQ_BENCH_NODE_FLAGS.split(' '));
-    const c = new BenchProcess([...profile, CLI(), 'quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json'], report);
+    const c = new BenchProcess([...profile, CLI(), 'quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json', '--reorder-window-mb', String(windowMb)], report);
     await c.waitFor(/shards to (\S+)/, 120_000);
     const [, jobId, address] = /job (\S+): .*shards to (\S+)/.exec(c.stderr)!;
     if (jobId !== set.job_id) throw new Error(`the coordinator runs job ${jobId}, the shards were made for job ${set.job_id}`);
     c.mark();
+    // AQ_BENCH_PERF=FILE: `perf record` of the coordinator (kernel time included) from the mark on
+    if (process.env.AQ_BENCH_PERF) spawn('perf', ['record', '-q', '-g', '-p', String(c.child.pid), '-o', process.env.AQ_BENCH_PERF], { stdio: 'ignore' });
     await new Promise((r) => setTimeout(r, 200)); // the mark is written by a signal handler
     const t0 = performance.now();
     await runGenerators('grpc', address!, set);
     const code = await c.exited;
     const wall = (performance.now() - t0) / 1000;
     if (code !== 0) throw new Error(`coordinator exited ${code}:\n${c.stderr}`);
-    if (process.env.AQ_BENCH_NODE_FLAGS) process.stderr.write(c.stdout);
     const r = c.resources();
-    return { cpu_s: r.cpu_s, user_s: r.user_s, system_s: r.system_s, wall_s: round(wall), peak_rss_mb: r.peak_rss_mb, output_bytes: statSync(out).size };
+    const summary = JSON.parse(c.stdout) as { shards_from_memory?: number; shards_from_stage_files?: number };
+    return {
+      reorder_window_mb: windowMb, cpu_s: r.cpu_s, user_s: r.user_s, system_s: r.system_s, wall_s: round(wall), peak_rss_mb: r.peak_rss_mb, output_bytes: statSync(out).size,
+      shards_from_memory: summary.shards_from_memory ?? 'n/a', shards_from_stage_files: summary.shards_from_stage_files ?? 'n/a',
+    };
   } finally {
     await nats.stop();
   }
@@ -90,7 +97,9 @@ async function main(): Promise<void> {
 
   const dir = mkdtempSync(join(tmpdir(), 'aq-bench-coord-'));
   try {
-    const coordinator = await coordinatorRun(model, set, dir);
+    const coordinator = await coordinatorRun(model, set, dir, Number(process.env.AQ_BENCH_WINDOW_MB ?? 256));
+    // the same job with a small window: peak RSS follows the window, not the shard sizes
+    const smallWindow = await coordinatorRun(model, set, dir, 16);
     const baseline = await baselineRun(set, dir);
     const gb = set.shard_bytes / 1e9;
     const perGb = (cpu: number) => round(cpu / gb);
@@ -103,6 +112,8 @@ async function main(): Promise<void> {
     const result = {
       model, model_gb: round(statSync(model).size / 1e9), shards: set.layers.length, shard_gb: round(gb), generators,
       coordinator: { ...coordinator, cpu_s_per_gb: coordCpuPerGb, wall_gb_per_s: round(gb / Number(coordinator.wall_s)) },
+      small_window: { ...smallWindow, cpu_s_per_gb: perGb(Number(smallWindow.cpu_s)) },
+      largest_shard_mb: round(Math.max(...set.layers.map((l) => l.size)) / 2 ** 20, 1),
       baseline: { ...baseline, cpu_s_per_gb: baseCpuPerGb, wall_gb_per_s: round(gb / baseline.wall_s) },
       cpu_ratio: round(coordCpuPerGb / baseCpuPerGb),
       cpu_ratio_required_max: 2,
@@ -113,6 +124,7 @@ async function main(): Promise<void> {
     process.stderr.write(
       `\n${set.layers.length} shards, ${gb.toFixed(3)} GB, ${generators} generators\n` +
         `coordinator: ${coordCpuPerGb} CPU s/GB (user ${coordinator.user_s} + sys ${coordinator.system_s} s), ${result.coordinator.wall_gb_per_s} GB/s wall, peak RSS ${coordinator.peak_rss_mb} MB\n` +
+        `coordinator with a 16 MB window: ${result.small_window.cpu_s_per_gb} CPU s/GB, peak RSS ${smallWindow.peak_rss_mb} MB (largest shard ${result.largest_shard_mb} MB; ${smallWindow.shards_from_stage_files} shards copied from stage files)\n` +
         `baseline:    ${baseCpuPerGb} CPU s/GB (user ${baseline.user_s} + sys ${baseline.system_s} s), ${result.baseline.wall_gb_per_s} GB/s wall, peak RSS ${baseline.peak_rss_mb} MB\n` +
         `ratio ${result.cpu_ratio} (required ≤ 2); one coordinator core feeds ${result.worker_cores_fed_per_coordinator_core.rtn} RTN / ${result.worker_cores_fed_per_coordinator_core.search} refine=search worker cores; load ${result.load_average.before.join(' ')} → ${result.load_average.after.join(' ')}\n`,
     );

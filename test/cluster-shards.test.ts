@@ -144,6 +144,18 @@ describe('cluster shards', () => {
     }
   });
 
+  test('cluster shards - with no reorder window and one upload at a time every shard is copied from its stage file: same bytes', async () => {
+    const ws = [worker(), worker()];
+    await Promise.all(ws.map((w) => w.waitFor(/ready/)));
+    const out = join(dir, 'no-window.arrow');
+    const c = coordinator(BF16, out, ['--reorder-window-mb', '0', '--max-uploads', '1']);
+    expect(await exitWithin(c, 'the coordinator'), c.err()).toBe(0);
+    const local = join(dir, 'no-window-local.arrow');
+    expect((await runCli(['quantize', BF16, '-o', local])).code).toBe(0);
+    expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+    expect(JSON.parse(c.out())).toMatchObject({ layers: 48, layers_published: 48, shards_from_memory: 0, shards_from_stage_files: 48 });
+  });
+
   test('cluster shards - shards the plan does not produce are refused naming the field; a real worker then completes the job', async () => {
     const out = join(dir, 'plan-check.arrow');
     const c = coordinator(BF16, out);

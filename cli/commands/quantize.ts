@@ -13,6 +13,8 @@ export interface QuantizeValues extends ConfigValues, NatsValues, GrpcTlsValues 
   advertise?: string;
   'allow-download'?: boolean;
   data?: string;
+  'reorder-window-mb': number;
+  'max-uploads': number;
 }
 
 export async function quantizeCommand([modelPath]: string[], values: QuantizeValues, io: CommandIO): Promise<number> {
@@ -26,6 +28,7 @@ export async function quantizeCommand([modelPath]: string[], values: QuantizeVal
       summary = await runClusterJob(modelPath!, {
         output: values.output, config: cfg, nats, listen: values.listen, advertise: values.advertise, grpcTls: grpcServerTls(values),
         allowDownload: values['allow-download'] ?? false, dataDir: values.data, onProgress: (p) => bar?.update(p),
+        reorderWindowBytes: values['reorder-window-mb'] * (1 << 20), maxConcurrentUploads: values['max-uploads'],
         log: (l) => io.err(l + '\n'), cancel: interrupted(),
       });
     } else {

@@ -68,6 +68,9 @@ export interface ClusterRunSummary extends RunSummary {
   layers_published: number;
   workers: string[];
   grpc_bytes_received: number;
+  /** shards written to the output from the reorder window, and copied from their stage files */
+  shards_from_memory: number;
+  shards_from_stage_files: number;
 }
 
 export async function runClusterJob(modelPath: string, opts: ClusterRunOptions): Promise<ClusterRunSummary> {
@@ -92,7 +95,11 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     const out = output;
     // A shard received into the reorder window is written from there; any other from its stage file.
     const staged = (i: number) => (finished.has(i) ? (window.take(i) ?? shardPath(stageDir, i)) : null);
-    const written = (shard: Uint8Array | string) => typeof shard !== 'string' && window.release(shard);
+    const from = { memory: 0, stage: 0 };
+    const written = (shard: Uint8Array | string) => {
+      if (typeof shard === 'string') from.stage++;
+      else (from.memory++, window.release(shard));
+    };
     const appendReady = () => out.appendStaged(staged, written).catch((e) => settle.reject(e));
     const workers = new Set<string>();
     let grpcBytes = 0;
@@ -235,6 +242,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       layers_published: published,
       workers: [...workers].sort(),
       grpc_bytes_received: grpcBytes,
+      shards_from_memory: from.memory,
+      shards_from_stage_files: from.stage,
     };
   } catch (e) {
     await output?.abort();

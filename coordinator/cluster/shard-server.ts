@@ -306,9 +306,9 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
       // crash a resumed job re-checks every staged shard against the hash the job state recorded.
       await fh.close();
       fh = null;
-      // Without room in the window the shard is read back once, to be checked, and then dropped.
-      const bytes = buffer ?? (await readFile(tmp));
-      const record = checkShard(bytes, header, layer);
+      // Without room in the window the shard is read back once, to be checked, and then dropped;
+      // one at a time, so that beyond the window memory grows by one shard at most.
+      const record = buffer ? checkShard(buffer, header, layer) : await this.withLock('read-back', async () => checkShard(await readFile(tmp), header, layer));
       return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, tmp, record, progress.receivedBytes, buffer));
     } finally {
       await fh?.close().catch(() => undefined);
