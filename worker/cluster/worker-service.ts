@@ -137,6 +137,8 @@ export class WorkerService {
   }
 
   private async lane(n: number): Promise<void> {
+    // A lane quantizes its next layer while the previous one uploads (one upload at a time).
+    let uploading: Promise<void> = Promise.resolve();
     while (!this.stopping) {
       let msg: JsMsg | null;
       try {
@@ -152,11 +154,17 @@ export class WorkerService {
         msg.nak();
         break;
       }
-      await this.handle(msg);
+      let quantized!: () => void;
+      const computed = new Promise<void>((resolve) => (quantized = resolve));
+      // handle() reports its own failures; a rejection here must not fail the next layer
+      uploading = this.handle(msg, uploading, quantized).catch((e: Error) => this.log(`worker ${this.id}: lane ${n}: ${e.message}`)).finally(quantized);
+      await computed;
     }
+    await uploading;
   }
 
-  private async handle(msg: JsMsg): Promise<void> {
+  /** `previous` is the lane's upload in flight; `quantized` is called once this layer's row is made. */
+  private async handle(msg: JsMsg, previous: Promise<void> = Promise.resolve(), quantized: () => void = () => undefined): Promise<void> {
     let tm: TaskMessage;
     try {
       tm = decodeMessage(taskMessageSchema, msg.data, msg.subject);
@@ -199,8 +207,10 @@ export class WorkerService {
       }
       // The shard goes from the buffers the threads filled straight into the upload.
       const result = await this.runner.run(input);
+      quantized();
       let up: { duplicate: boolean };
       try {
+        await previous;
         if (this.cancelled.has(tm.run_id)) {
           msg.term();
           return;
