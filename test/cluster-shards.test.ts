@@ -153,7 +153,14 @@ describe('cluster shards', () => {
     const local = join(dir, 'no-window-local.arrow');
     expect((await runCli(['quantize', BF16, '-o', local])).code).toBe(0);
     expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
-    expect(JSON.parse(c.out())).toMatchObject({ layers: 48, layers_published: 48, shards_from_memory: 0, shards_from_stage_files: 48 });
+    const summary = JSON.parse(c.out());
+    expect(summary).toMatchObject({ layers: 48, layers_published: 48, shards_from_memory: 0, shards_from_stage_files: 48 });
+    // the summary reports what the workers did: their kernel, their threads in all, their thread time
+    const kernel = /ready \(kernel (\w+), 1 threads/.exec(ws[0]!.err())![1];
+    expect(summary.kernel).toBe(kernel);
+    expect(summary.threads).toBe(summary.workers.length); // each worker has 1 thread
+    expect(summary.timings_s.kernel).toBeGreaterThan(0);
+    expect(summary.timings_s.read).toBeGreaterThan(0);
   });
 
   test('cluster shards - shards the plan does not produce are refused naming the field; a real worker then completes the job', async () => {

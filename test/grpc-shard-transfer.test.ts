@@ -146,7 +146,7 @@ describe('grpc shards', () => {
   test('grpc shards - a shard larger than 4 MiB is staged byte-identical and reported once', async () => {
     const shard = shardOf(0, 5 * MiB);
     expect(shard.bytes.length).toBeGreaterThan(4 * MiB);
-    const res = await client.upload(header(0), [shard.bytes]);
+    const res = await client.upload({ ...header(0), kernel: 'avx2', threads: 3, read_ms: 1.5, kernel_ms: 20, hash_ms: 2, write_ms: 0.25 }, [shard.bytes]);
     expect(res).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
     expect(Buffer.compare(readFileSync(shardPath(stageDir, 0)), shard.bytes)).toBe(0);
     expect(staged).toHaveLength(1);
@@ -155,6 +155,7 @@ describe('grpc shards', () => {
     expect(info).toMatchObject({ path: shardPath(stageDir, 0), sha256: shard.sha256, size: shard.bytes.length, workerId: 'w1' });
     expect(info.record.layer_index).toBe(0);
     expect(info.record.layer_name).toBe(layerName(0));
+    expect(info.maker).toEqual({ kernel: 'avx2', threads: 3, timings: { readMs: 1.5, kernelMs: 20, hashMs: 2, writeMs: 0.25 } });
     expect(info.record.data.byteLength).toBe(5 * MiB);
     // received into one buffer the job now owns (its reservation stays until the job releases it)
     expect(Buffer.compare(Buffer.from(info.bytes!), shard.bytes)).toBe(0);
@@ -276,6 +277,10 @@ describe('grpc shards', () => {
     expectStatus(empty, 'INVALID_ARGUMENT', /ended before its header/);
     const badSha = await rawUpload([{ header: { ...header(1), size: 10, sha256: 'XYZ' } }]);
     expectStatus(badSha, 'INVALID_ARGUMENT', /sha256 "XYZ" is not 64 lowercase hex digits/);
+    const longKernel = await rawUpload([{ header: { ...header(1), size: 10, sha256: 'ab'.repeat(32), kernel: 'k'.repeat(65) } }]);
+    expectStatus(longKernel, 'INVALID_ARGUMENT', /kernel is 65 characters, at most 64 allowed/);
+    const badTime = await rawUpload([{ header: { ...header(1), size: 10, sha256: 'ab'.repeat(32), kernel_ms: -1 } }]);
+    expectStatus(badTime, 'INVALID_ARGUMENT', /kernel_ms -1 is not a duration in milliseconds/);
     expect(stagedNames()).toEqual(['0.shard']);
     expect(leftovers()).toEqual([]);
   });

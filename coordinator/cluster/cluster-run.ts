@@ -27,14 +27,15 @@ import { ensureTaskQueue, jobsBucket } from '../../core/cluster/jetstream-setup.
 import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/errors.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
 import type { LayerTask } from '../../core/job/layer-task.js';
-import { ShardServer, shardPath } from './shard-server.js';
+import { ShardServer, shardPath, type ShardMaker } from './shard-server.js';
+import { zeroTimings } from '../../core/model/row-reader.js';
 import { ReorderWindow } from './reorder-window.js';
 import { checkShardRecord, maxShardBytes } from './shard-check.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
 import { applyMeasuredAllocation, usesMeasuredAllocation } from '../measured-allocation.js';
 import { LayerRunner } from '../../worker/layer-runner.js';
 import { ThreadPool, resolveThreads } from '../../worker/thread-pool.js';
-import type { Progress, RunSummary } from '../local-run.js';
+import { addTimings, type Progress, type RunSummary } from '../local-run.js';
 
 /** Default reorder window: shard bytes held in memory between their upload and their turn. */
 export const DEFAULT_REORDER_WINDOW_BYTES = 256 << 20;
@@ -102,6 +103,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     };
     const appendReady = () => out.appendStaged(staged, written).catch((e) => settle.reject(e));
     const workers = new Set<string>();
+    const makers = new Map<string, ShardMaker>();
+    let thread = zeroTimings();
     let grpcBytes = 0;
     let bytesDone = [...finished.values()].reduce((s, l) => s + l.bytesIn, 0);
 
@@ -134,6 +137,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
         if (info.bytes) window.keep(i, info.bytes);
         finished.set(i, layer);
         workers.add(info.workerId);
+        makers.set(info.workerId, info.maker);
+        thread = addTimings(thread, info.maker.timings);
         grpcBytes += info.size;
         bytesDone += layer.bytesIn;
         opts.onProgress?.({ layersDone: finished.size, layersTotal: job.tasks.length, bytesDone, bytesTotal: job.plan.totalBytesIn, layer: layer.name });
@@ -232,12 +237,13 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       mode: 'cluster',
       output: job.output,
       job_id: job.id,
-      kernel: 'cluster workers',
-      threads: 0,
+      // what the workers of this run reported: their kernels, their threads in all, their thread time summed
+      kernel: [...new Set([...makers.values()].map((m) => m.kernel || 'unknown'))].sort().join('+') || 'none (every layer resumed)',
+      threads: [...makers.values()].reduce((s, m) => s + m.threads, 0),
       elapsed_s: round(elapsed),
       input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
       peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-      timings_s: { read: 0, kernel: 0, hash: 0, write: 0, merge: round(mergeS) },
+      timings_s: { read: round(thread.readMs / 1e3), kernel: round(thread.kernelMs / 1e3), hash: round(thread.hashMs / 1e3), write: round(thread.writeMs / 1e3), merge: round(mergeS) },
       layers_resumed: resumed,
       layers_published: published,
       workers: [...workers].sort(),

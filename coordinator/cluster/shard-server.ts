@@ -29,6 +29,7 @@ import {
 } from '../../core/grpc/proto.js';
 import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js';
 import { UploadSlots } from './reorder-window.js';
+import type { Timings } from '../../core/model/row-reader.js';
 
 /** Where a staged shard of layer `index` lives. */
 export const shardPath = (stageDir: string, index: number): string => join(stageDir, `${index}.shard`);
@@ -49,11 +50,19 @@ export interface ShardLayerSource {
   check(record: LayerRecord): void;
 }
 
+/** What the uploading worker says made the shard (informational, bounded by checkHeader). */
+export interface ShardMaker {
+  kernel: string;
+  threads: number;
+  timings: Timings;
+}
+
 export interface StagedShard {
   path: string;
   sha256: string;
   size: number;
   workerId: string;
+  maker: ShardMaker;
   /** the decoded row; its buffers are views into the shard's bytes */
   record: LayerRecord;
   /**
@@ -328,7 +337,11 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
     const path = shardPath(handle.stageDir, header.layer_index);
     await rename(tmp, path);
     try {
-      await handle.onStaged(header.layer_index, { path, sha256: header.sha256, size, workerId: header.worker_id, record, bytes });
+      const maker: ShardMaker = {
+        kernel: header.kernel ?? '', threads: header.threads ?? 0,
+        timings: { readMs: header.read_ms ?? 0, kernelMs: header.kernel_ms ?? 0, hashMs: header.hash_ms ?? 0, writeMs: header.write_ms ?? 0 },
+      };
+      await handle.onStaged(header.layer_index, { path, sha256: header.sha256, size, workerId: header.worker_id, maker, record, bytes });
     } catch (e) {
       await rm(path, { force: true });
       throw new Rejection(Status.INTERNAL, `${at}: the coordinator could not record the staged shard: ${(e as Error).message}`);
@@ -456,6 +469,12 @@ function checkHeader(h: ShardHeader): ShardHeader {
   if (!h.worker_id) bad('worker_id is empty');
   if (!SHA256_HEX.test(h.sha256)) bad(`sha256 "${h.sha256}" is not 64 lowercase hex digits`);
   if (!Number.isSafeInteger(h.size) || h.size <= 0) bad(`size ${h.size} is not a positive byte count`);
+  if ((h.kernel ?? '').length > 64) bad(`kernel is ${h.kernel!.length} characters, at most 64 allowed`);
+  if (!Number.isSafeInteger(h.threads ?? 0) || (h.threads ?? 0) > 65_536) bad(`threads ${h.threads} is not a thread count`);
+  for (const f of ['read_ms', 'kernel_ms', 'hash_ms', 'write_ms'] as const) {
+    const v = h[f] ?? 0;
+    if (!Number.isFinite(v) || v < 0 || v > 1e9) bad(`${f} ${v} is not a duration in milliseconds`);
+  }
   return h;
 }
 

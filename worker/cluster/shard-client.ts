@@ -27,7 +27,8 @@ export interface ShardClientTimeouts {
   downloadIdleMs?: number;
 }
 
-export type UploadHeader = Pick<ShardHeader, 'job_id' | 'layer_index' | 'plan_hash' | 'worker_id'>;
+export type UploadHeader = Pick<ShardHeader, 'job_id' | 'layer_index' | 'plan_hash' | 'worker_id'> &
+  Partial<Pick<ShardHeader, 'kernel' | 'threads' | 'read_ms' | 'kernel_ms' | 'hash_ms' | 'write_ms'>>;
 
 export class ShardClient {
   private readonly client: ShardTransferClient;

@@ -25,6 +25,7 @@ import { encodeShardChunks } from '../../core/format/arrow-file.js';
 import { ThreadPool } from '../thread-pool.js';
 import { ShardClient } from './shard-client.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
+import type { Timings } from '../../core/model/row-reader.js';
 
 export interface WorkerServiceOptions {
   nats: NatsOptions;
@@ -215,7 +216,7 @@ export class WorkerService {
           msg.term();
           return;
         }
-        up = await this.uploadWithRetry(tm, await encodeShardChunks(result.record));
+        up = await this.uploadWithRetry(tm, await encodeShardChunks(result.record), result.outcome.timings);
       } finally {
         result.release();
       }
@@ -303,8 +304,11 @@ export class WorkerService {
    * Upload, retrying transient failures for a while (the coordinator may be restarting) so that a
    * finished layer is not quantized again; the task stays alive meanwhile.
    */
-  private async uploadWithRetry(tm: TaskMessage, shard: readonly Uint8Array[]): Promise<{ duplicate: boolean }> {
-    const header = { job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id };
+  private async uploadWithRetry(tm: TaskMessage, shard: readonly Uint8Array[], t: Timings): Promise<{ duplicate: boolean }> {
+    const header = {
+      job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id,
+      kernel: this.pool.kernel, threads: this.pool.size, read_ms: t.readMs, kernel_ms: t.kernelMs, hash_ms: t.hashMs, write_ms: t.writeMs,
+    };
     const deadline = Date.now() + UPLOAD_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
