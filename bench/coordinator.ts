@@ -45,7 +45,9 @@ async function coordinatorRun(model: string, set: ShardSet, dir: string, windowM
     const out = join(dir, 'out.arrow');
     // AQ_BENCH_PROFILE=DIR: a V8 CPU profile of the coordinator's main thread into DIR
     const profile = process.env.AQ_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.AQ_BENCH_PROFILE}`] : [];
-    const c = new BenchProcess([...profile, CLI(), 'quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json', '--reorder-window-mb', String(windowMb)], report);
+    // AQ_BENCH_COORDINATOR_CLI: another build's dist/cli/main.js as the coordinator (a before/after in one run)
+    const other = process.env.AQ_BENCH_COORDINATOR_CLI;
+    const c = new BenchProcess([...profile, other ?? CLI(), 'quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json', ...(other ? [] : ['--reorder-window-mb', String(windowMb)])], report);
     await c.waitFor(/shards to (\S+)/, 120_000);
     const [, jobId, address] = /job (\S+): .*shards to (\S+)/.exec(c.stderr)!;
     if (jobId !== set.job_id) throw new Error(`the coordinator runs job ${jobId}, the shards were made for job ${set.job_id}`);
@@ -99,7 +101,7 @@ async function main(): Promise<void> {
   try {
     const coordinator = await coordinatorRun(model, set, dir, Number(process.env.AQ_BENCH_WINDOW_MB ?? 256));
     // the same job with a small window: peak RSS follows the window, not the shard sizes
-    const smallWindow = await coordinatorRun(model, set, dir, 16);
+    const smallWindow = process.env.AQ_BENCH_COORDINATOR_CLI ? coordinator : await coordinatorRun(model, set, dir, 16);
     const baseline = await baselineRun(set, dir);
     const gb = set.shard_bytes / 1e9;
     const perGb = (cpu: number) => round(cpu / gb);
