@@ -6,7 +6,8 @@
 // × 1 thread and 1 worker × 2 threads, coordinated over loopback NATS JetStream + gRPC. Prints the
 // throughput ratios, the coordinator's CPU (user + system of its whole process) against the local
 // run's total CPU, the workers' CPU, peak RSS and whether every output is byte-identical to the
-// local one. AQ_BENCH_SMALL=1 runs RTN on the small model too (a quick check). Table on stderr,
+// local one. AQ_BENCH_SMALL=1 runs RTN on the small model too (a quick check); AQ_BENCH_CLI runs
+// another build. Table on stderr,
 // JSON on stdout. Needs `nats-server` on the PATH.
 
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';

@@ -10,7 +10,8 @@ import { packageRoot } from '../core/package-info.js';
 import { syntheticLlamaTensors, type LlamaShape } from '../core/model/synthetic-llama.js';
 import { writeSafetensors } from '../core/model/safetensors-writer.js';
 
-export const CLI = () => join(packageRoot(), 'dist', 'cli', 'main.js');
+/** The CLI the benchmarks run (AQ_BENCH_CLI: another build's dist/cli/main.js, for a before/after under the same load). */
+export const CLI = () => process.env.AQ_BENCH_CLI ?? join(packageRoot(), 'dist', 'cli', 'main.js');
 const PRELOAD = () => pathToFileURL(join(packageRoot(), 'dist', 'bench', 'resource-report.js')).href;
 
 /** A ~0.5 GB model for the slower jobs (refine: search). */
