@@ -62,7 +62,7 @@ async function job(name: string, model: string, refine: string, dir: string) {
       elapsed_s: c.elapsed_s, input_gb_per_s: c.input_gb_per_s, ratio_vs_local: round(c.input_gb_per_s / local.input_gb_per_s),
       coordinator_cpu: c.cpu, coordinator_cpu_vs_local_total_cpu: round(c.cpu.cpu_s / local.cpu.cpu_s),
       workers_cpu_s: c.workers.map((w) => w.cpu_s), workers_peak_rss_mb: c.workers.map((w) => w.peak_rss_mb),
-      grpc_bytes_received: c.summary.grpc_bytes_received, shards_from_memory: c.summary.shards_from_memory, shards_from_stage_files: c.summary.shards_from_stage_files, identical,
+      grpc_bytes_received: c.summary.grpc_bytes_received, shards_written_directly: c.summary.shards_written_directly, shards_from_memory: c.summary.shards_from_memory, shards_from_stage_files: c.summary.shards_from_stage_files, identical,
     });
   }
   return { job: name, model, model_gb: round(statSync(model).size / 1e9), refine, local: { elapsed_s: local.elapsed_s, input_gb_per_s: local.input_gb_per_s, cpu: local.cpu }, clusters: rows };

@@ -61,10 +61,10 @@ async function coordinatorRun(model: string, set: ShardSet, dir: string, windowM
     const wall = (performance.now() - t0) / 1000;
     if (code !== 0) throw new Error(`coordinator exited ${code}:\n${c.stderr}`);
     const r = c.resources();
-    const summary = JSON.parse(c.stdout) as { shards_from_memory?: number; shards_from_stage_files?: number };
+    const summary = JSON.parse(c.stdout) as { shards_written_directly?: number; shards_from_memory?: number; shards_from_stage_files?: number };
     return {
       reorder_window_mb: windowMb, cpu_s: r.cpu_s, user_s: r.user_s, system_s: r.system_s, wall_s: round(wall), peak_rss_mb: r.peak_rss_mb, output_bytes: statSync(out).size,
-      shards_from_memory: summary.shards_from_memory ?? 'n/a', shards_from_stage_files: summary.shards_from_stage_files ?? 'n/a',
+      shards_written_directly: summary.shards_written_directly ?? 'n/a', shards_from_memory: summary.shards_from_memory ?? 'n/a', shards_from_stage_files: summary.shards_from_stage_files ?? 'n/a',
     };
   } finally {
     await nats.stop();
@@ -125,7 +125,7 @@ async function main(): Promise<void> {
     };
     process.stderr.write(
       `\n${set.layers.length} shards, ${gb.toFixed(3)} GB, ${generators} generators\n` +
-        `coordinator: ${coordCpuPerGb} CPU s/GB (user ${coordinator.user_s} + sys ${coordinator.system_s} s), ${result.coordinator.wall_gb_per_s} GB/s wall, peak RSS ${coordinator.peak_rss_mb} MB\n` +
+        `coordinator: ${coordCpuPerGb} CPU s/GB (user ${coordinator.user_s} + sys ${coordinator.system_s} s), ${result.coordinator.wall_gb_per_s} GB/s wall, peak RSS ${coordinator.peak_rss_mb} MB; shards written directly ${coordinator.shards_written_directly}, from memory ${coordinator.shards_from_memory}, from stage files ${coordinator.shards_from_stage_files}\n` +
         `coordinator with a 16 MB window: ${result.small_window.cpu_s_per_gb} CPU s/GB, peak RSS ${smallWindow.peak_rss_mb} MB (largest shard ${result.largest_shard_mb} MB; ${smallWindow.shards_from_stage_files} shards copied from stage files)\n` +
         `baseline:    ${baseCpuPerGb} CPU s/GB (user ${baseline.user_s} + sys ${baseline.system_s} s), ${result.baseline.wall_gb_per_s} GB/s wall, peak RSS ${baseline.peak_rss_mb} MB\n` +
         `ratio ${result.cpu_ratio} (required ≤ 2); one coordinator core feeds ${result.worker_cores_fed_per_coordinator_core.rtn} RTN / ${result.worker_cores_fed_per_coordinator_core.search} refine=search worker cores; load ${result.load_average.before.join(' ')} → ${result.load_average.after.join(' ')}\n`,

@@ -1,7 +1,7 @@
 // Cluster mode: what the coordinator accepts as a layer's shard (issue 10, items 2 and 16, and
 // "a layer counts as done only if its bytes are where this run's merge reads them"), against a
 // real nats-server, real worker and coordinator processes.
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
@@ -94,14 +94,17 @@ describe('cluster shards', () => {
     const data = join(dir, 'lost-stage-data');
     const uploaded = await killAfterFirstUpload(coordinator(slowModel, out, ['--refine', 'search', '--data', data]), ws);
     expect(uploaded.length).toBeGreaterThan(0);
-    rmSync(data, { recursive: true, force: true }); // e.g. an emptyDir volume of a rescheduled pod
+    // e.g. an emptyDir volume of a rescheduled pod, and the partial output of the killed run
+    rmSync(data, { recursive: true, force: true });
+    for (const f of readdirSync(dir).filter((n) => n.startsWith('.lost-stage.arrow.') && n.endsWith('.partial'))) rmSync(join(dir, f));
 
     const second = coordinator(slowModel, out, ['--refine', 'search', '--data', data]);
     expect(await exitWithin(second, 'the resumed coordinator'), second.err()).toBe(0);
-    const m = /coordinator: (\d+) layers recorded in the job state have no staged shard in (\S+) \(layers ([\d, ]+)\); they will be redone/.exec(second.err());
+    const m = /coordinator: (\d+) layers recorded in the job state are neither in (\S+) nor staged in (\S+) \(layers ([\d, ]+)\); they will be redone/.exec(second.err());
     expect(m, second.err()).not.toBeNull();
     expect(Number(m![1])).toBeGreaterThanOrEqual(1);
-    expect(m![2]).toContain(data);
+    expect(m![2]).toMatch(/\.lost-stage\.arrow\.\w+\.partial$/);
+    expect(m![3]).toContain(data);
     const s = JSON.parse(second.out());
     expect(s.layers_resumed).toBe(0);
     expect(s.layers_published).toBe(s.layers);
@@ -110,13 +113,36 @@ describe('cluster shards', () => {
     expect(ws.some((w) => /skipped layer/.test(w.err()))).toBe(false);
   });
 
+  test('cluster shards - one worker: shards go straight into the partial output; a killed coordinator resumes from it, redoing none', async () => {
+    const w = worker(SLOW);
+    await w.waitFor(/ready/);
+    const out = join(dir, 'partial.arrow');
+    const first = coordinator(slowModel, out, ['--refine', 'search']);
+    const uploaded = await killAfterFirstUpload(first, [w]);
+    expect(uploaded.length).toBeGreaterThanOrEqual(2);
+    const logLength = w.err().length;
+    const second = coordinator(slowModel, out, ['--refine', 'search']);
+    expect(await exitWithin(second, 'the resumed coordinator'), second.err()).toBe(0);
+    const found = /coordinator: (\d+) layers found written in (\S+); continuing after them/.exec(second.err());
+    expect(found, second.err()).not.toBeNull();
+    expect(Number(found![1])).toBeGreaterThanOrEqual(uploaded.length);
+    expect(found![2]).toMatch(/\.partial\.arrow\.\w+\.partial$/);
+    const s = JSON.parse(second.out());
+    expect(s.layers_resumed).toBe(Number(found![1]));
+    const again = [...w.err().slice(logLength).matchAll(/uploaded layer (\d+) /g)].map((m) => Number(m[1]));
+    for (const l of again) expect(uploaded.includes(l), `layer ${l} was uploaded again`).toBe(false);
+    expect(Buffer.compare(readFileSync(out), slowLocal)).toBe(0);
+    expect(readdirSync(dir).filter((n) => n.startsWith('.partial.arrow.'))).toEqual([]);
+  });
+
   test('cluster shards - a corrupted staged shard at resume is redone (its job-state key goes too), the job completes identical', async () => {
     const ws = [worker(SLOW), worker(SLOW)];
     await Promise.all(ws.map((w) => w.waitFor(/ready/)));
     const out = join(dir, 'bad-stage.arrow');
     const data = join(dir, 'bad-stage-data');
-    const uploaded = await killAfterFirstUpload(coordinator(slowModel, out, ['--refine', 'search', '--data', data]), ws);
-    const stageDirs = (await import('node:fs')).readdirSync(data);
+    // no reorder window: every shard goes through its stage file (none is written directly)
+    const uploaded = await killAfterFirstUpload(coordinator(slowModel, out, ['--refine', 'search', '--data', data, '--reorder-window-mb', '0']), ws);
+    const stageDirs = readdirSync(data);
     expect(stageDirs).toHaveLength(1);
     const jobId = stageDirs[0]!;
     const layer = uploaded[0]!;
@@ -126,6 +152,9 @@ describe('cluster shards', () => {
     bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0xff;
     writeFileSync(shard, bytes);
     const sha = createHash('sha256').update(bytes).digest('hex');
+    // without the partial output the stage files are all there is (else layers already copied
+    // into it would count as written there, whatever their stage file holds)
+    for (const f of readdirSync(dir).filter((n) => n.startsWith('.bad-stage.arrow.') && n.endsWith('.partial'))) rmSync(join(dir, f));
 
     const second = coordinator(slowModel, out, ['--refine', 'search', '--data', data]);
     await second.waitFor(new RegExp(`staged shard of layer ${layer} is not usable \\(its SHA-256 ${sha} is not the recorded [0-9a-f]{64}\\); it will be redone`));
@@ -154,7 +183,7 @@ describe('cluster shards', () => {
     expect((await runCli(['quantize', BF16, '-o', local])).code).toBe(0);
     expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
     const summary = JSON.parse(c.out());
-    expect(summary).toMatchObject({ layers: 48, layers_published: 48, shards_from_memory: 0, shards_from_stage_files: 48 });
+    expect(summary).toMatchObject({ layers: 48, layers_published: 48, shards_written_directly: 0, shards_from_memory: 0, shards_from_stage_files: 48 });
     // the summary reports what the workers did: their kernel, their threads in all, their thread time
     const kernel = /ready \(kernel (\w+), 1 threads/.exec(ws[0]!.err())![1];
     expect(summary.kernel).toBe(kernel);

@@ -33,6 +33,8 @@ const source = (i: number, dataStart: number, byteLength: number): ShardLayerSou
 // layer 20: a source range larger than 4 MiB, for DownloadTensor
 const layers = new Map<number, ShardLayerSource>(Array.from({ length: 20 }, (_, i) => [i, source(i, 0, 64)] as const));
 layers.set(20, source(20, 4097, 5 * MiB + 3));
+/** the layer the job says it writes into its output itself (no stage file) */
+const DIRECT_LAYER = 14;
 /** the job's reorder window: how many bytes it still has room for, and what is reserved */
 const memory = { room: Infinity, reserved: 0 };
 
@@ -126,6 +128,8 @@ beforeAll(async () => {
       memory.room += buffer.byteLength;
       memory.reserved -= buffer.byteLength;
     },
+    writesDirectly: (i) => i === DIRECT_LAYER,
+    recordedHash: () => undefined,
     onStaged: (index, shard) => {
       staged.push({ index, shard });
     },
@@ -193,6 +197,21 @@ describe('grpc shards', () => {
       rmSync(shardPath(stageDir, 9), { force: true });
       staged.splice(staged.findIndex((s) => s.index === 9), 1);
     }
+  });
+
+  test('grpc shards - a layer the job writes directly is received into memory only: no stage file', async () => {
+    const shard = shardOf(DIRECT_LAYER, 3 * MiB);
+    expect(await client.upload(header(DIRECT_LAYER), [shard.bytes])).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
+    const info = staged.find((s) => s.index === DIRECT_LAYER)!.shard;
+    expect(info.path).toBeNull();
+    expect(Buffer.compare(Buffer.from(info.bytes!), shard.bytes)).toBe(0);
+    expect(stagedNames()).not.toContain(`${DIRECT_LAYER}.shard`);
+    expect(leftovers()).toEqual([]);
+    // the same shard again is a duplicate (the server remembers its hash without a file)
+    expect(await client.upload(header(DIRECT_LAYER), [shard.bytes])).toEqual({ duplicate: true, receivedBytes: shard.bytes.length });
+    staged.splice(staged.findIndex((s) => s.index === DIRECT_LAYER), 1);
+    memory.reserved = 0;
+    memory.room = Infinity;
   });
 
   test('grpc shards - a header declaring more than the plan allows is INVALID_ARGUMENT before any byte is kept', async () => {
@@ -306,7 +325,7 @@ describe('grpc shards', () => {
     const lookups: number[] = [];
     const limitedStage = join(dir, 'limited');
     limited.registerJob(JOB, {
-      stageDir: limitedStage, layer: (i) => (lookups.push(i), layers.get(i)), reserveMemory: (n) => new Uint8Array(n), releaseMemory: () => undefined, onStaged: () => undefined,
+      stageDir: limitedStage, layer: (i) => (lookups.push(i), layers.get(i)), reserveMemory: (n) => new Uint8Array(n), releaseMemory: () => undefined, writesDirectly: () => false, recordedHash: () => undefined, onStaged: () => undefined,
     });
     const { address: at } = await limited.start('127.0.0.1:0');
     const c = new ShardClient(at);
@@ -395,7 +414,7 @@ describe('grpc shards', () => {
 
   test('grpc shards - TLS: the right CA connects, an unrelated CA is refused', async () => {
     const tlsServer = new ShardServer({ tls: loadServerTls({ certFile: certs.server.certFile, keyFile: certs.server.keyFile }) });
-    tlsServer.registerJob(JOB, { stageDir, layer: (i) => layers.get(i), reserveMemory: () => null, releaseMemory: () => undefined, onStaged: () => undefined });
+    tlsServer.registerJob(JOB, { stageDir, layer: (i) => layers.get(i), reserveMemory: () => null, releaseMemory: () => undefined, writesDirectly: () => false, recordedHash: () => undefined, onStaged: () => undefined });
     const { port } = await tlsServer.start('127.0.0.1:0');
     const good = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile }));
     const byName = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile, serverNameOverride: 'localhost' }));

@@ -1,9 +1,12 @@
 // `arrowquant quantize … --nats URL`: this process is the job's coordinator. It plans exactly as
 // the local run does, publishes one task per layer on the work-queue stream (de-duplicated by
-// <job>/<layer>/<plan-hash>), receives shards over gRPC into a staging directory keyed by the
-// job id, records each in the job's key-value state, and merges them into the same file the
-// local run writes. Killed and started again with the same model and settings (same job id),
-// it resumes: layers whose staged shard matches the recorded hash are not redone.
+// <job>/<layer>/<plan-hash>), receives shards over gRPC, records each in the job's key-value
+// state, and merges them in canonical order into the same file the local run writes. A shard
+// that is next in order when it arrives goes straight into the partial output (its one write);
+// any other is staged in a directory keyed by the job id (and kept in the reorder window until
+// its turn). Killed and started again with the same model and settings (same job id), it
+// resumes: layers found intact in the partial output or staged with the recorded hash are not
+// redone.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -30,6 +33,7 @@ import type { LayerTask } from '../../core/job/layer-task.js';
 import { ShardServer, shardPath, type ShardMaker } from './shard-server.js';
 import { zeroTimings } from '../../core/model/row-reader.js';
 import { ReorderWindow } from './reorder-window.js';
+import { partialOutputPath, resumePartialOutput } from './partial-output.js';
 import { checkShardRecord, maxShardBytes } from './shard-check.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
 import { applyMeasuredAllocation, usesMeasuredAllocation } from '../measured-allocation.js';
@@ -69,7 +73,8 @@ export interface ClusterRunSummary extends RunSummary {
   layers_published: number;
   workers: string[];
   grpc_bytes_received: number;
-  /** shards written to the output from the reorder window, and copied from their stage files */
+  /** shards written to the output on arrival (their one write), from the reorder window, and copied from their stage files */
+  shards_written_directly: number;
   shards_from_memory: number;
   shards_from_stage_files: number;
 }
@@ -90,16 +95,23 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
   try {
     await ensureTaskQueue(nc);
     const kv = await jobsBucket(nc);
-    const finished = await resumeStaged(job, stageDir, kv, log);
+    // Layers already in the partial output, then layers in the stage directory: the rest is redone.
+    const partial = partialOutputPath(job);
+    const inOutput = await resumePartialOutput(job, kv, log);
+    if (inOutput.records.length) log(`coordinator: ${inOutput.records.length} layers found written in ${partial}; continuing after them`);
+    const finished = new Map<number, FinishedLayer>(inOutput.records.map((r) => [r.layer_index, finishedFromRecord(job, r)]));
+    const recorded = new Map<number, string>(inOutput.records.map((r, k) => [r.layer_index, inOutput.hashes[k]!]));
+    await resumeStaged(job, stageDir, kv, log, finished, recorded);
     const resumed = finished.size;
-    output = await OrderedOutput.create(job);
+    output = inOutput.blocks.length ? await OrderedOutput.reopen(job, partial, inOutput.blocks) : await OrderedOutput.create(job, partial);
     const out = output;
     // A shard received into the reorder window is written from there; any other from its stage file.
     const staged = (i: number) => (finished.has(i) ? (window.take(i) ?? shardPath(stageDir, i)) : null);
-    const from = { memory: 0, stage: 0 };
+    const from = { direct: 0, memory: 0, stage: 0 };
+    const directly = new Set<number>();
     const written = (shard: Uint8Array | string) => {
       if (typeof shard === 'string') from.stage++;
-      else (from.memory++, window.release(shard));
+      else (directly.has(out.written) ? from.direct++ : from.memory++, window.release(shard));
     };
     const appendReady = () => out.appendStaged(staged, written).catch((e) => settle.reject(e));
     const workers = new Set<string>();
@@ -128,14 +140,34 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       },
       reserveMemory: (bytes) => (failed ? null : window.tryReserve(bytes)),
       releaseMemory: (buffer) => window.release(buffer),
+      writesDirectly: (i) => !failed && i === out.written && !finished.has(i),
+      recordedHash: (i) => recorded.get(i),
       // The job state records the shard before the worker hears back: a worker told "staged"
       // means a restarted coordinator will find it.
       onStaged: async (i, info) => {
         if (failed) throw new ArrowQuantError(`job ${job.id} has stopped`);
         const layer = finishedFromRecord(job, info.record);
-        await kv.put(layerKey(job.id, i), encodeMessage({ sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId }));
-        if (info.bytes) window.keep(i, info.bytes);
-        finished.set(i, layer);
+        const state = { sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId };
+        if (info.path === null) {
+          // Next in the output and not staged: written there first, then recorded with its place.
+          if (out.written !== i) throw new ArrowQuantError(`layer ${i} was to be written directly but the output is at layer ${out.written}`);
+          const offset = out.nextOffset;
+          directly.add(i);
+          window.keep(i, info.bytes!);
+          finished.set(i, layer);
+          await appendReady();
+          if (out.written <= i) throw new ArrowQuantError(`layer ${i} could not be written to ${partial}`);
+          // The layer is in the output now: recording it is retried (NATS may be restarting) rather than redone.
+          await putRetrying(kv, layerKey(job.id, i), encodeMessage({ ...state, output_offset: offset }), log).catch((e: Error) => {
+            settle.reject(e);
+            throw e;
+          });
+        } else {
+          await kv.put(layerKey(job.id, i), encodeMessage(state));
+          if (info.bytes) window.keep(i, info.bytes);
+          finished.set(i, layer);
+        }
+        recorded.set(i, info.sha256);
         workers.add(info.workerId);
         makers.set(info.workerId, info.maker);
         thread = addTimings(thread, info.maker.timings);
@@ -248,11 +280,14 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       layers_published: published,
       workers: [...workers].sort(),
       grpc_bytes_received: grpcBytes,
+      shards_written_directly: from.direct,
       shards_from_memory: from.memory,
       shards_from_stage_files: from.stage,
     };
   } catch (e) {
-    await output?.abort();
+    // A job that can be resumed keeps its partial output next to its stage directory.
+    if (keepStage) await output?.detach();
+    else await output?.abort();
     throw e;
   } finally {
     for (const s of subs) s.unsubscribe();
@@ -330,26 +365,30 @@ function finishedFromRecord(job: PreparedJob, r: LayerRecord): FinishedLayer {
  * layer loses its key (so no worker skips it as "already staged") and every other staged file is
  * removed: both are redone.
  */
-async function resumeStaged(job: PreparedJob, stageDir: string, kv: KV, log: (l: string) => void): Promise<Map<number, FinishedLayer>> {
-  const finished = new Map<number, FinishedLayer>();
+async function resumeStaged(
+  job: PreparedJob, stageDir: string, kv: KV, log: (l: string) => void, finished: Map<number, FinishedLayer>, recorded: Map<number, string>,
+): Promise<void> {
   const missing: number[] = [];
   for (const task of job.tasks) {
     const i = task.layer_index;
+    if (finished.has(i)) continue; // found in the partial output
     const key = layerKey(job.id, i);
     const entry = await kv.get(key);
-    const recorded = entry && entry.value.length ? recordedHash(entry.value) : null;
     const path = shardPath(stageDir, i);
-    const why = recorded === null ? (existsSync(path) ? 'the job state has no record of it' : null) : staleReason(job, task, path, recorded, finished);
-    if (why === null) continue;
+    const hash = entry && entry.value.length ? recordedHash(entry.value) : null;
+    const why = hash === null ? (existsSync(path) ? 'the job state has no record of it' : null) : staleReason(job, task, path, hash, finished);
+    if (why === null) {
+      if (hash !== null) recorded.set(i, hash);
+      continue;
+    }
     if (why === 'missing') missing.push(i);
     else log(`coordinator: staged shard of layer ${i} is not usable (${why}); it will be redone`);
     rmSync(path, { force: true });
     if (entry) await deleteKey(kv, key);
   }
   if (missing.length) {
-    log(`coordinator: ${missing.length} layers recorded in the job state have no staged shard in ${stageDir} (layers ${missing.join(', ')}); they will be redone`);
+    log(`coordinator: ${missing.length} layers recorded in the job state are neither in ${partialOutputPath(job)} nor staged in ${stageDir} (layers ${missing.join(', ')}); they will be redone`);
   }
-  return finished;
 }
 
 /** The SHA-256 a job-state entry records, or '' when the entry is not readable. */
@@ -374,6 +413,23 @@ function staleReason(job: PreparedJob, task: LayerTask, path: string, recorded: 
     return null;
   } catch (e) {
     return (e as Error).message;
+  }
+}
+
+/** How long recording a layer already written to the output is retried before the job fails. */
+const RECORD_RETRY_MS = 30_000;
+
+async function putRetrying(kv: KV, key: string, value: Uint8Array, log: (l: string) => void): Promise<void> {
+  const deadline = Date.now() + RECORD_RETRY_MS;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await kv.put(key, value);
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw new ArrowQuantError(`cannot record "${key}" in the job state for ${RECORD_RETRY_MS / 1000} s: ${(e as Error).message}`, { cause: e });
+      if (attempt === 0) log(`coordinator: recording "${key}" failed (${(e as Error).message}); retrying`);
+      await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+    }
   }
 }
 

@@ -6,10 +6,12 @@
 // is received, and at most maxConcurrentUploads receive at once (the others are held by gRPC
 // flow control). Each byte is received once, hashed as it streams in and written once to a
 // temporary file in the job's stage directory; when the job's reorder window has room it is also
-// copied into one buffer that the job keeps until the merge writes it. The shard is checked (size,
-// SHA-256, a readable shard that is exactly what the plan produces for the layer) and only then
-// renamed to `<stageDir>/<index>.shard`; every rejection, cancellation or failure removes the
-// temporary file, so the stage directory only ever holds complete, verified shards.
+// copied into one buffer that the job keeps until the merge writes it — and when the job writes
+// that layer into its output at once (it is next there), no stage file is written at all. The
+// shard is checked (size, SHA-256, a readable shard that is exactly what the plan produces for
+// the layer) and only then renamed to `<stageDir>/<index>.shard` or handed to the job; every
+// rejection, cancellation or failure removes the temporary file, so the stage directory only
+// ever holds complete, verified shards.
 
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -58,7 +60,8 @@ export interface ShardMaker {
 }
 
 export interface StagedShard {
-  path: string;
+  /** its stage file; null when the job writes it straight into its output (writesDirectly) */
+  path: string | null;
   sha256: string;
   size: number;
   workerId: string;
@@ -80,6 +83,13 @@ export interface ShardJobHandle {
   reserveMemory(bytes: number): Uint8Array | null;
   /** Give back a buffer the job did not take over (the upload failed or was a duplicate). */
   releaseMemory(buffer: Uint8Array): void;
+  /**
+   * Asked when an upload received into memory starts: true when the job will write this layer
+   * into its output itself before onStaged resolves (it is next there), so no stage file is written.
+   */
+  writesDirectly(index: number): boolean;
+  /** The SHA-256 the job already has for a layer (e.g. found in its output at resume), if any. */
+  recordedHash(index: number): string | undefined;
   /**
    * Called once per newly staged shard, before the worker gets its answer. If it throws
    * (or rejects), the staged file is removed and the worker gets INTERNAL, so a retry stages again.
@@ -265,7 +275,8 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
     try {
       await mkdir(handle.stageDir, { recursive: true });
       buffer = handle.reserveMemory(header.size);
-      const res = await this.receiveInto(header, handle, layer, messages, isCancelled, progress, buffer);
+      const direct = buffer !== null && handle.writesDirectly(header.layer_index);
+      const res = await this.receiveInto(header, handle, layer, messages, isCancelled, progress, buffer, direct);
       if (res.kept) buffer = null; // the job owns it now
       return res.response;
     } finally {
@@ -277,11 +288,12 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   /** Receive, hash and stage the shard; with `buffer`, its bytes are also kept there for the job. */
   private async receiveInto(
     header: ShardHeader, handle: ShardJobHandle, layer: ShardLayerSource, messages: AsyncIterator<UploadShardRequest>, isCancelled: () => boolean,
-    progress: { receivedBytes: number }, buffer: Uint8Array | null,
+    progress: { receivedBytes: number }, buffer: Uint8Array | null, direct: boolean,
   ): Promise<{ response: UploadShardResponse; kept: boolean }> {
     const at = where(header);
     const tmp = join(handle.stageDir, `.${header.layer_index}.shard.upload-${randomUUID()}`);
-    let fh: FileHandle | null = await open(tmp, 'wx');
+    // direct: the bytes go from the buffer into the job's output, their one write
+    let fh: FileHandle | null = direct ? null : await open(tmp, 'wx');
     try {
       const hash = createHash('sha256');
       let written = 0;
@@ -299,13 +311,13 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
           throw new Rejection(Status.DATA_LOSS, `${at}: received more than the ${header.size} bytes the header declared (${progress.receivedBytes} so far)`);
         }
         hash.update(chunk);
-        if (!buffer) await fh.writeFile(chunk); // writes all of it at the current position
+        if (!buffer) await fh!.writeFile(chunk); // writes all of it at the current position
         else {
           buffer.set(chunk, offset);
-          if (progress.receivedBytes - written >= STAGE_WRITE_BYTES) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
+          if (fh && progress.receivedBytes - written >= STAGE_WRITE_BYTES) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
         }
       }
-      if (buffer) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
+      if (buffer && fh) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
       if (progress.receivedBytes !== header.size) {
         throw new Rejection(Status.DATA_LOSS, `${at}: received ${progress.receivedBytes} bytes, the header declared ${header.size}`);
       }
@@ -313,12 +325,12 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
       if (sha256 !== header.sha256) throw new Rejection(Status.DATA_LOSS, `${at}: the received bytes have SHA-256 ${sha256}, the header declared ${header.sha256}`);
       // No fsync per shard: a coordinator that crashes keeps the page cache, and after a machine
       // crash a resumed job re-checks every staged shard against the hash the job state recorded.
-      await fh.close();
+      await fh?.close();
       fh = null;
       // Without room in the window the shard is read back once, to be checked, and then dropped;
       // one at a time, so that beyond the window memory grows by one shard at most.
       const record = buffer ? checkShard(buffer, header, layer) : await this.withLock('read-back', async () => checkShard(await readFile(tmp), header, layer));
-      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, tmp, record, progress.receivedBytes, buffer));
+      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, direct ? null : tmp, record, progress.receivedBytes, buffer));
     } finally {
       await fh?.close().catch(() => undefined);
       await rm(tmp, { force: true });
@@ -327,15 +339,15 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
 
   /** Under the layer's lock: duplicate, conflict, or rename into place and tell the job. */
   private async stage(
-    header: ShardHeader, handle: ShardJobHandle, tmp: string, record: LayerRecord, size: number, bytes: Uint8Array | null,
+    header: ShardHeader, handle: ShardJobHandle, tmp: string | null, record: LayerRecord, size: number, bytes: Uint8Array | null,
   ): Promise<{ response: UploadShardResponse; kept: boolean }> {
     const at = where(header);
     if (this.jobs.get(header.job_id) !== handle) throw new Rejection(Status.ABORTED, `${at}: the job was unregistered during the upload`);
     const staged = await this.stagedHash(header.job_id, handle, header.layer_index);
     if (staged === header.sha256) return { response: { duplicate: true, received_bytes: size }, kept: false };
     if (staged !== undefined) throw conflict(at, staged, header.sha256);
-    const path = shardPath(handle.stageDir, header.layer_index);
-    await rename(tmp, path);
+    const path = tmp === null ? null : shardPath(handle.stageDir, header.layer_index);
+    if (tmp !== null) await rename(tmp, path!);
     try {
       const maker: ShardMaker = {
         kernel: header.kernel ?? '', threads: header.threads ?? 0,
@@ -343,7 +355,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
       };
       await handle.onStaged(header.layer_index, { path, sha256: header.sha256, size, workerId: header.worker_id, maker, record, bytes });
     } catch (e) {
-      await rm(path, { force: true });
+      if (path !== null) await rm(path, { force: true });
       throw new Rejection(Status.INTERNAL, `${at}: the coordinator could not record the staged shard: ${(e as Error).message}`);
     }
     this.hashesOf(header.job_id).set(header.layer_index, header.sha256);
@@ -358,7 +370,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
 
   /** SHA-256 of the staged shard of a layer, or undefined when none is staged (a file from an earlier run counts). */
   private async stagedHash(jobId: string, handle: ShardJobHandle, index: number): Promise<string | undefined> {
-    const known = this.hashesOf(jobId).get(index);
+    const known = this.hashesOf(jobId).get(index) ?? handle.recordedHash(index);
     if (known !== undefined) return known;
     const hash = createHash('sha256');
     try {
