@@ -6,6 +6,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { open } from 'node:fs/promises';
 import { createServer } from 'node:net';
+import { peakRssMb } from './resource-report.js';
 
 async function main(): Promise<void> {
   const [file, totalArg] = process.argv.slice(2) as [string, string];
@@ -66,7 +67,7 @@ async function main(): Promise<void> {
   const cpu = process.cpuUsage(cpu0!);
   const elapsed = (performance.now() - t0) / 1000;
   server.close();
-  process.stdout.write(`${JSON.stringify({ bytes: received, shards: hashes.length, user_s: cpu.user / 1e6, system_s: cpu.system / 1e6, elapsed_s: elapsed, peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024) })}\n`);
+  process.stdout.write(`${JSON.stringify({ bytes: received, shards: hashes.length, user_s: cpu.user / 1e6, system_s: cpu.system / 1e6, elapsed_s: elapsed, peak_rss_mb: peakRssMb() })}\n`);
 }
 
 main().catch((e) => {
