@@ -11,7 +11,7 @@ import { performance } from 'node:perf_hooks';
 import { fillHeavyTailed, seededRandom } from '../core/model/random.js';
 import { f32ToBf16Bits } from '../core/quant/float16.js';
 import { groupsPerRow, packedBytes, type QuantBits, type QuantizeRowsOutput } from '../core/quant/reference.js';
-import type { QuantizeCall, QuantKernel } from '../native/kernel-api.js';
+import type { QuantizeCall, QuantKernel } from '../core/quant/kernel.js';
 import { nativeAddonStatus, nativeKernels, nativeMemcpy, variantSupport } from '../native/kernels.js';
 import { referenceKernel } from '../native/reference-kernel.js';
 

@@ -27,6 +27,7 @@ export const CONFIG_OPTIONS = {
   threads: { type: 'string' },
   'fail-fast': { type: 'boolean' },
   refine: { type: 'string' },
+  'double-quant': { type: 'boolean' },
 } satisfies Options;
 
 export const CONFIG_OPTIONS_HELP = `Configuration (override -c FILE, which overrides ARROW_QUANT_* and the profile):
@@ -42,7 +43,9 @@ export const CONFIG_OPTIONS_HELP = `Configuration (override -c FILE, which overr
   --calibration PATH         calibration statistics (JSON Lines or Arrow)
   --threads N                worker threads (0 = all cores)
   --fail-fast                a layer below its quality bar fails the job (exit 3)
-  --refine none|search       clipping search for each group's scale and zero point`;
+  --refine none|search       clipping search for each group's scale and zero point
+  --double-quant             format v2: integer group params under per-super-group float16 factors
+                             (needs --group-size 16 or 32)`;
 
 type Parsed<O extends Options> = ReturnType<typeof parseArgs<{ args: string[]; options: O; allowPositionals: true; strict: true }>>;
 
@@ -85,6 +88,7 @@ export function cliOverrides(values: ConfigValues): PartialConfig {
   if (values['mixed-precision']) out.enable_mixed_precision = true;
   if (values['skip-sensitive']) out.skip_sensitive_layers = true;
   if (values['fail-fast']) out.fail_fast = true;
+  if (values['double-quant']) out.double_quant = true;
   for (const spec of values.layer ?? []) {
     const eq = spec.lastIndexOf('=');
     const source = `command line --layer ${spec}`;

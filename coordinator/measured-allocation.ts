@@ -39,7 +39,7 @@ export async function applyMeasuredAllocation(job: PreparedJob, runner: LayerRun
       const i = next++;
       const layer = candidates[i]!;
       const stats = await runner.measure(job.tasks[layer.index]!, WIDTHS);
-      measured[i] = describe(layer, stats, job.cfg.group_size, extrasOf(layer));
+      measured[i] = describe(layer, stats, job.cfg.group_size, extrasOf(layer), job.cfg.double_quant);
     }
   };
   await Promise.all(Array.from({ length: Math.max(1, concurrency) }, lane));
@@ -97,14 +97,14 @@ function extrasOf(l: LayerPlan): MethodExtras {
   return { equalizationScales: l.method === 'spatial' ? l.cols : 0, timeGroups: l.timeGroups };
 }
 
-function describe(layer: LayerPlan, stats: Map<QuantBits, LayerStats>, groupSize: number, extras: MethodExtras): Measured {
+function describe(layer: LayerPlan, stats: Map<QuantBits, LayerStats>, groupSize: number, extras: MethodExtras, doubleQuant: boolean): Measured {
   const n = layer.rows * layer.cols;
   const m: Measured = { layer, cost: { 2: 0, 4: 0, 8: 0 }, cosine: { 2: 0, 4: 0, 8: 0 }, bytes: { 2: 0, 4: 0, 8: 0 } };
   for (const b of WIDTHS) {
     const s = stats.get(b)!;
     m.cost[b] = s.w2 > 0 ? (n * s.e2) / s.w2 : 0;
     m.cosine[b] = statsToQuality(s).cosine;
-    m.bytes[b] = layerBytesOut(layer, b, groupSize, extras);
+    m.bytes[b] = layerBytesOut(layer, b, groupSize, extras, doubleQuant);
   }
   return m;
 }

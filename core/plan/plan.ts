@@ -106,7 +106,7 @@ export function buildPlan(model: ModelSource, cfg: ArrowQuantConfig, cal: Calibr
       bits: a.bits,
       method: quantized ? m.method : 'none',
       groupSize: quantized ? cfg.group_size : 0,
-      bytesOut: layerBytesOut(g, a.bits, cfg.group_size, m.extras),
+      bytesOut: layerBytesOut(g, a.bits, cfg.group_size, m.extras, cfg.double_quant),
       reason: a.reason,
       notes: quantized ? m.notes : [],
       timeGroups: quantized ? m.timeGroups : 0,

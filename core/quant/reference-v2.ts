@@ -101,6 +101,28 @@ export function v2LayerBytes(rows: number, cols: number, bits: QuantBits, groupS
   return packedBytes(rows * cols, bits) + v2ParamBytes(groups, layout) + 4 * v2SuperGroups(groups, layout);
 }
 
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/**
+ * Rows a piece or chunk of a v2 layer must start at a multiple of: its first group must start a
+ * super-group (and its codes a byte, as v1's multiple of 8 rows gives).
+ */
+export function v2RowAlign(cols: number, bits: QuantBits, groupSize: V2GroupSize): number {
+  const S = v2Layout(bits, groupSize).superGroups;
+  const superRows = S / gcd(S, groupsPerRow(cols, groupSize));
+  return (superRows * 8) / gcd(superRows, 8);
+}
+
+/** Where the v2 outputs of rows starting at `row` begin: flat group, param byte, super-group. */
+export function v2Offsets(row: number, cols: number, bits: QuantBits, groupSize: V2GroupSize): { group: number; paramByte: number; superGroup: number } {
+  const layout = v2Layout(bits, groupSize);
+  const group = row * groupsPerRow(cols, groupSize);
+  return { group, paramByte: (group * (layout.scaleBits + layout.offsetBits)) / 8, superGroup: group / layout.superGroups };
+}
+
 function laneReduce(acc: Float32Array): number {
   for (let w = LANES / 2; w >= 1; w >>= 1) {
     for (let j = 0; j < w; j++) acc[j] = fr(acc[j]! + acc[j + w]!);
