@@ -49,112 +49,6 @@ inline float v2_scale_multiplier(int qs, const V2Layout& L) {
   return std::ldexp(v2_log_step(j & 3), -(j >> 2));
 }
 
-inline float v2_clamp_rne(float t, float levels) {
-  if (t < 0.0f) t = 0.0f;
-  else if (t > levels) t = levels;
-  return std::nearbyintf(t);
-}
-
-inline float v2_lane_sum(float* acc) { return lane_reduce(acc); }
-
-/** codesAndError: codes from (offset, inv), Σ (x − ŵ)² in lane order. */
-inline float v2_codes_and_error(const float* x, int n, float scale, float offset, float inv, float levels, uint8_t* codes) {
-  float acc[LANES] = {0};
-  int k = 0;
-  for (; k + LANES <= n; k += LANES) {
-    for (int l = 0; l < LANES; l++) {
-      const float q = v2_clamp_rne((x[k + l] + offset) * inv, levels);
-      codes[k + l] = (uint8_t)code_of(q);  // NaN (only from infinite fits) → 0, as a JS Uint8Array stores it
-      const float e = x[k + l] - (q * scale - offset);
-      acc[l] = acc[l] + e * e;
-    }
-  }
-  for (int l = 0; k + l < n; l++) {
-    const float q = v2_clamp_rne((x[k + l] + offset) * inv, levels);
-    codes[k + l] = (uint8_t)code_of(q);
-    const float e = x[k + l] - (q * scale - offset);
-    acc[l] = acc[l] + e * e;
-  }
-  return v2_lane_sum(acc);
-}
-
-inline float v2_sum_lanes(const float* x, int n) {
-  float acc[LANES] = {0};
-  for (int i = 0; i < n; i++) acc[i % LANES] = acc[i % LANES] + x[i];
-  return v2_lane_sum(acc);
-}
-
-/** fitToCodes: least-squares (scale, offset ≥ 0); false when no positive scale. */
-inline bool v2_fit_to_codes(const float* x, int n, const uint8_t* codes, float sx, float* scale, float* offset) {
-  float a[LANES] = {0}, b[LANES] = {0}, c[LANES] = {0};
-  for (int i = 0; i < n; i++) {
-    const float q = (float)codes[i];
-    const int l = i % LANES;
-    a[l] = a[l] + q;
-    b[l] = b[l] + q * q;
-    c[l] = c[l] + x[i] * q;
-  }
-  const float sl = v2_lane_sum(a), sll = v2_lane_sum(b), sxl = v2_lane_sum(c);
-  const float nf = (float)n;
-  const float det = sll * nf - sl * sl;
-  if (det > 0.0f) {
-    const float s = (sxl * nf - sl * sx) / det;
-    const float o = (sxl * sl - sll * sx) / det;
-    if (s > 0.0f && o >= 0.0f) {
-      *scale = s;
-      *offset = o;
-      return true;
-    }
-  }
-  if (sll > 0.0f) {
-    const float s = sxl / sll;
-    if (s > 0.0f) {
-      *scale = s;
-      *offset = 0.0f;
-      return true;
-    }
-  }
-  return false;
-}
-
-/** fitGroup (step A). `codes` is scratch. */
-inline void v2_fit_group(const float* x, int n, float levels, uint8_t* codes, float* outScale, float* outOffset) {
-  float lo = INFINITY, hi = -INFINITY;
-  for (int i = 0; i < n; i++) {
-    const float v = x[i];
-    if (v < lo) lo = v;
-    if (v > hi) hi = v;
-  }
-  if (lo > 0.0f) lo = 0.0f;
-  const float range = hi - lo;
-  const float offset0 = -lo;
-  if (!(range > 0.0f)) {
-    *outScale = 0.0f;
-    *outOffset = offset0;
-    return;
-  }
-  float bs = range / levels, bo = offset0;
-  float bestErr = v2_codes_and_error(x, n, bs, bo, 1.0f / bs, levels, codes);
-  const float sx = v2_sum_lanes(x, n);
-  for (int c = 0; c < V2_NCAND; c++) {
-    const float iscale = (levels + v2_cand_delta(c)) / range;
-    for (int i = 0; i < n; i++) {
-      const float q = v2_clamp_rne((x[i] - lo) * iscale, levels);
-      codes[i] = (uint8_t)code_of(q);  // NaN (an infinite range) → 0, as a JS Uint8Array stores it
-    }
-    float fs, fo;
-    if (!v2_fit_to_codes(x, n, codes, sx, &fs, &fo)) continue;
-    const float err = v2_codes_and_error(x, n, fs, fo, 1.0f / fs, levels, codes);
-    if (err < bestErr) {
-      bestErr = err;
-      bs = fs;
-      bo = fo;
-    }
-  }
-  *outScale = bs;
-  *outOffset = bo;
-}
-
 inline uint16_t v2_factor_bits(float max, float imax) {
   float f = max / imax;
   if (f > F16_MAX) f = F16_MAX;
@@ -207,6 +101,124 @@ inline uint32_t v2_read_field(const uint8_t* bytes, uint64_t bit, int width) {
   return v;
 }
 
+// The quantizer works on a whole super-group at once, transposed: xt[i][j] is element i of group
+// j, so every step is a loop over the super-group's groups that the compiler vectorizes (each
+// group still sees exactly the reference's operations in the reference's order: lane sums over
+// its own elements i, lane i mod 16, reduced pairwise). Elements past a short group's end are 0
+// and masked out: a masked lane adds +0, which leaves every sum here unchanged (none is −0).
+
+constexpr int NB = V2_MAX_SUPER;
+using Row = float[NB];
+
+// GCC/Clang generic vectors: 8 groups per operation, lowered to this translation unit's ISA
+// (SSE2 pairs for scalar.cc, AVX2, AVX-512, NEON pairs). Every lane does the scalar operation.
+typedef float vf __attribute__((vector_size(32), may_alias));
+typedef int vi __attribute__((vector_size(32), may_alias));
+constexpr int VW = 8;
+constexpr int NV = NB / VW;
+inline vf* VF(float* p) { return reinterpret_cast<vf*>(p); }
+inline const vf* VF(const float* p) { return reinterpret_cast<const vf*>(p); }
+inline vf splat(float f) { return vf{f, f, f, f, f, f, f, f}; }
+
+/** rne of t ∈ [0, 255] (or NaN): adding and subtracting 2^23 rounds half to even in float32. */
+inline float v2_rne_small(float t) { return (t + 8388608.0f) - 8388608.0f; }
+
+/** clamp to [0, L] as the reference's `if (t < 0) t = 0; else if (t > L) t = L` (NaN stays), then rne. */
+inline vf v2_clamp_rne_v(vf t, vf L) {
+  const vf z = splat(0.0f), c = splat(8388608.0f);
+  t = t < z ? z : t;
+  t = t > L ? L : t;
+  return (t + c) - c;
+}
+
+/** laneReduce of 16 lanes of every group at once: lane l of group j is acc[l][j]. */
+inline void v2_reduce(Row* acc, int nv, float* out) {
+  for (int w = LANES / 2; w >= 1; w >>= 1)
+    for (int l = 0; l < w; l++)
+      for (int v = 0; v < nv; v++) VF(acc[l])[v] = VF(acc[l])[v] + VF(acc[l + w])[v];
+  for (int v = 0; v < nv; v++) VF(out)[v] = VF(acc[0])[v];
+}
+
+struct V2Batch {
+  int nv;  // vectors of 8 groups in use (groups past the super-group's end are padding)
+  int G;
+  float levels;
+  alignas(32) Row xt[V2_MAX_GROUP];
+  alignas(32) Row mask[V2_MAX_GROUP];  // 1 where element i exists in group j
+  alignas(32) Row qt[V2_MAX_GROUP];    // codes (floats) of the current candidate
+  alignas(32) Row acc[3][LANES];
+
+  inline void zero(Row* a) {
+    for (int l = 0; l < LANES; l++)
+      for (int v = 0; v < nv; v++) VF(a[l])[v] = splat(0.0f);
+  }
+
+  /** codesAndError for every group with per-group (scale, offset, inv); codes into qt. */
+  inline void codes_and_error(const float* scale, const float* offset, const float* inv, float* err) {
+    Row* a = acc[0];
+    zero(a);
+    const vf L = splat(levels), z = splat(0.0f);
+    for (int i = 0; i < G; i++) {
+      vf* al = VF(a[i % LANES]);
+      for (int v = 0; v < nv; v++) {
+        const vf x = VF(xt[i])[v], o = VF(offset)[v];
+        const vf q = v2_clamp_rne_v((x + o) * VF(inv)[v], L);
+        VF(qt[i])[v] = q;
+        const vf e = x - (q * VF(scale)[v] - o);
+        const vf e2 = e * e;
+        al[v] = al[v] + (VF(mask[i])[v] != z ? e2 : z);
+      }
+    }
+    v2_reduce(a, nv, err);
+  }
+
+  /** Σx in lane order (padding elements are 0). */
+  inline void sum_x(float* out) {
+    Row* a = acc[0];
+    zero(a);
+    for (int i = 0; i < G; i++)
+      for (int v = 0; v < nv; v++) VF(a[i % LANES])[v] = VF(a[i % LANES])[v] + VF(xt[i])[v];
+    v2_reduce(a, nv, out);
+  }
+
+  /** fitToCodes of the codes in qt (NaN codes count as 0, as a JS Uint8Array stores them). */
+  inline void fit(const float* sx, float* scale, float* offset, bool* ok) {
+    Row *a = acc[0], *b = acc[1], *c = acc[2];
+    zero(a);
+    zero(b);
+    zero(c);
+    const vf z = splat(0.0f);
+    for (int i = 0; i < G; i++) {
+      const int l = i % LANES;
+      for (int v = 0; v < nv; v++) {
+        const vf q0 = VF(qt[i])[v];
+        const vf q = q0 == q0 ? q0 : z;
+        const vi m = VF(mask[i])[v] != z;
+        VF(a[l])[v] = VF(a[l])[v] + (m ? q : z);
+        VF(b[l])[v] = VF(b[l])[v] + (m ? q * q : z);
+        VF(c[l])[v] = VF(c[l])[v] + (m ? VF(xt[i])[v] * q : z);
+      }
+    }
+    alignas(32) float sl[NB], sll[NB], sxl[NB];
+    v2_reduce(a, nv, sl);
+    v2_reduce(b, nv, sll);
+    v2_reduce(c, nv, sxl);
+    for (int j = 0; j < nv * VW; j++) {
+      float nf = 0.0f;
+      for (int i = 0; i < G; i++) nf = nf + mask[i][j];
+      const float det = sll[j] * nf - sl[j] * sl[j];
+      const float s1 = (sxl[j] * nf - sl[j] * sx[j]) / det;
+      const float o1 = (sxl[j] * sl[j] - sll[j] * sx[j]) / det;
+      const bool first = det > 0.0f && s1 > 0.0f && o1 >= 0.0f;
+      const float s2 = sxl[j] / sll[j];
+      const bool second = sll[j] > 0.0f && s2 > 0.0f;
+      scale[j] = first ? s1 : s2;
+      offset[j] = first ? o1 : 0.0f;
+      ok[j] = first || second;
+    }
+  }
+};
+
 /** quantizeRowsV2Ref. */
 inline int64_t quantize_v2_impl(const QuantV2Job& a) {
   const int64_t total = a.rows * a.cols;
@@ -220,31 +232,84 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
   const int S = layout.superGroups;
   const int64_t gpr = (a.cols + G - 1) / G;
   const int64_t groups = a.rows * gpr;
-  alignas(64) float xs[V2_MAX_SUPER][V2_MAX_GROUP];
-  alignas(64) uint8_t codes[V2_MAX_SUPER][V2_MAX_GROUP];
-  alignas(64) uint8_t trial[V2_MAX_GROUP];
-  float fs[V2_MAX_SUPER], fo[V2_MAX_SUPER];
-  int iqs[V2_MAX_SUPER], iqm[V2_MAX_SUPER];
+  static_assert(NB % VW == 0, "super-groups are whole vectors");
+  V2Batch B;
+  alignas(64) Row wt[V2_MAX_GROUP];  // the original values (before colScale)
+  alignas(64) Row csv[V2_MAX_GROUP];  // colScale of each element (1 for padding)
+  alignas(64) float lo[NB], hi[NB], range[NB], off0[NB], bs[NB], bo[NB], binv[NB], bestErr[NB], sx[NB];
+  alignas(64) float cs[NB], co[NB], cinv[NB], cerr[NB], iscale[NB], fs[NB], fo[NB];
+  alignas(64) float scale[NB], offset[NB], inv[NB], err[NB], s2[NB], o2[NB], inv2[NB], err2[NB];
+  alignas(64) int qs0[NB], qm0[NB], qs[NB], qm[NB], qsn[NB], qmn[NB];
+  int nlen[NB];
+  bool ok[NB], active[NB];
   float sLevels[64], oLevels[64];
   V2FieldWriter params(a.groupParams);
   BitWriter bw(a.packed, a.bits);
   double rowSums[4] = {0, 0, 0, 0};
+  B.G = G;
+  B.levels = levels;
   for (int64_t g0 = 0, k = 0; g0 < groups; g0 += S, k++) {
     const int ng = (int)(groups - g0 < S ? groups - g0 : S);
-    float maxS = 0.0f, maxO = 0.0f;
-    for (int j = 0; j < ng; j++) {
+    const int nv = (ng + VW - 1) / VW;
+    const int np = nv * VW;  // groups [ng, np) are padding: all elements 0 and masked
+    B.nv = nv;
+    for (int j = 0; j < np; j++) {
       const int64_t r = (g0 + j) / gpr;
       const int64_t c0 = ((g0 + j) % gpr) * G;
-      const int n = (int)(a.cols - c0 < G ? a.cols - c0 : G);
-      float* x = xs[j];
-      for (int i = 0; i < n; i++) {
-        const float w = load_elem(a.src, a.dtype, r * a.cols + c0 + i);
-        x[i] = a.colScale ? w * a.colScale[c0 + i] : w;
+      const int n = j >= ng ? 0 : (int)(a.cols - c0 < G ? a.cols - c0 : G);
+      nlen[j] = n;
+      for (int i = 0; i < G; i++) {
+        const bool in = i < n;
+        const float w = in ? load_elem(a.src, a.dtype, r * a.cols + c0 + i) : 0.0f;
+        wt[i][j] = w;
+        B.xt[i][j] = in && a.colScale ? w * a.colScale[c0 + i] : w;
+        B.mask[i][j] = in ? 1.0f : 0.0f;
       }
-      v2_fit_group(x, n, levels, codes[j], &fs[j], &fo[j]);
+    }
+    // Step A (fitGroup), every group at once.
+    for (int v = 0; v < nv; v++) VF(lo)[v] = splat(INFINITY), VF(hi)[v] = splat(-INFINITY);
+    for (int i = 0; i < G; i++)
+      for (int v = 0; v < nv; v++) {
+        const vf x = VF(B.xt[i])[v];
+        const vi mk = VF(B.mask[i])[v] != splat(0.0f);
+        VF(lo)[v] = (mk & (x < VF(lo)[v])) ? x : VF(lo)[v];
+        VF(hi)[v] = (mk & (x > VF(hi)[v])) ? x : VF(hi)[v];
+      }
+    for (int j = 0; j < np; j++) {
+      lo[j] = lo[j] > 0.0f ? 0.0f : lo[j];
+      range[j] = hi[j] - lo[j];
+      off0[j] = -lo[j];
+      bs[j] = range[j] / levels;
+      bo[j] = off0[j];
+      binv[j] = 1.0f / bs[j];
+    }
+    B.codes_and_error(bs, bo, binv, bestErr);
+    B.sum_x(sx);
+    for (int c = 0; c < V2_NCAND; c++) {
+      const float num = levels + v2_cand_delta(c);
+      for (int j = 0; j < np; j++) iscale[j] = num / range[j];
+      const vf Lv = splat(levels);
+      for (int i = 0; i < G; i++)
+        for (int v = 0; v < nv; v++) VF(B.qt[i])[v] = v2_clamp_rne_v((VF(B.xt[i])[v] - VF(lo)[v]) * VF(iscale)[v], Lv);
+      B.fit(sx, cs, co, ok);
+      for (int j = 0; j < np; j++) cinv[j] = 1.0f / cs[j];
+      B.codes_and_error(cs, co, cinv, cerr);
+      for (int j = 0; j < np; j++) {
+        const bool better = ok[j] && cerr[j] < bestErr[j];
+        bestErr[j] = better ? cerr[j] : bestErr[j];
+        bs[j] = better ? cs[j] : bs[j];
+        bo[j] = better ? co[j] : bo[j];
+      }
+    }
+    float maxS = 0.0f, maxO = 0.0f;
+    for (int j = 0; j < ng; j++) {
+      const bool valid = range[j] > 0.0f;
+      fs[j] = valid ? bs[j] : 0.0f;
+      fo[j] = valid ? bo[j] : off0[j];
       if (fs[j] > maxS) maxS = fs[j];
       if (fo[j] > maxO) maxO = fo[j];
     }
+    // Step B.
     const uint16_t dBits = v2_factor_bits(maxS, v2_scale_multiplier(QS, layout));
     const uint16_t mBits = v2_factor_bits(maxO, (float)QM);
     const float d = f16_bits_to_f32(dBits), m = f16_bits_to_f32(mBits);
@@ -252,68 +317,107 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
     a.superOffsets[k] = mBits;
     for (int q = 0; q <= QS; q++) sLevels[q] = d * v2_scale_multiplier(q, layout);
     for (int q = 0; q <= QM; q++) oLevels[q] = m * (float)q;
-    for (int j = 0; j < ng; j++) {
-      const int64_t c0 = ((g0 + j) % gpr) * G;
-      const int n = (int)(a.cols - c0 < G ? a.cols - c0 : G);
-      const float* x = xs[j];
-      const int qs0 = v2_floor_level(sLevels, QS + 1, fs[j]);
-      const int qm0 = v2_floor_level(oLevels, QM + 1, fo[j]);
-      int qs = qs0, qm = qm0;
-      float err = v2_codes_and_error(x, n, sLevels[qs], oLevels[qm], v2_inv(sLevels[qs]), levels, codes[j]);
-      for (int c = 1; c < 4; c++) {
-        const int qs2 = qs0 + (c & 1) < QS ? qs0 + (c & 1) : QS;
-        const int qm2 = qm0 + (c >> 1) < QM ? qm0 + (c >> 1) : QM;
-        const float err2 = v2_codes_and_error(x, n, sLevels[qs2], oLevels[qm2], v2_inv(sLevels[qs2]), levels, trial);
-        if (err2 < err) {
-          qs = qs2;
-          qm = qm2;
-          err = err2;
-          std::memcpy(codes[j], trial, (size_t)n);
-        }
+    // Step C: floor levels, the 2 × 2 pairs, then refits while the error falls.
+    for (int j = ng; j < np; j++) fs[j] = 0.0f, fo[j] = 0.0f;
+    for (int j = 0; j < np; j++) qs0[j] = 0, qm0[j] = 0;
+    for (int q = 1; q <= QS; q++)
+      for (int j = 0; j < np; j++) qs0[j] = sLevels[q] <= fs[j] ? q : qs0[j];
+    for (int q = 1; q <= QM; q++)
+      for (int j = 0; j < np; j++) qm0[j] = oLevels[q] <= fo[j] ? q : qm0[j];
+    for (int c = 0; c < 4; c++) {
+      for (int j = 0; j < np; j++) {
+        const int a1 = qs0[j] + (c & 1), b1 = qm0[j] + (c >> 1);
+        qsn[j] = a1 < QS ? a1 : QS;
+        qmn[j] = b1 < QM ? b1 : QM;
+        s2[j] = sLevels[qsn[j]];
+        o2[j] = oLevels[qmn[j]];
+        inv2[j] = s2[j] > 0.0f ? 1.0f / s2[j] : 0.0f;
       }
-      const float sx = v2_sum_lanes(x, n);
-      for (int round = 0; round < V2_REFIT_ROUNDS; round++) {
-        float fitS, fitO;
-        if (!v2_fit_to_codes(x, n, codes[j], sx, &fitS, &fitO)) break;
-        const int qs2 = v2_nearest_level(sLevels, QS + 1, fitS);
-        const int qm2 = v2_nearest_level(oLevels, QM + 1, fitO);
-        if (qs2 == qs && qm2 == qm) break;
-        const float err2 = v2_codes_and_error(x, n, sLevels[qs2], oLevels[qm2], v2_inv(sLevels[qs2]), levels, trial);
-        if (!(err2 < err)) break;
-        qs = qs2;
-        qm = qm2;
-        err = err2;
-        std::memcpy(codes[j], trial, (size_t)n);
+      B.codes_and_error(s2, o2, inv2, err2);
+      for (int j = 0; j < np; j++) {
+        const bool take = c == 0 || err2[j] < err[j];
+        qs[j] = take ? qsn[j] : qs[j];
+        qm[j] = take ? qmn[j] : qm[j];
+        err[j] = take ? err2[j] : err[j];
       }
-      iqs[j] = qs;
-      iqm[j] = qm;
-      params.put((uint32_t)qs, layout.scaleBits);
-      params.put((uint32_t)qm, layout.offsetBits);
     }
-    for (int j = 0; j < ng; j++) {
-      const int64_t gi = g0 + j;
-      const int64_t r = gi / gpr;
-      const int64_t c0 = (gi % gpr) * G;
-      const int n = (int)(a.cols - c0 < G ? a.cols - c0 : G);
-      const float scale = sLevels[iqs[j]], offset = oLevels[iqm[j]];
-      float w2[LANES] = {0}, e2[LANES] = {0}, wq[LANES] = {0}, q2[LANES] = {0};
-      for (int i = 0; i < n; i++) {
-        const float w = load_elem(a.src, a.dtype, r * a.cols + c0 + i);
-        float wh = (float)codes[j][i] * scale - offset;
-        if (a.colScale) wh = wh / a.colScale[c0 + i];
-        const float e = w - wh;
-        const int l = i % LANES;
-        w2[l] = w2[l] + w * w;
-        e2[l] = e2[l] + e * e;
-        wq[l] = wq[l] + w * wh;
-        q2[l] = q2[l] + wh * wh;
+    for (int j = 0; j < np; j++) active[j] = j < ng;
+    B.sum_x(sx);
+    for (int round = 0; round < V2_REFIT_ROUNDS; round++) {
+      for (int j = 0; j < np; j++) {
+        scale[j] = sLevels[qs[j]];
+        offset[j] = oLevels[qm[j]];
+        inv[j] = scale[j] > 0.0f ? 1.0f / scale[j] : 0.0f;
       }
-      bw.put_all(codes[j], n);
-      rowSums[0] += (double)lane_reduce(w2);
-      rowSums[1] += (double)lane_reduce(e2);
-      rowSums[2] += (double)lane_reduce(wq);
-      rowSums[3] += (double)lane_reduce(q2);
+      B.codes_and_error(scale, offset, inv, err2);  // the current codes, into qt
+      B.fit(sx, fs, fo, ok);
+      bool any = false;
+      for (int j = 0; j < np; j++) {
+        qsn[j] = v2_nearest_level(sLevels, QS + 1, fs[j]);
+        qmn[j] = v2_nearest_level(oLevels, QM + 1, fo[j]);
+        active[j] = active[j] && ok[j] && (qsn[j] != qs[j] || qmn[j] != qm[j]);
+        any = any || active[j];
+        s2[j] = sLevels[qsn[j]];
+        o2[j] = oLevels[qmn[j]];
+        inv2[j] = s2[j] > 0.0f ? 1.0f / s2[j] : 0.0f;
+      }
+      if (!any) break;
+      B.codes_and_error(s2, o2, inv2, err2);
+      for (int j = 0; j < np; j++) {
+        active[j] = active[j] && err2[j] < err[j];
+        qs[j] = active[j] ? qsn[j] : qs[j];
+        qm[j] = active[j] ? qmn[j] : qm[j];
+        err[j] = active[j] ? err2[j] : err[j];
+      }
+    }
+    for (int j = 0; j < np; j++) {
+      if (j < ng) {
+        params.put((uint32_t)qs[j], layout.scaleBits);
+        params.put((uint32_t)qm[j], layout.offsetBits);
+      }
+      scale[j] = sLevels[qs[j]];
+      offset[j] = oLevels[qm[j]];
+      inv[j] = scale[j] > 0.0f ? 1.0f / scale[j] : 0.0f;
+    }
+    // Codes and statistics, in group order.
+    B.codes_and_error(scale, offset, inv, err2);
+    alignas(64) float sums[4][NB];
+    alignas(64) Row st[4][LANES];
+    for (int s = 0; s < 4; s++) B.zero(st[s]);
+    if (a.colScale) {
+      // ŵ / s_j per element; padding and short groups keep ŵ (masked out below)
+      for (int j = 0; j < ng; j++) {
+        const int64_t c0 = ((g0 + j) % gpr) * G;
+        for (int i = 0; i < nlen[j]; i++) csv[i][j] = a.colScale[c0 + i];
+        for (int i = nlen[j]; i < G; i++) csv[i][j] = 1.0f;
+      }
+      for (int j = ng; j < np; j++)
+        for (int i = 0; i < G; i++) csv[i][j] = 1.0f;
+    }
+    const vf z = splat(0.0f);
+    for (int i = 0; i < G; i++) {
+      const int l = i % LANES;
+      for (int v = 0; v < nv; v++) {
+        const vi mk = VF(B.mask[i])[v] != z;
+        const vf w = VF(wt[i])[v];
+        vf wh = VF(B.qt[i])[v] * VF(scale)[v] - VF(offset)[v];
+        if (a.colScale) wh = mk ? wh / VF(csv[i])[v] : wh;
+        const vf e = w - wh;
+        VF(st[0][l])[v] = VF(st[0][l])[v] + (mk ? w * w : z);
+        VF(st[1][l])[v] = VF(st[1][l])[v] + (mk ? e * e : z);
+        VF(st[2][l])[v] = VF(st[2][l])[v] + (mk ? w * wh : z);
+        VF(st[3][l])[v] = VF(st[3][l])[v] + (mk ? wh * wh : z);
+      }
+    }
+    for (int s = 0; s < 4; s++) v2_reduce(st[s], nv, sums[s]);
+    uint8_t codes[V2_MAX_GROUP];
+    for (int j = 0; j < ng; j++) {
+      for (int i = 0; i < nlen[j]; i++) codes[i] = (uint8_t)code_of(B.qt[i][j]);
+      bw.put_all(codes, nlen[j]);
+      const int64_t gi = g0 + j;
+      for (int s = 0; s < 4; s++) rowSums[s] += (double)sums[s][j];
       if ((gi + 1) % gpr == 0) {
+        const int64_t r = gi / gpr;
         for (int s = 0; s < 4; s++) {
           a.rowStats[r * 4 + s] = rowSums[s];
           rowSums[s] = 0;
