@@ -110,15 +110,18 @@ inline uint32_t v2_read_field(const uint8_t* bytes, uint64_t bit, int width) {
 constexpr int NB = V2_MAX_SUPER;
 using Row = float[NB];
 
-// GCC/Clang generic vectors: 8 groups per operation, lowered to this translation unit's ISA
-// (SSE2 pairs for scalar.cc, AVX2, AVX-512, NEON pairs). Every lane does the scalar operation.
-typedef float vf __attribute__((vector_size(32), may_alias));
-typedef int vi __attribute__((vector_size(32), may_alias));
-constexpr int VW = 8;
-constexpr int NV = NB / VW;
+// GCC/Clang generic vectors: VW groups per operation, lowered to this translation unit's ISA
+// (SSE2 pairs for scalar.cc, AVX2, AVX-512 with AQ_V2_VECTOR_BYTES 64, NEON pairs). Every lane
+// does the scalar operation.
+#ifndef AQ_V2_VECTOR_BYTES
+#define AQ_V2_VECTOR_BYTES 32
+#endif
+typedef float vf __attribute__((vector_size(AQ_V2_VECTOR_BYTES), may_alias));
+typedef int vi __attribute__((vector_size(AQ_V2_VECTOR_BYTES), may_alias));
+constexpr int VW = AQ_V2_VECTOR_BYTES / 4;
 inline vf* VF(float* p) { return reinterpret_cast<vf*>(p); }
 inline const vf* VF(const float* p) { return reinterpret_cast<const vf*>(p); }
-inline vf splat(float f) { return vf{f, f, f, f, f, f, f, f}; }
+inline vf splat(float f) { return vf{} + f; }
 
 /** rne of t ∈ [0, 255] (or NaN): adding and subtracting 2^23 rounds half to even in float32. */
 inline float v2_rne_small(float t) { return (t + 8388608.0f) - 8388608.0f; }
@@ -143,10 +146,11 @@ struct V2Batch {
   int nv;  // vectors of 8 groups in use (groups past the super-group's end are padding)
   int G;
   float levels;
-  alignas(32) Row xt[V2_MAX_GROUP];
-  alignas(32) Row mask[V2_MAX_GROUP];  // 1 where element i exists in group j
-  alignas(32) Row qt[V2_MAX_GROUP];    // codes (floats) of the current candidate
-  alignas(32) Row acc[3][LANES];
+  alignas(64) Row xt[V2_MAX_GROUP];
+  alignas(64) Row mask[V2_MAX_GROUP];  // 1 where element i exists in group j
+  alignas(64) Row qt[V2_MAX_GROUP];    // codes (floats) of the current candidate
+  alignas(64) Row acc[3][LANES];
+  alignas(64) float count[NB];  // elements of each group, as a float (n of fitToCodes)
 
   inline void zero(Row* a) {
     for (int l = 0; l < LANES; l++)
@@ -183,29 +187,43 @@ struct V2Batch {
 
   /** fitToCodes of the codes in qt (NaN codes count as 0, as a JS Uint8Array stores them). */
   inline void fit(const float* sx, float* scale, float* offset, bool* ok) {
-    Row *a = acc[0], *b = acc[1], *c = acc[2];
-    zero(a);
-    zero(b);
-    zero(c);
+    zero(acc[0]);
+    zero(acc[1]);
+    zero(acc[2]);
+    for (int i = 0; i < G; i++)
+      for (int v = 0; v < nv; v++) fit_add(i, v, VF(qt[i])[v]);
+    fit_solve(sx, scale, offset, ok);
+  }
+
+  /** Step A's candidate: codes rne(clamp((x − lo)·iscale)) and their fit, in one pass (same operations). */
+  inline void fit_range_codes(const float* lo, const float* iscale, const float* sx, float* scale, float* offset, bool* ok) {
+    zero(acc[0]);
+    zero(acc[1]);
+    zero(acc[2]);
+    const vf L = splat(levels);
+    for (int i = 0; i < G; i++)
+      for (int v = 0; v < nv; v++) fit_add(i, v, v2_clamp_rne_v((VF(xt[i])[v] - VF(lo)[v]) * VF(iscale)[v], L));
+    fit_solve(sx, scale, offset, ok);
+  }
+
+  inline void fit_add(int i, int v, vf q0) {
     const vf z = splat(0.0f);
-    for (int i = 0; i < G; i++) {
-      const int l = i % LANES;
-      for (int v = 0; v < nv; v++) {
-        const vf q0 = VF(qt[i])[v];
-        const vf q = q0 == q0 ? q0 : z;
-        const vi m = VF(mask[i])[v] != z;
-        VF(a[l])[v] = VF(a[l])[v] + (m ? q : z);
-        VF(b[l])[v] = VF(b[l])[v] + (m ? q * q : z);
-        VF(c[l])[v] = VF(c[l])[v] + (m ? VF(xt[i])[v] * q : z);
-      }
-    }
-    alignas(32) float sl[NB], sll[NB], sxl[NB];
+    const int l = i % LANES;
+    const vf q = q0 == q0 ? q0 : z;
+    const vi m = VF(mask[i])[v] != z;
+    VF(acc[0][l])[v] = VF(acc[0][l])[v] + (m ? q : z);
+    VF(acc[1][l])[v] = VF(acc[1][l])[v] + (m ? q * q : z);
+    VF(acc[2][l])[v] = VF(acc[2][l])[v] + (m ? VF(xt[i])[v] * q : z);
+  }
+
+  inline void fit_solve(const float* sx, float* scale, float* offset, bool* ok) {
+    Row *a = acc[0], *b = acc[1], *c = acc[2];
+    alignas(64) float sl[NB], sll[NB], sxl[NB];
     v2_reduce(a, nv, sl);
     v2_reduce(b, nv, sll);
     v2_reduce(c, nv, sxl);
     for (int j = 0; j < nv * VW; j++) {
-      float nf = 0.0f;
-      for (int i = 0; i < G; i++) nf = nf + mask[i][j];
+      const float nf = count[j];
       const float det = sll[j] * nf - sl[j] * sl[j];
       const float s1 = (sxl[j] * nf - sl[j] * sx[j]) / det;
       const float o1 = (sxl[j] * sl[j] - sll[j] * sx[j]) / det;
@@ -265,6 +283,7 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
         B.xt[i][j] = in && a.colScale ? w * a.colScale[c0 + i] : w;
         B.mask[i][j] = in ? 1.0f : 0.0f;
       }
+      B.count[j] = (float)n;
     }
     // Step A (fitGroup), every group at once.
     for (int v = 0; v < nv; v++) VF(lo)[v] = splat(INFINITY), VF(hi)[v] = splat(-INFINITY);
@@ -288,10 +307,7 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
     for (int c = 0; c < V2_NCAND; c++) {
       const float num = levels + v2_cand_delta(c);
       for (int j = 0; j < np; j++) iscale[j] = num / range[j];
-      const vf Lv = splat(levels);
-      for (int i = 0; i < G; i++)
-        for (int v = 0; v < nv; v++) VF(B.qt[i])[v] = v2_clamp_rne_v((VF(B.xt[i])[v] - VF(lo)[v]) * VF(iscale)[v], Lv);
-      B.fit(sx, cs, co, ok);
+      B.fit_range_codes(lo, iscale, sx, cs, co, ok);
       for (int j = 0; j < np; j++) cinv[j] = 1.0f / cs[j];
       B.codes_and_error(cs, co, cinv, cerr);
       for (int j = 0; j < np; j++) {

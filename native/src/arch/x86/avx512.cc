@@ -158,6 +158,7 @@ struct Avx512 : X86Pack, X86Batch {
 }  // namespace aq
 
 #include "../../simd_driver.h"
+#define AQ_V2_VECTOR_BYTES 64
 #include "../../v2_kernel.h"
 
 namespace aq {
