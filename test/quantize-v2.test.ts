@@ -15,6 +15,7 @@ import { dequantizeFile } from '../core/format/dequantize-file.js';
 import { layerValues } from '../core/format/layer-values.js';
 import { openModel } from '../core/model/model-source.js';
 import { buildPlan } from '../core/plan/plan.js';
+import { measuredPlan } from '../coordinator/measured-plan.js';
 import { referenceKernel } from '../native/reference-kernel.js';
 import { projectionQuality } from '../bench/projection-quality.js';
 import { FIXTURE_MODELS } from './helpers/cli.js';
@@ -119,6 +120,29 @@ describe('quantize v2', () => {
     const a = sha(join(dir, 'v2-det-a.arrow'));
     expect(sha(join(dir, 'v2-det-b.arrow'))).toBe(a);
     expect(sha(join(dir, 'v2-det-c.arrow'))).toBe(a);
+  });
+
+  test('quantize v2 - target size and measured allocation count v2 bytes and write what they planned', async () => {
+    const cfg: PartialConfig = {
+      bit_width: 4, group_size: 16, double_quant: true, enable_mixed_precision: true, target_model_size_mb: 0.21, allocation_strategy: 'measured',
+    };
+    const planned = await measuredPlan(BF16, resolveConfig(cfg));
+    expect(planned.targetMet).toBe(true);
+    expect(planned.totalBytesOut).toBeLessThanOrEqual(210000);
+    const s = await run(BF16, 'v2-measured.arrow', cfg);
+    expect(s.bytes_out).toBe(planned.totalBytesOut);
+    const f = await OutputFileReader.open(join(dir, 'v2-measured.arrow'));
+    let i = 0;
+    for await (const r of f.layers()) {
+      expect(r.bit_width).toBe(planned.layers[i++]!.bits);
+      if (r.bit_width < 16) expect(r.quant_type).toBe(`int${r.bit_width}_dq`);
+    }
+    await f.close();
+    // the heuristic's target-size pass too
+    const h = buildPlan(openModel(BF16), resolveConfig({ ...cfg, allocation_strategy: 'heuristic' }), null);
+    expect(h.totalBytesOut).toBeLessThanOrEqual(210000);
+    const hs = await run(BF16, 'v2-heuristic.arrow', { ...cfg, allocation_strategy: 'heuristic' });
+    expect(hs.bytes_out).toBe(h.totalBytesOut);
   });
 
   test('quantize v2 - group_size 16 needs double_quant, and double_quant needs 16 or 32', () => {
