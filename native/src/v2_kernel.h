@@ -13,12 +13,12 @@ namespace {
 
 constexpr int V2_MAX_GROUP = 32;
 constexpr int V2_MAX_SUPER = 64;
-constexpr int V2_NCAND = 5;
-constexpr int V2_REFIT_ROUNDS = 2;
+constexpr int V2_NCAND = 1;
+constexpr int V2_REFIT_ROUNDS = 1;
 
 /** CAND_DELTA of reference-v2.ts (exact in float32). */
 inline float v2_cand_delta(int c) {
-  static const float d[V2_NCAND] = {0.0f, -0.5f, 0.5f, -1.0f, 1.0f};
+  static const float d[V2_NCAND] = {0.0f};
   return d[c];
 }
 
@@ -151,6 +151,7 @@ struct V2Batch {
   alignas(64) Row qt[V2_MAX_GROUP];    // codes (floats) of the current candidate
   alignas(64) Row acc[3][LANES];
   alignas(64) float count[NB];  // elements of each group, as a float (n of fitToCodes)
+  bool full;                    // every group has G elements (and there is no padding)
 
   inline void zero(Row* a) {
     for (int l = 0; l < LANES; l++)
@@ -159,6 +160,13 @@ struct V2Batch {
 
   /** codesAndError for every group with per-group (scale, offset, inv); codes into qt. */
   inline void codes_and_error(const float* scale, const float* offset, const float* inv, float* err) {
+    if (full) return codes_and_error_t<true>(scale, offset, inv, err);
+    codes_and_error_t<false>(scale, offset, inv, err);
+  }
+
+  /** FULL: every group of the super-group has G elements (no mask needed). */
+  template <bool FULL>
+  inline void codes_and_error_t(const float* scale, const float* offset, const float* inv, float* err) {
     Row* a = acc[0];
     zero(a);
     const vf L = splat(levels), z = splat(0.0f);
@@ -170,7 +178,7 @@ struct V2Batch {
         VF(qt[i])[v] = q;
         const vf e = x - (q * VF(scale)[v] - o);
         const vf e2 = e * e;
-        al[v] = al[v] + (VF(mask[i])[v] != z ? e2 : z);
+        al[v] = al[v] + (FULL ? e2 : (VF(mask[i])[v] != z ? e2 : z));
       }
     }
     v2_reduce(a, nv, err);
@@ -193,6 +201,17 @@ struct V2Batch {
     for (int i = 0; i < G; i++)
       for (int v = 0; v < nv; v++) fit_add(i, v, VF(qt[i])[v]);
     fit_solve(sx, scale, offset, ok);
+  }
+
+  /** The codes of (offset, inv) (as codesAndError makes them) and their fit, in one pass. */
+  inline void codes_fit(const float* offset, const float* inv, const float* sx, float* scale, float* off, bool* ok) {
+    zero(acc[0]);
+    zero(acc[1]);
+    zero(acc[2]);
+    const vf L = splat(levels);
+    for (int i = 0; i < G; i++)
+      for (int v = 0; v < nv; v++) fit_add(i, v, v2_clamp_rne_v((VF(xt[i])[v] + VF(offset)[v]) * VF(inv)[v], L));
+    fit_solve(sx, scale, off, ok);
   }
 
   /** Step A's candidate: codes rne(clamp((x − lo)·iscale)) and their fit, in one pass (same operations). */
@@ -222,26 +241,63 @@ struct V2Batch {
     v2_reduce(a, nv, sl);
     v2_reduce(b, nv, sll);
     v2_reduce(c, nv, sxl);
-    for (int j = 0; j < nv * VW; j++) {
-      const float nf = count[j];
-      const float det = sll[j] * nf - sl[j] * sl[j];
-      const float s1 = (sxl[j] * nf - sl[j] * sx[j]) / det;
-      const float o1 = (sxl[j] * sl[j] - sll[j] * sx[j]) / det;
-      const bool first = det > 0.0f && s1 > 0.0f && o1 >= 0.0f;
-      const float s2 = sxl[j] / sll[j];
-      const bool second = sll[j] > 0.0f && s2 > 0.0f;
-      scale[j] = first ? s1 : s2;
-      offset[j] = first ? o1 : 0.0f;
-      ok[j] = first || second;
+    alignas(64) int okv[NB];
+    const vf z = splat(0.0f);
+    for (int v = 0; v < nv; v++) {
+      const vf nf = VF(count)[v], l1 = VF(sl)[v], l2 = VF(sll)[v], xl = VF(sxl)[v], x1 = VF(sx)[v];
+      const vf det = l2 * nf - l1 * l1;
+      const vf s1 = (xl * nf - l1 * x1) / det;
+      const vf o1 = (xl * l1 - l2 * x1) / det;
+      const vi first = (det > z) & (s1 > z) & (o1 >= z);
+      const vf s2 = xl / l2;
+      const vi second = (l2 > z) & (s2 > z);
+      VF(scale)[v] = first ? s1 : s2;
+      VF(offset)[v] = first ? o1 : z;
+      reinterpret_cast<vi*>(okv)[v] = first | second;
     }
+    for (int j = 0; j < nv * VW; j++) ok[j] = okv[j] != 0;
   }
 };
+
+/** Index of the first NaN/±Inf of n elements of `dtype` (all exponent bits set), or −1; branch-free blocks. */
+inline int64_t v2_first_non_finite(const uint8_t* src, int dtype, int64_t n) {
+  constexpr int64_t BLK = 256;
+  for (int64_t b0 = 0; b0 < n; b0 += BLK) {
+    const int64_t b1 = b0 + BLK < n ? b0 + BLK : n;
+    uint32_t any = 0;
+    if (dtype == DT_F32) {
+      for (int64_t i = b0; i < b1; i++) {
+        uint32_t u;
+        std::memcpy(&u, src + i * 4, 4);
+        any |= (u & 0x7f800000u) == 0x7f800000u;
+      }
+    } else {
+      const uint16_t e = dtype == DT_F16 ? 0x7c00 : 0x7f80;
+      for (int64_t i = b0; i < b1; i++) any |= (load_u16(src + i * 2) & e) == e;
+    }
+    if (any)
+      for (int64_t i = b0; i < b1; i++)
+        if (!is_finite_f32(load_elem(src, dtype, i))) return i;
+  }
+  return -1;
+}
+
+/** n elements of a row of `dtype` into out (exact). */
+inline void v2_decode(const uint8_t* p, int dtype, int n, float* out) {
+  if (dtype == DT_F32) {
+    std::memcpy(out, p, (size_t)n * 4);
+  } else if (dtype == DT_BF16) {
+    for (int i = 0; i < n; i++) out[i] = bf16_bits_to_f32(load_u16(p + i * 2));
+  } else {
+    for (int i = 0; i < n; i++) out[i] = f16_bits_to_f32(load_u16(p + i * 2));
+  }
+}
 
 /** quantizeRowsV2Ref. */
 inline int64_t quantize_v2_impl(const QuantV2Job& a) {
   const int64_t total = a.rows * a.cols;
-  for (int64_t i = 0; i < total; i++)
-    if (!is_finite_f32(load_elem(a.src, a.dtype, i))) return i;
+  const int64_t bad = v2_first_non_finite(a.src, a.dtype, total);
+  if (bad >= 0) return bad;
   const float levels = (float)((1 << a.bits) - 1);
   const V2Layout layout = v2_layout(a.bits, a.groupSize);
   const int QS = (1 << layout.scaleBits) - 1;
@@ -276,24 +332,32 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
       const int64_t c0 = ((g0 + j) % gpr) * G;
       const int n = j >= ng ? 0 : (int)(a.cols - c0 < G ? a.cols - c0 : G);
       nlen[j] = n;
+      float w[V2_MAX_GROUP];
+      v2_decode(a.src + (r * a.cols + c0) * dtype_size(a.dtype), a.dtype, n, w);
+      for (int i = n; i < G; i++) w[i] = 0.0f;
       for (int i = 0; i < G; i++) {
         const bool in = i < n;
-        const float w = in ? load_elem(a.src, a.dtype, r * a.cols + c0 + i) : 0.0f;
-        wt[i][j] = w;
-        B.xt[i][j] = in && a.colScale ? w * a.colScale[c0 + i] : w;
+        wt[i][j] = w[i];
+        B.xt[i][j] = in && a.colScale ? w[i] * a.colScale[c0 + i] : w[i];
         B.mask[i][j] = in ? 1.0f : 0.0f;
       }
       B.count[j] = (float)n;
     }
+    B.full = np == ng;
+    for (int j = 0; j < ng; j++) B.full = B.full && nlen[j] == G;
     // Step A (fitGroup), every group at once.
+    // min / max, and Σx in lane order (sumLanes; padding elements are 0), in one pass
     for (int v = 0; v < nv; v++) VF(lo)[v] = splat(INFINITY), VF(hi)[v] = splat(-INFINITY);
+    B.zero(B.acc[0]);
     for (int i = 0; i < G; i++)
       for (int v = 0; v < nv; v++) {
         const vf x = VF(B.xt[i])[v];
         const vi mk = VF(B.mask[i])[v] != splat(0.0f);
         VF(lo)[v] = (mk & (x < VF(lo)[v])) ? x : VF(lo)[v];
         VF(hi)[v] = (mk & (x > VF(hi)[v])) ? x : VF(hi)[v];
+        VF(B.acc[0][i % LANES])[v] = VF(B.acc[0][i % LANES])[v] + x;
       }
+    v2_reduce(B.acc[0], nv, sx);
     for (int j = 0; j < np; j++) {
       lo[j] = lo[j] > 0.0f ? 0.0f : lo[j];
       range[j] = hi[j] - lo[j];
@@ -303,7 +367,6 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
       binv[j] = 1.0f / bs[j];
     }
     B.codes_and_error(bs, bo, binv, bestErr);
-    B.sum_x(sx);
     for (int c = 0; c < V2_NCAND; c++) {
       const float num = levels + v2_cand_delta(c);
       for (int j = 0; j < np; j++) iscale[j] = num / range[j];
@@ -357,20 +420,18 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
         err[j] = take ? err2[j] : err[j];
       }
     }
-    for (int j = 0; j < np; j++) active[j] = j < ng;
-    B.sum_x(sx);
+    for (int j = 0; j < np; j++) active[j] = j < ng;  // sx of step A still holds Σx
     for (int round = 0; round < V2_REFIT_ROUNDS; round++) {
       for (int j = 0; j < np; j++) {
         scale[j] = sLevels[qs[j]];
         offset[j] = oLevels[qm[j]];
         inv[j] = scale[j] > 0.0f ? 1.0f / scale[j] : 0.0f;
       }
-      B.codes_and_error(scale, offset, inv, err2);  // the current codes, into qt
-      B.fit(sx, fs, fo, ok);
+      B.codes_fit(offset, inv, sx, fs, fo, ok);  // fitToCodes of the current codes
       bool any = false;
       for (int j = 0; j < np; j++) {
-        qsn[j] = v2_nearest_level(sLevels, QS + 1, fs[j]);
-        qmn[j] = v2_nearest_level(oLevels, QM + 1, fo[j]);
+        qsn[j] = active[j] && ok[j] ? v2_nearest_level(sLevels, QS + 1, fs[j]) : qs[j];
+        qmn[j] = active[j] && ok[j] ? v2_nearest_level(oLevels, QM + 1, fo[j]) : qm[j];
         active[j] = active[j] && ok[j] && (qsn[j] != qs[j] || qmn[j] != qm[j]);
         any = any || active[j];
         s2[j] = sLevels[qsn[j]];
@@ -395,8 +456,7 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
       offset[j] = oLevels[qm[j]];
       inv[j] = scale[j] > 0.0f ? 1.0f / scale[j] : 0.0f;
     }
-    // Codes and statistics, in group order.
-    B.codes_and_error(scale, offset, inv, err2);
+    // Codes and statistics, in group order (the codes as codesAndError makes them).
     alignas(64) float sums[4][NB];
     alignas(64) Row st[4][LANES];
     for (int s = 0; s < 4; s++) B.zero(st[s]);
@@ -410,13 +470,15 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
       for (int j = ng; j < np; j++)
         for (int i = 0; i < G; i++) csv[i][j] = 1.0f;
     }
-    const vf z = splat(0.0f);
+    const vf z = splat(0.0f), Lv = splat(levels);
     for (int i = 0; i < G; i++) {
       const int l = i % LANES;
       for (int v = 0; v < nv; v++) {
         const vi mk = VF(B.mask[i])[v] != z;
         const vf w = VF(wt[i])[v];
-        vf wh = VF(B.qt[i])[v] * VF(scale)[v] - VF(offset)[v];
+        const vf q = v2_clamp_rne_v((VF(B.xt[i])[v] + VF(offset)[v]) * VF(inv)[v], Lv);
+        VF(B.qt[i])[v] = q;
+        vf wh = q * VF(scale)[v] - VF(offset)[v];
         if (a.colScale) wh = mk ? wh / VF(csv[i])[v] : wh;
         const vf e = w - wh;
         VF(st[0][l])[v] = VF(st[0][l])[v] + (mk ? w * w : z);
