@@ -32,7 +32,11 @@ interface Row {
   groupSize: number | null;
   bytes: number;
   seconds: number;
+  /** process CPU seconds of the best run: on a shared machine, wall time includes waiting for a core */
+  cpuSeconds: number;
   gbps: number;
+  /** bytes / CPU second */
+  cpuGbps: number;
   ratioToMemcpy: number | null;
 }
 
@@ -93,9 +97,9 @@ function main(): void {
   const dst = new Uint8Array(totalBytes);
   dst.fill(1);
   const results: Row[] = [];
-  const add = (r: Omit<Row, 'gbps' | 'ratioToMemcpy'>, memcpy: number | null): Row => {
+  const add = (r: Omit<Row, 'gbps' | 'cpuGbps' | 'ratioToMemcpy'>, memcpy: number | null): Row => {
     const gbps = r.bytes / r.seconds / 1e9;
-    const row = { ...r, gbps, ratioToMemcpy: memcpy ? gbps / memcpy : null };
+    const row = { ...r, gbps, cpuGbps: r.bytes / Math.max(r.cpuSeconds, 1e-9) / 1e9, ratioToMemcpy: memcpy ? gbps / memcpy : null };
     results.push(row);
     return row;
   };
@@ -104,17 +108,17 @@ function main(): void {
   // round) so that a noisy neighbour slows all of them alike, and the best time of each is kept.
   interface Job {
     name: string; kernel: string; bits: number | null; refine: boolean; v2: boolean; groupSize: number | null; bytes: number; reps: number;
-    run: () => void; best: number;
+    run: () => void; best: number; bestCpu: number;
   }
   const jobs: Job[] = [];
   if (status.loaded) {
-    jobs.push({ name: 'memcpy (native)', kernel: 'memcpy', bits: null, refine: false, v2: false, groupSize: null, bytes: totalBytes, reps: REPS, best: Infinity,
+    jobs.push({ name: 'memcpy (native)', kernel: 'memcpy', bits: null, refine: false, v2: false, groupSize: null, bytes: totalBytes, reps: REPS, best: Infinity, bestCpu: Infinity,
       run: () => { nativeMemcpy(dst, src); } });
   }
   {
     const b = Buffer.from(src.buffer, src.byteOffset, src.byteLength);
     const d = Buffer.from(dst.buffer, dst.byteOffset, dst.byteLength);
-    jobs.push({ name: 'Buffer.copy', kernel: 'memcpy', bits: null, refine: false, v2: false, groupSize: null, bytes: totalBytes, reps: REPS, best: Infinity,
+    jobs.push({ name: 'Buffer.copy', kernel: 'memcpy', bits: null, refine: false, v2: false, groupSize: null, bytes: totalBytes, reps: REPS, best: Infinity, bestCpu: Infinity,
       run: () => { b.copy(d); } });
   }
   const configs: { bits: QuantBits; refine: boolean }[] = [
@@ -132,7 +136,7 @@ function main(): void {
     const out = outs.get(bits)!;
     jobs.push({
       name: `${k.variant} BF16→INT${bits} g${GROUP}${refine ? ' refine' : ' RTN'}`, kernel: k.variant, bits, refine, v2: false, groupSize: GROUP,
-      bytes: nrows * COLS * 2, reps, best: Infinity,
+      bytes: nrows * COLS * 2, reps, best: Infinity, bestCpu: Infinity,
       run: () => {
         if (k.quantizeSync(call, out) !== -1) throw new Error('unexpected non-finite value');
       },
@@ -156,7 +160,7 @@ function main(): void {
     const out = outForV2(nrows, bits, g);
     jobs.push({
       name: `${k.variant} BF16→INT${bits} g${g} v2`, kernel: k.variant, bits, refine: true, v2: true, groupSize: g,
-      bytes: nrows * COLS * 2, reps, best: Infinity,
+      bytes: nrows * COLS * 2, reps, best: Infinity, bestCpu: Infinity,
       run: () => {
         if (k.quantizeV2Sync(call, out) !== -1) throw new Error('unexpected non-finite value');
       },
@@ -170,14 +174,18 @@ function main(): void {
   for (let r = 0; r < rounds; r++) {
     for (const j of jobs) {
       if (r >= j.reps) continue;
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       j.run();
-      j.best = Math.min(j.best, (performance.now() - t0) / 1000);
+      const wall = (performance.now() - t0) / 1000;
+      const cpu = process.cpuUsage(c0);
+      j.bestCpu = Math.min(j.bestCpu, (cpu.user + cpu.system) / 1e6);
+      j.best = Math.min(j.best, wall);
     }
   }
   const memcpyGbps = status.loaded ? totalBytes / jobs[0]!.best / 1e9 : null;
   for (const j of jobs) {
-    add({ name: j.name, kernel: j.kernel, bits: j.bits, refine: j.refine, v2: j.v2, groupSize: j.groupSize, bytes: j.bytes, seconds: j.best },
+    add({ name: j.name, kernel: j.kernel, bits: j.bits, refine: j.refine, v2: j.v2, groupSize: j.groupSize, bytes: j.bytes, seconds: j.best, cpuSeconds: j.bestCpu },
       j.name === 'memcpy (native)' ? null : memcpyGbps);
   }
   const refRtn = results.find((r) => r.kernel === 'reference' && !r.refine)!;
@@ -196,10 +204,10 @@ function main(): void {
   // Table
   const pad = (s: string, n: number) => s.padEnd(n);
   const lines = [
-    `${pad('what', 34)} ${'MiB'.padStart(6)} ${'ms'.padStart(9)} ${'GB/s'.padStart(7)} ${'× memcpy'.padStart(9)}`,
+    `${pad('what', 34)} ${'MiB'.padStart(6)} ${'ms'.padStart(9)} ${'GB/s'.padStart(7)} ${'× memcpy'.padStart(9)} ${'GB/CPU-s'.padStart(9)}`,
     ...results.map((r) =>
       `${pad(r.name, 34)} ${(r.bytes / 2 ** 20).toFixed(1).padStart(6)} ${(r.seconds * 1000).toFixed(2).padStart(9)} ` +
-      `${r.gbps.toFixed(3).padStart(7)} ${(r.ratioToMemcpy === null ? '' : r.ratioToMemcpy.toFixed(3)).padStart(9)}`),
+      `${r.gbps.toFixed(3).padStart(7)} ${(r.ratioToMemcpy === null ? '' : r.ratioToMemcpy.toFixed(3)).padStart(9)} ${r.cpuGbps.toFixed(3).padStart(9)}`),
   ];
   process.stderr.write(lines.join('\n') + '\n');
   const checks = {
@@ -214,6 +222,7 @@ function main(): void {
     v2Int4G16VsMemcpy: v2Int4?.ratioToMemcpy ?? null,
     v2Int4G16TargetGbps: V2_INT4_TARGET_GBPS,
     v2Int4G16MeetsTarget: v2Int4 ? v2Int4.gbps >= V2_INT4_TARGET_GBPS : null,
+    v2Int4G16CpuGbps: v2Int4?.cpuGbps ?? null,
     v2SpeedupVsReference: v2Int4 ? v2Int4.gbps / refV2.gbps : null,
   };
   process.stderr.write(
@@ -222,7 +231,7 @@ function main(): void {
     (rtn ? `INT4 RTN: ${rtn.gbps.toFixed(2)} GB/s = ${rtn.ratioToMemcpy!.toFixed(2)}× memcpy (target ≥ 0.5×): ${checks.int4RtnMeetsTarget ? 'met' : 'NOT met'}\n` : '') +
     (speedupRtn ? `reference speed-up, INT4 RTN: ${speedupRtn.toFixed(1)}×\n` : '') +
     (speedupRefine ? `reference speed-up, INT4 refine: ${speedupRefine.toFixed(1)}× (target ≥ 10×): ${checks.refineMeetsTarget ? 'met' : 'NOT met'}\n` : '') +
-    (v2Int4 ? `INT4 g16 v2 (search), one thread: ${v2Int4.gbps.toFixed(3)} GB/s = ${v2Int4.ratioToMemcpy!.toFixed(3)}× memcpy (target ≥ ${V2_INT4_TARGET_GBPS} GB/s): ${checks.v2Int4G16MeetsTarget ? 'met' : 'NOT met'}\n` : ''),
+    (v2Int4 ? `INT4 g16 v2 (search), one thread: ${v2Int4.gbps.toFixed(3)} GB/s = ${v2Int4.ratioToMemcpy!.toFixed(3)}× memcpy (target ≥ ${V2_INT4_TARGET_GBPS} GB/s): ${checks.v2Int4G16MeetsTarget ? 'met' : 'NOT met'}; per CPU second ${v2Int4.cpuGbps.toFixed(3)} GB/s\n` : ''),
   );
   const doc = {
     benchmark: 'kernels',

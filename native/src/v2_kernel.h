@@ -108,6 +108,11 @@ inline uint32_t v2_read_field(const uint8_t* bytes, uint64_t bit, int width) {
 // and masked out: a masked lane adds +0, which leaves every sum here unchanged (none is −0).
 
 constexpr int NB = V2_MAX_SUPER;
+
+template <bool B>
+struct V2Flag {
+  static constexpr bool value = B;
+};
 using Row = float[NB];
 
 // GCC/Clang generic vectors: VW groups per operation, lowered to this translation unit's ISA
@@ -149,7 +154,7 @@ struct V2Batch {
   alignas(64) Row xt[V2_MAX_GROUP];
   alignas(64) Row mask[V2_MAX_GROUP];  // 1 where element i exists in group j
   alignas(64) Row qt[V2_MAX_GROUP];    // codes (floats) of the current candidate
-  alignas(64) Row acc[3][LANES];
+  alignas(64) Row acc[4][LANES];
   alignas(64) float count[NB];  // elements of each group, as a float (n of fitToCodes)
   bool full;                    // every group has G elements (and there is no padding)
 
@@ -182,6 +187,28 @@ struct V2Batch {
       }
     }
     v2_reduce(a, nv, err);
+  }
+
+  /** codesAndError of four (scale, offset, inv) per group at once (step C's pairs); no codes kept. */
+  template <bool FULL>
+  inline void errors4(const Row* scale, const Row* offset, const Row* inv, Row* err) {
+    for (int c = 0; c < 4; c++) zero(acc[c]);
+    const vf L = splat(levels), z = splat(0.0f);
+    for (int i = 0; i < G; i++) {
+      const int l = i % LANES;
+      for (int v = 0; v < nv; v++) {
+        const vf x = VF(xt[i])[v];
+        const vi m = VF(mask[i])[v] != z;
+        for (int c = 0; c < 4; c++) {
+          const vf o = VF(offset[c])[v];
+          const vf q = v2_clamp_rne_v((x + o) * VF(inv[c])[v], L);
+          const vf e = x - (q * VF(scale[c])[v] - o);
+          const vf e2 = e * e;
+          VF(acc[c][l])[v] = VF(acc[c][l])[v] + (FULL ? e2 : (m ? e2 : z));
+        }
+      }
+    }
+    for (int c = 0; c < 4; c++) v2_reduce(acc[c], nv, err[c]);
   }
 
   /** Σx in lane order (padding elements are 0). */
@@ -335,12 +362,15 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
       float w[V2_MAX_GROUP];
       v2_decode(a.src + (r * a.cols + c0) * dtype_size(a.dtype), a.dtype, n, w);
       for (int i = n; i < G; i++) w[i] = 0.0f;
-      for (int i = 0; i < G; i++) {
-        const bool in = i < n;
-        wt[i][j] = w[i];
-        B.xt[i][j] = in && a.colScale ? w[i] * a.colScale[c0 + i] : w[i];
-        B.mask[i][j] = in ? 1.0f : 0.0f;
+      if (a.colScale) {
+        for (int i = 0; i < G; i++) {
+          wt[i][j] = w[i];
+          B.xt[i][j] = i < n ? w[i] * a.colScale[c0 + i] : w[i];
+        }
+      } else {
+        for (int i = 0; i < G; i++) B.xt[i][j] = w[i];  // w = x: wt is not used
       }
+      for (int i = 0; i < G; i++) B.mask[i][j] = i < n ? 1.0f : 0.0f;
       B.count[j] = (float)n;
     }
     B.full = np == ng;
@@ -403,21 +433,26 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
       for (int j = 0; j < np; j++) qs0[j] = sLevels[q] <= fs[j] ? q : qs0[j];
     for (int q = 1; q <= QM; q++)
       for (int j = 0; j < np; j++) qm0[j] = oLevels[q] <= fo[j] ? q : qm0[j];
+    alignas(64) Row s4[4], o4[4], inv4[4], err4[4];
+    alignas(64) int qs4[4][NB], qm4[4][NB];
     for (int c = 0; c < 4; c++) {
       for (int j = 0; j < np; j++) {
         const int a1 = qs0[j] + (c & 1), b1 = qm0[j] + (c >> 1);
-        qsn[j] = a1 < QS ? a1 : QS;
-        qmn[j] = b1 < QM ? b1 : QM;
-        s2[j] = sLevels[qsn[j]];
-        o2[j] = oLevels[qmn[j]];
-        inv2[j] = s2[j] > 0.0f ? 1.0f / s2[j] : 0.0f;
+        qs4[c][j] = a1 < QS ? a1 : QS;
+        qm4[c][j] = b1 < QM ? b1 : QM;
+        s4[c][j] = sLevels[qs4[c][j]];
+        o4[c][j] = oLevels[qm4[c][j]];
+        inv4[c][j] = s4[c][j] > 0.0f ? 1.0f / s4[c][j] : 0.0f;
       }
-      B.codes_and_error(s2, o2, inv2, err2);
+    }
+    if (B.full) B.errors4<true>(s4, o4, inv4, err4);
+    else B.errors4<false>(s4, o4, inv4, err4);
+    for (int c = 0; c < 4; c++) {
       for (int j = 0; j < np; j++) {
-        const bool take = c == 0 || err2[j] < err[j];
-        qs[j] = take ? qsn[j] : qs[j];
-        qm[j] = take ? qmn[j] : qm[j];
-        err[j] = take ? err2[j] : err[j];
+        const bool take = c == 0 || err4[c][j] < err[j];
+        qs[j] = take ? qs4[c][j] : qs[j];
+        qm[j] = take ? qm4[c][j] : qm[j];
+        err[j] = take ? err4[c][j] : err[j];
       }
     }
     for (int j = 0; j < np; j++) active[j] = j < ng;  // sx of step A still holds Σx
@@ -471,22 +506,28 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
         for (int i = 0; i < G; i++) csv[i][j] = 1.0f;
     }
     const vf z = splat(0.0f), Lv = splat(levels);
-    for (int i = 0; i < G; i++) {
-      const int l = i % LANES;
-      for (int v = 0; v < nv; v++) {
-        const vi mk = VF(B.mask[i])[v] != z;
-        const vf w = VF(wt[i])[v];
-        const vf q = v2_clamp_rne_v((VF(B.xt[i])[v] + VF(offset)[v]) * VF(inv)[v], Lv);
-        VF(B.qt[i])[v] = q;
-        vf wh = q * VF(scale)[v] - VF(offset)[v];
-        if (a.colScale) wh = mk ? wh / VF(csv[i])[v] : wh;
-        const vf e = w - wh;
-        VF(st[0][l])[v] = VF(st[0][l])[v] + (mk ? w * w : z);
-        VF(st[1][l])[v] = VF(st[1][l])[v] + (mk ? e * e : z);
-        VF(st[2][l])[v] = VF(st[2][l])[v] + (mk ? w * wh : z);
-        VF(st[3][l])[v] = VF(st[3][l])[v] + (mk ? wh * wh : z);
+    // FULL (every group complete, no colScale): no masks needed
+    auto stats = [&](auto fullTag) {
+      constexpr bool FULL = decltype(fullTag)::value;
+      for (int i = 0; i < G; i++) {
+        const int l = i % LANES;
+        for (int v = 0; v < nv; v++) {
+          const vi mk = VF(B.mask[i])[v] != z;
+          const vf w = !FULL && a.colScale ? VF(wt[i])[v] : VF(B.xt[i])[v];
+          const vf q = v2_clamp_rne_v((VF(B.xt[i])[v] + VF(offset)[v]) * VF(inv)[v], Lv);
+          VF(B.qt[i])[v] = q;
+          vf wh = q * VF(scale)[v] - VF(offset)[v];
+          if (!FULL && a.colScale) wh = mk ? wh / VF(csv[i])[v] : wh;
+          const vf e = w - wh;
+          VF(st[0][l])[v] = VF(st[0][l])[v] + (FULL ? w * w : (mk ? w * w : z));
+          VF(st[1][l])[v] = VF(st[1][l])[v] + (FULL ? e * e : (mk ? e * e : z));
+          VF(st[2][l])[v] = VF(st[2][l])[v] + (FULL ? w * wh : (mk ? w * wh : z));
+          VF(st[3][l])[v] = VF(st[3][l])[v] + (FULL ? wh * wh : (mk ? wh * wh : z));
+        }
       }
-    }
+    };
+    if (B.full && !a.colScale) stats(V2Flag<true>{});
+    else stats(V2Flag<false>{});
     for (int s = 0; s < 4; s++) v2_reduce(st[s], nv, sums[s]);
     uint8_t codes[V2_MAX_GROUP];
     for (int j = 0; j < ng; j++) {
