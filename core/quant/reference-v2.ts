@@ -12,8 +12,9 @@
 //   ŵ     = fround(fround(q · scale) − offset)
 // The codes are always computed from these stored values.
 //
-// Search, per super-group: (A) each group's float (scale, offset): its min/max range, or the
-// least-squares fit (as k-quants' make_qkx2_quants) to the codes of that range if better; (B) the two
+// Search, per super-group: (A) each group's float (scale, offset): the least-squares fit (as
+// k-quants' make_qkx2_quants) to the codes of its min/max range (that range when no positive
+// scale fits); (B) the two
 // factors d = f16(max scale / μ(QS)), m = f16(max offset / QM); (C) per group the best of the
 // 2 × 2 integer pairs below/above its (scale, offset) by the error of their codes (rounding either
 // down clips an end of the group); then while the error falls (at most REFIT_ROUNDS): a
@@ -60,14 +61,10 @@ export function scaleMultiplier(qs: number, layout: V2Layout): number {
 }
 
 /**
- * Least-squares fits tried per group in step A (candidate code assignments). More candidates
- * (δ = ±½, ±1) and a second refit round moved stories260K by < 0.12 dB at twice the cost: the
- * integer search of step C is what matters.
+ * Refit rounds of step C at most. More (and more candidate code assignments in step A, δ = ±½,
+ * ±1 as make_qkx2_quants tries) moved stories260K by < 0.12 dB at twice the cost: the integer
+ * search of step C is what matters.
  */
-export const NCAND = 1;
-/** Relative steps of the candidates' inverse scale: iscale = (L + CAND_DELTA[c]) / range. */
-export const CAND_DELTA: readonly number[] = [0].map(fr);
-/** Refit rounds of step C at most. */
 export const REFIT_ROUNDS = 1;
 
 export interface QuantizeRowsV2Args {
@@ -212,7 +209,7 @@ function sumLanes(x: Float32Array, n: number): number {
   return laneReduce(accD);
 }
 
-/** Step A: a group's float (scale, offset); scale 0 when every value is equal (offset = −value ≥ 0) or ≤ 0 constant. */
+/** Step A: a group's float (scale, offset); scale 0 when the range is empty (a constant ≤ 0 group: offset = −value). */
 function fitGroup(x: Float32Array, n: number, levels: number, codes: Uint8Array): { scale: number; offset: number } {
   let lo = Infinity;
   let hi = -Infinity;
@@ -225,26 +222,15 @@ function fitGroup(x: Float32Array, n: number, levels: number, codes: Uint8Array)
   const range = fr(hi - lo);
   const offset0 = fr(-lo);
   if (!(range > 0)) return { scale: 0, offset: offset0 };
-  let best = { scale: fr(range / levels), offset: offset0 };
-  let bestErr = codesAndError(x, n, best.scale, best.offset, fr(1 / best.scale), levels, codes);
   const sx = sumLanes(x, n);
-  for (let c = 0; c < NCAND; c++) {
-    const iscale = fr(fr(levels + CAND_DELTA[c]!) / range);
-    for (let i = 0; i < n; i++) {
-      let t = fr(fr(x[i]! - lo) * iscale);
-      if (t < 0) t = 0;
-      else if (t > levels) t = levels;
-      codes[i] = rne(t);
-    }
-    const fit = fitToCodes(x, n, codes, sx);
-    if (!fit) continue;
-    const err = codesAndError(x, n, fit.scale, fit.offset, fr(1 / fit.scale), levels, codes);
-    if (err < bestErr) {
-      bestErr = err;
-      best = fit;
-    }
+  const iscale = fr(levels / range);
+  for (let i = 0; i < n; i++) {
+    let t = fr(fr(x[i]! - lo) * iscale);
+    if (t < 0) t = 0;
+    else if (t > levels) t = levels;
+    codes[i] = rne(t);
   }
-  return best;
+  return fitToCodes(x, n, codes, sx) ?? { scale: fr(range / levels), offset: offset0 };
 }
 
 /** The largest index whose level is ≤ v (0 when none is); levels ascend. */

@@ -13,14 +13,7 @@ namespace {
 
 constexpr int V2_MAX_GROUP = 32;
 constexpr int V2_MAX_SUPER = 64;
-constexpr int V2_NCAND = 1;
 constexpr int V2_REFIT_ROUNDS = 1;
-
-/** CAND_DELTA of reference-v2.ts (exact in float32). */
-inline float v2_cand_delta(int c) {
-  static const float d[V2_NCAND] = {0.0f};
-  return d[c];
-}
 
 /** LOG_STEPS: fround(2^(−j/4)), j = 0..3. */
 inline float v2_log_step(int j) {
@@ -337,8 +330,8 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
   V2Batch B;
   alignas(64) Row wt[V2_MAX_GROUP];  // the original values (before colScale)
   alignas(64) Row csv[V2_MAX_GROUP];  // colScale of each element (1 for padding)
-  alignas(64) float lo[NB], hi[NB], range[NB], off0[NB], bs[NB], bo[NB], binv[NB], bestErr[NB], sx[NB];
-  alignas(64) float cs[NB], co[NB], cinv[NB], cerr[NB], iscale[NB], fs[NB], fo[NB];
+  alignas(64) float lo[NB], hi[NB], range[NB], off0[NB], bs[NB], bo[NB], sx[NB];
+  alignas(64) float cs[NB], co[NB], iscale[NB], fs[NB], fo[NB];
   alignas(64) float scale[NB], offset[NB], inv[NB], err[NB], s2[NB], o2[NB], inv2[NB], err2[NB];
   alignas(64) int qs0[NB], qm0[NB], qs[NB], qm[NB], qsn[NB], qmn[NB];
   int nlen[NB];
@@ -392,23 +385,13 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
       lo[j] = lo[j] > 0.0f ? 0.0f : lo[j];
       range[j] = hi[j] - lo[j];
       off0[j] = -lo[j];
-      bs[j] = range[j] / levels;
-      bo[j] = off0[j];
-      binv[j] = 1.0f / bs[j];
+      iscale[j] = levels / range[j];
     }
-    B.codes_and_error(bs, bo, binv, bestErr);
-    for (int c = 0; c < V2_NCAND; c++) {
-      const float num = levels + v2_cand_delta(c);
-      for (int j = 0; j < np; j++) iscale[j] = num / range[j];
-      B.fit_range_codes(lo, iscale, sx, cs, co, ok);
-      for (int j = 0; j < np; j++) cinv[j] = 1.0f / cs[j];
-      B.codes_and_error(cs, co, cinv, cerr);
-      for (int j = 0; j < np; j++) {
-        const bool better = ok[j] && cerr[j] < bestErr[j];
-        bestErr[j] = better ? cerr[j] : bestErr[j];
-        bs[j] = better ? cs[j] : bs[j];
-        bo[j] = better ? co[j] : bo[j];
-      }
+    // fitGroup: the least-squares fit to the codes of the min/max range, else that range
+    B.fit_range_codes(lo, iscale, sx, cs, co, ok);
+    for (int j = 0; j < np; j++) {
+      bs[j] = ok[j] ? cs[j] : range[j] / levels;
+      bo[j] = ok[j] ? co[j] : off0[j];
     }
     float maxS = 0.0f, maxO = 0.0f;
     for (int j = 0; j < ng; j++) {
