@@ -94,7 +94,8 @@ describe('native kernels v2', () => {
     });
 
     test(`native kernels v2 - ${k.variant}: super-groups spanning rows, many rows, column scales`, () => {
-      for (const [rows, cols] of [[67, 64], [40, 172], [129, 17]] as [number, number][]) {
+      // [3, 4096] and [67, 64]: complete super-groups (the direct packing path); the others have short groups
+      for (const [rows, cols] of [[67, 64], [40, 172], [129, 17], [3, 4096]] as [number, number][]) {
         const values = heavy(rows * cols, rows + cols);
         const cs = Float32Array.from({ length: cols }, (_, j) => Math.fround(0.25 + ((j * 37) % 11) / 3));
         for (const bits of WIDTHS) {

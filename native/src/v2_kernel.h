@@ -513,9 +513,32 @@ inline int64_t quantize_v2_impl(const QuantV2Job& a) {
     else stats(V2Flag<false>{});
     for (int s = 0; s < 4; s++) v2_reduce(st[s], nv, sums[s]);
     uint8_t codes[V2_MAX_GROUP];
+    const bool direct = B.full && bw.nbits == 0;
+    if (direct) {
+      // Complete groups on a byte boundary: each output byte at once for every group (the
+      // bit writer's bytes: codes LSB first, 8 / bits per byte).
+      const int per = 8 / a.bits, bpg = G * a.bits / 8;
+      alignas(64) int byte[NB];
+      for (int k = 0; k < bpg; k++) {
+        for (int v = 0; v < nv; v++) {
+          vi acc = vi{} + 0;
+          for (int t = 0; t < per; t++) {
+            const vf q = VF(B.qt[k * per + t])[v];
+            const vi c = __builtin_convertvector(q == q ? q : splat(0.0f), vi);
+            acc = acc | (c << (t * a.bits));
+          }
+          reinterpret_cast<vi*>(byte)[v] = acc;
+        }
+        uint8_t* dst = a.packed + bw.pos + k;
+        for (int j = 0; j < ng; j++) dst[(size_t)j * bpg] = (uint8_t)byte[j];
+      }
+      bw.pos += (size_t)ng * bpg;
+    }
     for (int j = 0; j < ng; j++) {
-      for (int i = 0; i < nlen[j]; i++) codes[i] = (uint8_t)code_of(B.qt[i][j]);
-      bw.put_all(codes, nlen[j]);
+      if (!direct) {
+        for (int i = 0; i < nlen[j]; i++) codes[i] = (uint8_t)code_of(B.qt[i][j]);
+        bw.put_all(codes, nlen[j]);
+      }
       const int64_t gi = g0 + j;
       for (int s = 0; s < 4; s++) rowSums[s] += (double)sums[s][j];
       if ((gi + 1) % gpr == 0) {
