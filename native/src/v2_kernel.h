@@ -8,6 +8,12 @@
 
 #include "common.h"
 
+#if defined(__GNUC__) && !defined(__clang__)
+// The generic vectors below are wider than the baseline ISA of scalar.cc; every function using
+// them has internal linkage and is inlined, so the vector ABI GCC warns about never applies.
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+
 namespace aq {
 namespace {
 
