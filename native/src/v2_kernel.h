@@ -210,25 +210,6 @@ struct V2Batch {
     for (int c = 0; c < 4; c++) v2_reduce(acc[c], nv, err[c]);
   }
 
-  /** Σx in lane order (padding elements are 0). */
-  inline void sum_x(float* out) {
-    Row* a = acc[0];
-    zero(a);
-    for (int i = 0; i < G; i++)
-      for (int v = 0; v < nv; v++) VF(a[i % LANES])[v] = VF(a[i % LANES])[v] + VF(xt[i])[v];
-    v2_reduce(a, nv, out);
-  }
-
-  /** fitToCodes of the codes in qt (NaN codes count as 0, as a JS Uint8Array stores them). */
-  inline void fit(const float* sx, float* scale, float* offset, bool* ok) {
-    zero(acc[0]);
-    zero(acc[1]);
-    zero(acc[2]);
-    for (int i = 0; i < G; i++)
-      for (int v = 0; v < nv; v++) fit_add(i, v, VF(qt[i])[v]);
-    fit_solve(sx, scale, offset, ok);
-  }
-
   /** The codes of (offset, inv) (as codesAndError makes them) and their fit, in one pass. */
   inline void codes_fit(const float* offset, const float* inv, const float* sx, float* scale, float* off, bool* ok) {
     zero(acc[0]);
