@@ -5,13 +5,15 @@
 // the physical baseline (native memcpy of the same bytes; Buffer.copy for reference) and the
 // TypeScript reference (on a slice, for the speed-up). Best of several repetitions; output
 // buffers are allocated and touched once before timing. A table goes to stderr, one JSON
-// document to stdout.
+// document to stdout. Format v2 (double_quant: integer group params under super-group factors,
+// with its least-squares search) rows run on slices, per variant, INT4/INT2 g16 and INT8 g32.
 
 import { performance } from 'node:perf_hooks';
 import { fillHeavyTailed, seededRandom } from '../core/model/random.js';
 import { f32ToBf16Bits } from '../core/quant/float16.js';
 import { groupsPerRow, packedBytes, type QuantBits, type QuantizeRowsOutput } from '../core/quant/reference.js';
-import type { QuantizeCall, QuantKernel } from '../native/kernel-api.js';
+import { v2Layout, v2ParamBytes, v2SuperGroups, type QuantizeRowsV2Output, type V2GroupSize } from '../core/quant/reference-v2.js';
+import type { QuantizeCall, QuantizeV2Call, QuantKernel } from '../core/quant/kernel.js';
 import { nativeAddonStatus, nativeKernels, nativeMemcpy, variantSupport } from '../native/kernels.js';
 import { referenceKernel } from '../native/reference-kernel.js';
 
@@ -25,9 +27,16 @@ interface Row {
   kernel: string;
   bits: number | null;
   refine: boolean;
+  /** format v2 (double_quant) */
+  v2: boolean;
+  groupSize: number | null;
   bytes: number;
   seconds: number;
+  /** process CPU seconds of the best run: on a shared machine, wall time includes waiting for a core */
+  cpuSeconds: number;
   gbps: number;
+  /** bytes / CPU second */
+  cpuGbps: number;
   ratioToMemcpy: number | null;
 }
 
@@ -62,6 +71,23 @@ function outFor(rows: number, bits: number): QuantizeRowsOutput {
   return o;
 }
 
+function outForV2(rows: number, bits: QuantBits, g: V2GroupSize): QuantizeRowsV2Output {
+  const layout = v2Layout(bits, g);
+  const groups = rows * groupsPerRow(COLS, g);
+  const o = {
+    packed: new Uint8Array(packedBytes(rows * COLS, bits)),
+    groupParams: new Uint8Array(v2ParamBytes(groups, layout)),
+    superScales: new Uint16Array(v2SuperGroups(groups, layout)),
+    superOffsets: new Uint16Array(v2SuperGroups(groups, layout)),
+    rowStats: new Float64Array(rows * 4),
+  };
+  for (const a of Object.values(o)) a.fill(1);
+  return o;
+}
+
+/** INT4 v2 with its search, one thread, must reach this many GB/s of BF16 input (issue 12). */
+const V2_INT4_TARGET_GBPS = 0.3;
+
 function main(): void {
   const status = nativeAddonStatus();
   const totalBytes = Math.floor((MB * 1024 * 1024) / (COLS * 2)) * COLS * 2;
@@ -71,25 +97,28 @@ function main(): void {
   const dst = new Uint8Array(totalBytes);
   dst.fill(1);
   const results: Row[] = [];
-  const add = (r: Omit<Row, 'gbps' | 'ratioToMemcpy'>, memcpy: number | null): Row => {
+  const add = (r: Omit<Row, 'gbps' | 'cpuGbps' | 'ratioToMemcpy'>, memcpy: number | null): Row => {
     const gbps = r.bytes / r.seconds / 1e9;
-    const row = { ...r, gbps, ratioToMemcpy: memcpy ? gbps / memcpy : null };
+    const row = { ...r, gbps, cpuGbps: r.bytes / Math.max(r.cpuSeconds, 1e-9) / 1e9, ratioToMemcpy: memcpy ? gbps / memcpy : null };
     results.push(row);
     return row;
   };
 
   // Every measurement is a closure; repetitions are interleaved round-robin (one of each per
   // round) so that a noisy neighbour slows all of them alike, and the best time of each is kept.
-  interface Job { name: string; kernel: string; bits: number | null; refine: boolean; bytes: number; reps: number; run: () => void; best: number }
+  interface Job {
+    name: string; kernel: string; bits: number | null; refine: boolean; v2: boolean; groupSize: number | null; bytes: number; reps: number;
+    run: () => void; best: number; bestCpu: number;
+  }
   const jobs: Job[] = [];
   if (status.loaded) {
-    jobs.push({ name: 'memcpy (native)', kernel: 'memcpy', bits: null, refine: false, bytes: totalBytes, reps: REPS, best: Infinity,
+    jobs.push({ name: 'memcpy (native)', kernel: 'memcpy', bits: null, refine: false, v2: false, groupSize: null, bytes: totalBytes, reps: REPS, best: Infinity, bestCpu: Infinity,
       run: () => { nativeMemcpy(dst, src); } });
   }
   {
     const b = Buffer.from(src.buffer, src.byteOffset, src.byteLength);
     const d = Buffer.from(dst.buffer, dst.byteOffset, dst.byteLength);
-    jobs.push({ name: 'Buffer.copy', kernel: 'memcpy', bits: null, refine: false, bytes: totalBytes, reps: REPS, best: Infinity,
+    jobs.push({ name: 'Buffer.copy', kernel: 'memcpy', bits: null, refine: false, v2: false, groupSize: null, bytes: totalBytes, reps: REPS, best: Infinity, bestCpu: Infinity,
       run: () => { b.copy(d); } });
   }
   const configs: { bits: QuantBits; refine: boolean }[] = [
@@ -106,8 +135,8 @@ function main(): void {
     };
     const out = outs.get(bits)!;
     jobs.push({
-      name: `${k.variant} BF16→INT${bits} g${GROUP}${refine ? ' refine' : ' RTN'}`, kernel: k.variant, bits, refine,
-      bytes: nrows * COLS * 2, reps, best: Infinity,
+      name: `${k.variant} BF16→INT${bits} g${GROUP}${refine ? ' refine' : ' RTN'}`, kernel: k.variant, bits, refine, v2: false, groupSize: GROUP,
+      bytes: nrows * COLS * 2, reps, best: Infinity, bestCpu: Infinity,
       run: () => {
         if (k.quantizeSync(call, out) !== -1) throw new Error('unexpected non-finite value');
       },
@@ -125,26 +154,48 @@ function main(): void {
   }
   quantJob(referenceKernel, 4, false, sliceRows(4 << 20), 2);
   quantJob(referenceKernel, 4, true, sliceRows(256 << 10), 1);
+  const v2Configs: { bits: QuantBits; g: V2GroupSize }[] = [{ bits: 4, g: 16 }, { bits: 2, g: 16 }, { bits: 8, g: 32 }, { bits: 4, g: 32 }];
+  const v2Job = (k: QuantKernel, bits: QuantBits, g: V2GroupSize, nrows: number, reps: number): void => {
+    const call: QuantizeV2Call = { src: src.subarray(0, nrows * COLS * 2), dtype: 'BF16', rows: nrows, cols: COLS, bits, groupSize: g, colScale: null };
+    const out = outForV2(nrows, bits, g);
+    jobs.push({
+      name: `${k.variant} BF16→INT${bits} g${g} v2`, kernel: k.variant, bits, refine: true, v2: true, groupSize: g,
+      bytes: nrows * COLS * 2, reps, best: Infinity, bestCpu: Infinity,
+      run: () => {
+        if (k.quantizeV2Sync(call, out) !== -1) throw new Error('unexpected non-finite value');
+      },
+    });
+  };
+  for (const k of kernels) {
+    for (const c of v2Configs) v2Job(k, c.bits, c.g, sliceRows(k.variant === 'scalar' ? 4 << 20 : 16 << 20), Math.min(REPS, 3));
+  }
+  v2Job(referenceKernel, 4, 16, sliceRows(256 << 10), 1);
   const rounds = Math.max(...jobs.map((j) => j.reps));
   for (let r = 0; r < rounds; r++) {
     for (const j of jobs) {
       if (r >= j.reps) continue;
+      const c0 = process.cpuUsage();
       const t0 = performance.now();
       j.run();
-      j.best = Math.min(j.best, (performance.now() - t0) / 1000);
+      const wall = (performance.now() - t0) / 1000;
+      const cpu = process.cpuUsage(c0);
+      j.bestCpu = Math.min(j.bestCpu, (cpu.user + cpu.system) / 1e6);
+      j.best = Math.min(j.best, wall);
     }
   }
   const memcpyGbps = status.loaded ? totalBytes / jobs[0]!.best / 1e9 : null;
   for (const j of jobs) {
-    add({ name: j.name, kernel: j.kernel, bits: j.bits, refine: j.refine, bytes: j.bytes, seconds: j.best },
+    add({ name: j.name, kernel: j.kernel, bits: j.bits, refine: j.refine, v2: j.v2, groupSize: j.groupSize, bytes: j.bytes, seconds: j.best, cpuSeconds: j.bestCpu },
       j.name === 'memcpy (native)' ? null : memcpyGbps);
   }
   const refRtn = results.find((r) => r.kernel === 'reference' && !r.refine)!;
-  const refRefine = results.find((r) => r.kernel === 'reference' && r.refine)!;
+  const refRefine = results.find((r) => r.kernel === 'reference' && r.refine && !r.v2)!;
+  const refV2 = results.find((r) => r.kernel === 'reference' && r.v2)!;
 
   const bestNative = kernels.at(-1)?.variant ?? null;
   const find = (kernel: string | null, bits: number, refine: boolean) =>
-    results.find((r) => r.kernel === kernel && r.bits === bits && r.refine === refine);
+    results.find((r) => r.kernel === kernel && r.bits === bits && r.refine === refine && !r.v2);
+  const v2Int4 = results.find((r) => r.kernel === bestNative && r.v2 && r.bits === 4 && r.groupSize === 16);
   const rtn = find(bestNative, 4, false);
   const ref = find(bestNative, 4, true);
   const speedupRtn = rtn ? rtn.gbps / refRtn.gbps : null;
@@ -153,10 +204,10 @@ function main(): void {
   // Table
   const pad = (s: string, n: number) => s.padEnd(n);
   const lines = [
-    `${pad('what', 34)} ${'MiB'.padStart(6)} ${'ms'.padStart(9)} ${'GB/s'.padStart(7)} ${'× memcpy'.padStart(9)}`,
+    `${pad('what', 34)} ${'MiB'.padStart(6)} ${'ms'.padStart(9)} ${'GB/s'.padStart(7)} ${'× memcpy'.padStart(9)} ${'GB/CPU-s'.padStart(9)}`,
     ...results.map((r) =>
       `${pad(r.name, 34)} ${(r.bytes / 2 ** 20).toFixed(1).padStart(6)} ${(r.seconds * 1000).toFixed(2).padStart(9)} ` +
-      `${r.gbps.toFixed(3).padStart(7)} ${(r.ratioToMemcpy === null ? '' : r.ratioToMemcpy.toFixed(3)).padStart(9)}`),
+      `${r.gbps.toFixed(3).padStart(7)} ${(r.ratioToMemcpy === null ? '' : r.ratioToMemcpy.toFixed(3)).padStart(9)} ${r.cpuGbps.toFixed(3).padStart(9)}`),
   ];
   process.stderr.write(lines.join('\n') + '\n');
   const checks = {
@@ -167,13 +218,20 @@ function main(): void {
     refineSpeedupVsReference: speedupRefine,
     refineSpeedupTarget: 10,
     refineMeetsTarget: speedupRefine !== null ? speedupRefine >= 10 : null,
+    v2Int4G16Gbps: v2Int4?.gbps ?? null,
+    v2Int4G16VsMemcpy: v2Int4?.ratioToMemcpy ?? null,
+    v2Int4G16TargetGbps: V2_INT4_TARGET_GBPS,
+    v2Int4G16MeetsTarget: v2Int4 ? v2Int4.gbps >= V2_INT4_TARGET_GBPS : null,
+    v2Int4G16CpuGbps: v2Int4?.cpuGbps ?? null,
+    v2SpeedupVsReference: v2Int4 ? v2Int4.gbps / refV2.gbps : null,
   };
   process.stderr.write(
     `best native variant: ${bestNative ?? 'none'}` +
     (status.loaded ? '' : ` (addon not loaded: ${status.reason})`) + '\n' +
     (rtn ? `INT4 RTN: ${rtn.gbps.toFixed(2)} GB/s = ${rtn.ratioToMemcpy!.toFixed(2)}× memcpy (target ≥ 0.5×): ${checks.int4RtnMeetsTarget ? 'met' : 'NOT met'}\n` : '') +
     (speedupRtn ? `reference speed-up, INT4 RTN: ${speedupRtn.toFixed(1)}×\n` : '') +
-    (speedupRefine ? `reference speed-up, INT4 refine: ${speedupRefine.toFixed(1)}× (target ≥ 10×): ${checks.refineMeetsTarget ? 'met' : 'NOT met'}\n` : ''),
+    (speedupRefine ? `reference speed-up, INT4 refine: ${speedupRefine.toFixed(1)}× (target ≥ 10×): ${checks.refineMeetsTarget ? 'met' : 'NOT met'}\n` : '') +
+    (v2Int4 ? `INT4 g16 v2 (search), one thread: ${v2Int4.gbps.toFixed(3)} GB/s = ${v2Int4.ratioToMemcpy!.toFixed(3)}× memcpy (target ≥ ${V2_INT4_TARGET_GBPS} GB/s): ${checks.v2Int4G16MeetsTarget ? 'met' : 'NOT met'}; per CPU second ${v2Int4.cpuGbps.toFixed(3)} GB/s\n` : ''),
   );
   const doc = {
     benchmark: 'kernels',

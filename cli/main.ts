@@ -19,7 +19,7 @@ async function kernelLine(env: NodeJS.ProcessEnv): Promise<string> {
     const { kernel, warning } = selectKernel(env);
     const status = nativeAddonStatus();
     const compiled = status.loaded ? compiledVariants().join(', ') : 'none';
-    return `kernel: ${kernel.variant} (native variants compiled: ${compiled})${warning ? `\nwarning: ${warning}` : ''}`;
+    return `kernel: ${kernel.variant} (native variants compiled: ${compiled}; ARROW_QUANT_KERNEL=scalar|avx2|avx512|neon|reference overrides)${warning ? `\nwarning: ${warning}` : ''}`;
   } catch (e) {
     return `kernel: unavailable (${(e as Error).message})`;
   }

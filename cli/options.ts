@@ -14,7 +14,7 @@ export function addConfigOptions(cmd: Command): Command {
     .option('-c, --config <file>', 'YAML configuration (see config.example.yaml)')
     .addOption(new Option('--profile <name>', 'deployment profile').choices(Object.keys(PROFILES)))
     .addOption(new Option('--bits <n>', 'default bit width').choices(['2', '4', '8']))
-    .addOption(new Option('--group-size <n>', 'values per group').choices(['32', '64', '128', '256']))
+    .addOption(new Option('--group-size <n>', 'values per group (16 only with --double-quant)').choices(['16', '32', '64', '128', '256']))
     .option('--mixed-precision', 'per-layer bit widths (the heuristic or measured strategy)')
     .option('--target-size-mb <mb>', 'budget for bytes_out, in 10^6 bytes')
     .option('--layer <name=bits>', 'per-layer width, NAME_OR_PATTERN=BITS (repeatable; re:<regex> or * globs)', collect)
@@ -23,7 +23,8 @@ export function addConfigOptions(cmd: Command): Command {
     .option('--calibration <path>', 'calibration statistics (JSON Lines or Arrow)')
     .option('--threads <n>', 'worker threads (0 = all cores)', integerAtLeast(0))
     .option('--fail-fast', 'a layer below its quality bar fails the job (exit 3)')
-    .addOption(new Option('--refine <how>', "clipping search for each group's scale and zero point").choices(['none', 'search']));
+    .addOption(new Option('--refine <how>', "clipping search for each group's scale and zero point").choices(['none', 'search']))
+    .option('--double-quant', 'format v2: integer group params under per-super-group float16 factors (needs --group-size 16 or 32)');
 }
 
 /** The values of the configuration options, keyed by flag name as on the command line. */
@@ -41,6 +42,7 @@ export interface ConfigValues {
   threads?: number | string;
   'fail-fast'?: boolean;
   refine?: string;
+  'double-quant'?: boolean;
 }
 
 const SCALAR_FLAGS: [keyof ConfigValues, ConfigKey][] = [
@@ -66,6 +68,7 @@ export function cliOverrides(values: ConfigValues): PartialConfig {
   if (values['mixed-precision']) out.enable_mixed_precision = true;
   if (values['skip-sensitive']) out.skip_sensitive_layers = true;
   if (values['fail-fast']) out.fail_fast = true;
+  if (values['double-quant']) out.double_quant = true;
   for (const spec of values.layer ?? []) {
     const eq = spec.lastIndexOf('=');
     const source = `command line --layer ${spec}`;

@@ -10,12 +10,16 @@ import type { ModelSource } from '../core/model/model-source.js';
 import type { Plan } from '../core/plan/plan.js';
 
 export const FORMAT_VERSION = '1';
+/** A file where some quantized layer uses double-quantized group parameters (format.md "Version 2"). */
+export const FORMAT_VERSION_DOUBLE_QUANT = '2';
 
 /** Effective quantization settings: every field that can change the output, defaults filled in. */
 export function resultConfig(cfg: ArrowQuantConfig): Record<string, unknown> {
-  const { num_threads: _threads, calibration_path, ...settings } = cfg;
+  // double_quant appears only when on, so that a v1 job's metadata (and job id) stay as before it existed.
+  const { num_threads: _threads, calibration_path, double_quant, ...settings } = cfg;
   return {
     ...settings,
+    ...(double_quant ? { double_quant } : {}),
     calibration_sha256: calibration_path ? createHash('sha256').update(readFileSync(calibration_path)).digest('hex') : null,
   };
 }
@@ -118,9 +122,13 @@ export function widestSummary(): FileSummary {
   };
 }
 
+export function formatVersion(cfg: ArrowQuantConfig, plan: Plan): string {
+  return plan.layers.some((l) => l.bits < 16 && (l.doubleQuant ?? cfg.double_quant)) ? FORMAT_VERSION_DOUBLE_QUANT : FORMAT_VERSION;
+}
+
 export function fileMetadata(cfg: ArrowQuantConfig, plan: Plan, model: ModelSource, summary: FileSummary): Map<string, string> {
   return new Map([
-    ['arrowquant.format_version', FORMAT_VERSION],
+    ['arrowquant.format_version', formatVersion(cfg, plan)],
     ['arrowquant.config', JSON.stringify(resultConfig(cfg))],
     ['arrowquant.plan', JSON.stringify(planMetadata(plan))],
     ['arrowquant.source', JSON.stringify(sourceMetadata(model))],

@@ -21,28 +21,30 @@ export interface MeasurementCounts {
   cached: number;
 }
 
-const triple = (layer: number, bits: number, groupSize: number) => `${layer}:${bits}:${groupSize}`;
+const triple = (layer: number, bits: number, groupSize: number, encoding: Encoding) => `${layer}:${bits}:${groupSize}:${encoding}`;
+/** A (group size, encoding) pair as one map key. */
+const setting = (groupSize: number, encoding: Encoding) => `${encoding}/${groupSize}`;
 
 export class LayerMeasurements {
   private readonly stats = new Map<string, LayerStats>();
-  private readonly wanted = new Map<number, Map<number, Set<QuantBits>>>();
+  private readonly wanted = new Map<number, Map<string, { groupSize: number; encoding: Encoding; widths: Set<QuantBits> }>>();
   readonly counts: MeasurementCounts = { measured: 0, cached: 0 };
 
   constructor(
     /** per layer index: the task to measure it with (its method; bits and group size are replaced) */
     private readonly templates: readonly LayerTask[],
     private readonly cache: MeasurementCache,
-    private readonly encoding: Encoding = 'v1',
   ) {}
 
-  /** Ask for (layer, bits, group size); 16-bit layers need no measurement. */
-  want(layer: number, bits: LayerBits, groupSize: number): void {
+  /** Ask for (layer, bits, group size, encoding); 16-bit layers need no measurement. */
+  want(layer: number, bits: LayerBits, groupSize: number, encoding: Encoding = 'v1'): void {
     if (bits >= 16) return;
     let groups = this.wanted.get(layer);
     if (!groups) this.wanted.set(layer, (groups = new Map()));
-    let widths = groups.get(groupSize);
-    if (!widths) groups.set(groupSize, (widths = new Set()));
-    widths.add(bits as QuantBits);
+    const key = setting(groupSize, encoding);
+    let entry = groups.get(key);
+    if (!entry) groups.set(key, (entry = { groupSize, encoding, widths: new Set() }));
+    entry.widths.add(bits as QuantBits);
   }
 
   /** Measure everything wanted, `concurrency` layers at a time. */
@@ -58,36 +60,38 @@ export class LayerMeasurements {
   private async measureLayer(measurer: LayerMeasurer, layer: number): Promise<void> {
     const template = this.templates[layer]!;
     const sha = this.cache.dir === null ? '' : await sourceSha256(template);
-    const keyOf = (bits: number, groupSize: number): MeasurementKey => ({
+    const keyOf = (bits: number, groupSize: number, encoding: Encoding): MeasurementKey => ({
       source_sha256: sha, dtype: template.dtype, shape: template.shape, method: methodIdentity(template), bits, group_size: groupSize,
-      encoding: this.encoding, refine: template.refine,
+      encoding, refine: template.refine,
     });
-    const groups = [...this.wanted.get(layer)!].sort((a, b) => a[0] - b[0]);
-    for (const [groupSize, widthSet] of groups) {
+    const groups = [...this.wanted.get(layer)!.values()].sort((a, b) => a.encoding.localeCompare(b.encoding) || a.groupSize - b.groupSize);
+    for (const { groupSize, encoding, widths } of groups) {
       const missing: QuantBits[] = [];
-      for (const bits of [...widthSet].sort((a, b) => a - b)) {
-        const hit = this.cache.get(keyOf(bits, groupSize));
+      for (const bits of [...widths].sort((a, b) => a - b)) {
+        const hit = this.cache.get(keyOf(bits, groupSize, encoding));
         if (hit) {
-          this.stats.set(triple(layer, bits, groupSize), hit);
+          this.stats.set(triple(layer, bits, groupSize, encoding), hit);
           this.counts.cached++;
         } else missing.push(bits);
       }
       if (missing.length === 0) continue;
-      const task = { ...template, group_size: groupSize as LayerTask['group_size'] };
+      // the template is v1; a v2 measurement quantizes it with double-quantized group params
+      const { double_quant: _v1, ...v1 } = template;
+      const task: LayerTask = { ...v1, group_size: groupSize as LayerTask['group_size'], ...(encoding === 'v2' ? { double_quant: true as const } : {}) };
       const measured = await measurer.measure(task, missing);
       for (const bits of missing) {
         const s = measured.get(bits)!;
-        this.stats.set(triple(layer, bits, groupSize), s);
-        this.cache.put(keyOf(bits, groupSize), s);
+        this.stats.set(triple(layer, bits, groupSize, encoding), s);
+        this.cache.put(keyOf(bits, groupSize, encoding), s);
         this.counts.measured++;
       }
     }
   }
 
   /** The sums of a measured triple. */
-  get(layer: number, bits: QuantBits, groupSize: number): LayerStats {
-    const s = this.stats.get(triple(layer, bits, groupSize));
-    if (!s) throw new Error(`layer ${layer} was not measured at ${bits} bits, group ${groupSize}`);
+  get(layer: number, bits: QuantBits, groupSize: number, encoding: Encoding = 'v1'): LayerStats {
+    const s = this.stats.get(triple(layer, bits, groupSize, encoding));
+    if (!s) throw new Error(`layer ${layer} was not measured at ${bits} bits, group ${groupSize}, encoding ${encoding}`);
     return s;
   }
 }

@@ -14,7 +14,7 @@ import type { ArrowQuantConfig } from '../core/config/schema.js';
 import { buildLayerTasks, type LayerTask } from '../core/job/layer-task.js';
 import { layerBytesOut, type MethodExtras } from '../core/plan/layer-bytes.js';
 import { buildPlan, type LayerPlan, type Plan } from '../core/plan/plan.js';
-import { candidateLabel, layerCandidates, type Candidate } from '../core/plan/candidates.js';
+import { candidateLabel, jobEncoding, layerCandidates, type Candidate } from '../core/plan/candidates.js';
 import { MultipleChoiceKnapsack, type Choice, type KnapsackSolution } from '../core/plan/knapsack.js';
 import type { AllocationPoint, AllocationSummary, ComparedPoint } from '../core/plan/allocation-summary.js';
 import type { QuantBits } from '../core/quant/reference.js';
@@ -52,6 +52,7 @@ export function usesMeasuredAllocation(job: PreparedJob): boolean {
 function quantizedTemplates(job: PreparedJob): { templates: LayerTask[]; plan: Plan } {
   const cfg: ArrowQuantConfig = {
     ...job.cfg, enable_mixed_precision: false, bit_width: 4, group_size: UNIFORM_GROUP, target_model_size_mb: null, layer_bit_widths: {},
+    double_quant: false, // templates and uniform INT4 are v1; a v2 candidate is measured with double_quant set per task
   };
   const uniform = buildPlan(job.model, cfg, job.calibration);
   const all = buildPlan(job.model, { ...cfg, skip_sensitive_layers: false }, job.calibration);
@@ -68,20 +69,22 @@ export async function applyMeasuredAllocation(job: PreparedJob, runner: LayerMea
 
   const cache = new MeasurementCache(opts.cacheDir === undefined ? defaultCacheDir() : opts.cacheDir);
   const store = new LayerMeasurements(templates, cache);
+  const own = jobEncoding(job.cfg);
   layers.forEach((l, i) => {
-    for (const c of options[i]!.candidates) store.want(l.index, c.bits, c.groupSize);
-    store.want(l.index, l.bits, l.groupSize);
-    store.want(l.index, uniform.layers[i]!.bits, uniform.layers[i]!.groupSize);
+    for (const c of options[i]!.candidates) store.want(l.index, c.bits, c.groupSize, c.encoding ?? 'v1');
+    store.want(l.index, l.bits, l.groupSize, own);
+    store.want(l.index, uniform.layers[i]!.bits, uniform.layers[i]!.groupSize, 'v1');
   });
   await store.run(runner, concurrency);
 
   const score = (i: number, c: Candidate): Scored => {
     const l = layers[i]!;
     if (c.bits >= 16) return { candidate: c, bytes: layerBytesOut(l, 16, 0), cost: 0, sqnrDb: Infinity, cosine: 1 };
-    const s = store.get(l.index, c.bits as QuantBits, c.groupSize);
+    const s = store.get(l.index, c.bits as QuantBits, c.groupSize, c.encoding ?? 'v1');
     const q = statsToQuality(s);
     const cost = s.w2 > 0 ? (l.rows * l.cols * s.e2) / s.w2 : 0;
-    return { candidate: c, bytes: layerBytesOut(l, c.bits, c.groupSize, extrasOf(templates[l.index]!, l.cols)), cost, sqnrDb: q.sqnrDb, cosine: q.cosine };
+    const bytes = layerBytesOut(l, c.bits, c.groupSize, extrasOf(templates[l.index]!, l.cols), c.encoding === 'v2');
+    return { candidate: c, bytes, cost, sqnrDb: q.sqnrDb, cosine: q.cosine };
   };
   const bars = job.cfg.min_layer_cosine;
   const scored = options.map((o, i) => {
@@ -105,7 +108,7 @@ export async function applyMeasuredAllocation(job: PreparedJob, runner: LayerMea
     free.forEach((i, k) => (picked[i] = scored[i]![sol.picks[k]!]!));
     return picked;
   };
-  const heuristicPicked = layers.map((l, i) => score(i, { bits: l.bits, groupSize: l.groupSize, encoding: l.bits < 16 ? 'v1' : null }));
+  const heuristicPicked = layers.map((l, i) => score(i, { bits: l.bits, groupSize: l.groupSize, encoding: l.bits < 16 ? own : null }));
   const uniformPicked = uniform.layers.map((l, i) => score(i, { bits: l.bits, groupSize: l.groupSize, encoding: l.bits < 16 ? 'v1' : null }));
   const heuristicPoint = point(heuristicPicked);
   const uniformPoint = point(uniformPicked);
@@ -177,6 +180,7 @@ function planLayer(l: LayerPlan, template: LayerTask, s: Scored, fixed: string |
     ...l,
     bits: s.candidate.bits,
     groupSize: s.candidate.groupSize,
+    doubleQuant: s.candidate.encoding === 'v2',
     method: quantized ? template.method : 'none',
     timeGroups: quantized ? template.time_group_params?.length ?? 0 : 0,
     notes: quantized ? template.notes : [],

@@ -16,7 +16,10 @@ import {
   GROUP_SIZES, QUANT_BITS, STATS_PER_ROW, groupsPerRow, packedBytes,
   type DequantizeRowsArgs, type QuantizeRowsOutput,
 } from '../core/quant/reference.js';
-import type { KernelVariant, QuantizeCall, QuantKernel } from './kernel-api.js';
+import {
+  V2_GROUP_SIZES, v2Layout, v2ParamBytes, v2SuperGroups, type DequantizeRowsV2Args, type QuantizeRowsV2Output,
+} from '../core/quant/reference-v2.js';
+import type { KernelVariant, QuantizeCall, QuantizeV2Call, QuantKernel } from '../core/quant/kernel.js';
 import { referenceKernel } from './reference-kernel.js';
 
 /**
@@ -48,7 +51,7 @@ export class NativeKernelError extends ArrowQuantError {
   }
 }
 
-/** ARROWQUANT_KERNEL names a kernel that does not exist or cannot run on this machine. */
+/** ARROW_QUANT_KERNEL names a kernel that does not exist or cannot run on this machine. */
 export class KernelSelectionError extends ArrowQuantError {
   override readonly exitCode = 2;
   constructor(
@@ -64,8 +67,6 @@ export class KernelSelectionError extends ArrowQuantError {
 
 interface NativeAddon {
   variants: { name: string; supported: boolean }[];
-  selected: string | null;
-  selectError: string | null;
   quantizeSync(id: number, src: Uint8Array, dtype: number, rows: number, cols: number, bits: number, groupSize: number,
     refine: boolean, colScale: Float32Array | null, packed: Uint8Array, scales: Uint16Array, zeroPoints: Uint16Array,
     rowStats: Float64Array): number;
@@ -74,6 +75,14 @@ interface NativeAddon {
     rowStats: Float64Array): Promise<number>;
   dequantize(id: number, packed: Uint8Array, scales: Uint16Array, zeroPoints: Uint16Array, rows: number, cols: number,
     bits: number, groupSize: number, colScale: Float32Array | null, out: Float32Array): void;
+  quantizeV2Sync(id: number, src: Uint8Array, dtype: number, rows: number, cols: number, bits: number, groupSize: number,
+    colScale: Float32Array | null, packed: Uint8Array, groupParams: Uint8Array, superScales: Uint16Array, superOffsets: Uint16Array,
+    rowStats: Float64Array): number;
+  quantizeV2(id: number, src: Uint8Array, dtype: number, rows: number, cols: number, bits: number, groupSize: number,
+    colScale: Float32Array | null, packed: Uint8Array, groupParams: Uint8Array, superScales: Uint16Array, superOffsets: Uint16Array,
+    rowStats: Float64Array): Promise<number>;
+  dequantizeV2(id: number, packed: Uint8Array, groupParams: Uint8Array, superScales: Uint16Array, superOffsets: Uint16Array,
+    firstGroup: number, rows: number, cols: number, bits: number, groupSize: number, colScale: Float32Array | null, out: Float32Array): void;
   columnAbsMax(id: number, src: Uint8Array, dtype: number, rows: number, cols: number, out: Float32Array): void;
   memcpy(dst: Uint8Array, src: Uint8Array): number;
 }
@@ -179,17 +188,28 @@ export function nativeKernels(): QuantKernel[] {
   return variantSupport().filter((v) => v.supported).map((v) => nativeKernel(v.name));
 }
 
+/** The kernel override variable, and its older spelling (kept as an alias). */
+export const KERNEL_ENV = 'ARROW_QUANT_KERNEL';
+export const KERNEL_ENV_ALIAS = 'ARROWQUANT_KERNEL';
+
+/** The requested kernel: ARROW_QUANT_KERNEL, else ARROWQUANT_KERNEL; '' when neither is set. */
+export function requestedKernel(env: NodeJS.ProcessEnv = process.env): { name: string; variable: string } {
+  const main = env[KERNEL_ENV];
+  if (main !== undefined && main.trim() !== '') return { name: main.trim(), variable: KERNEL_ENV };
+  return { name: (env[KERNEL_ENV_ALIAS] ?? '').trim(), variable: KERNEL_ENV_ALIAS };
+}
+
 /**
- * The kernel the pipeline uses. ARROWQUANT_KERNEL = scalar | avx2 | avx512 | neon | reference
- * forces one (a native one that cannot run here is a KernelSelectionError); unset or `auto`
- * gives the best native variant, or the reference with one warning saying why. `root` looks
- * for the addon under another package directory (tests).
+ * The kernel the pipeline uses. ARROW_QUANT_KERNEL (or its alias ARROWQUANT_KERNEL) = scalar |
+ * avx2 | avx512 | neon | reference forces one (a native one that cannot run here is a
+ * KernelSelectionError); unset or `auto` gives the best native variant, or the reference with
+ * one warning saying why. `root` looks for the addon under another package directory (tests).
  */
 export function selectKernel(
   env: NodeJS.ProcessEnv = process.env,
   root?: string,
 ): { kernel: QuantKernel; warning: string | null } {
-  const requested = (env.ARROWQUANT_KERNEL ?? '').trim();
+  const { name: requested, variable } = requestedKernel(env);
   if (requested === 'reference') return { kernel: validatedReference, warning: null };
   const { addon, reason } = loadAddon(root);
   const kernelOf = (name: string): QuantKernel => {
@@ -205,17 +225,17 @@ export function selectKernel(
     const known = ['scalar', 'avx2', 'avx512', 'neon'];
     if (!known.includes(requested)) {
       throw new KernelSelectionError(
-        `Expected one of ${[...known, 'reference', 'auto'].join(', ')} for ARROWQUANT_KERNEL but received "${requested}"`,
+        `Expected one of ${[...known, 'reference', 'auto'].join(', ')} for ${variable} but received "${requested}"`,
         requested);
     }
     if (!addon) {
       throw new KernelSelectionError(
-        `ARROWQUANT_KERNEL=${requested} but the native kernels are not available: ${reason}`, requested);
+        `${variable}=${requested} but the native kernels are not available: ${reason}`, requested);
     }
     try {
       return { kernel: kernelOf(requested), warning: null };
     } catch (err) {
-      throw new KernelSelectionError(`ARROWQUANT_KERNEL=${requested}: ${(err as Error).message}`, requested);
+      throw new KernelSelectionError(`${variable}=${requested}: ${(err as Error).message}`, requested);
     }
   }
   const best = addon?.variants.filter((v) => v.supported).at(-1);
@@ -315,6 +335,43 @@ export function validateDequantize(args: DequantizeRowsArgs, out: Float32Array):
   checkTyped(out, Float32Array, 'out', 'a Float32Array', rows * cols);
 }
 
+/** Throws a KernelArgumentError unless a format v2 `call` and `out` are consistent (sizes are minimums). */
+export function validateQuantizeV2(call: QuantizeV2Call, out: QuantizeRowsV2Output): void {
+  if (call === null || typeof call !== 'object') throw new KernelArgumentError('call', 'a QuantizeV2Call object', describe(call));
+  if (out === null || typeof out !== 'object') throw new KernelArgumentError('out', 'a QuantizeRowsV2Output object', describe(out));
+  const dtype = checkOneOf(call.dtype, SOURCE_DTYPES, 'call.dtype');
+  const rows = checkCount(call.rows, 'call.rows', 0);
+  const cols = checkCount(call.cols, 'call.cols', 1);
+  const bits = checkOneOf(call.bits, QUANT_BITS, 'call.bits');
+  const groupSize = checkOneOf(call.groupSize, V2_GROUP_SIZES, 'call.groupSize');
+  checkTyped(call.src, Uint8Array, 'call.src', `a Uint8Array (${rows} × ${cols} ${dtype})`, rows * cols * dtypeSize(dtype));
+  checkColScale(call.colScale, cols, 'call.colScale');
+  const layout = v2Layout(bits, groupSize);
+  const groups = rows * groupsPerRow(cols, groupSize);
+  checkTyped(out.packed, Uint8Array, 'out.packed', 'a Uint8Array', packedBytes(rows * cols, bits));
+  checkTyped(out.groupParams, Uint8Array, 'out.groupParams', 'a Uint8Array', v2ParamBytes(groups, layout));
+  checkTyped(out.superScales, Uint16Array, 'out.superScales', 'a Uint16Array', v2SuperGroups(groups, layout));
+  checkTyped(out.superOffsets, Uint16Array, 'out.superOffsets', 'a Uint16Array', v2SuperGroups(groups, layout));
+  checkTyped(out.rowStats, Float64Array, 'out.rowStats', 'a Float64Array', rows * STATS_PER_ROW);
+}
+
+export function validateDequantizeV2(args: DequantizeRowsV2Args, out: Float32Array): void {
+  if (args === null || typeof args !== 'object') throw new KernelArgumentError('args', 'a DequantizeRowsV2Args object', describe(args));
+  const rows = checkCount(args.rows, 'args.rows', 0);
+  const cols = checkCount(args.cols, 'args.cols', 1);
+  const bits = checkOneOf(args.bits, QUANT_BITS, 'args.bits');
+  const groupSize = checkOneOf(args.groupSize, V2_GROUP_SIZES, 'args.groupSize');
+  const firstGroup = checkCount(args.firstGroup, 'args.firstGroup', 0);
+  const layout = v2Layout(bits, groupSize);
+  const end = firstGroup + rows * groupsPerRow(cols, groupSize);
+  checkTyped(args.packed, Uint8Array, 'args.packed', 'a Uint8Array', packedBytes(rows * cols, bits));
+  checkTyped(args.groupParams, Uint8Array, 'args.groupParams', 'a Uint8Array', v2ParamBytes(end, layout));
+  checkTyped(args.superScales, Uint16Array, 'args.superScales', 'a Uint16Array', v2SuperGroups(end, layout));
+  checkTyped(args.superOffsets, Uint16Array, 'args.superOffsets', 'a Uint16Array', v2SuperGroups(end, layout));
+  checkColScale(args.colScale, cols, 'args.colScale');
+  checkTyped(out, Float32Array, 'out', 'a Float32Array', rows * cols);
+}
+
 export function validateColumnAbsMax(src: Uint8Array, dtype: SourceDtype, rows: number, cols: number, out: Float32Array): void {
   const d = checkOneOf(dtype, SOURCE_DTYPES, 'dtype');
   checkCount(rows, 'rows', 0);
@@ -360,6 +417,33 @@ function makeNativeKernel(addon: NativeAddon, id: number, variant: KernelVariant
         throw nativeFailure(variant, 'dequantize', err);
       }
     },
+    quantizeV2Sync(call, out) {
+      validateQuantizeV2(call, out);
+      try {
+        return addon.quantizeV2Sync(id, call.src, DTYPE_CODE[call.dtype], call.rows, call.cols, call.bits, call.groupSize,
+          call.colScale ?? null, out.packed, out.groupParams, out.superScales, out.superOffsets, out.rowStats);
+      } catch (err) {
+        throw nativeFailure(variant, 'quantizeV2', err);
+      }
+    },
+    async quantizeV2(call, out) {
+      validateQuantizeV2(call, out);
+      try {
+        return await addon.quantizeV2(id, call.src, DTYPE_CODE[call.dtype], call.rows, call.cols, call.bits, call.groupSize,
+          call.colScale ?? null, out.packed, out.groupParams, out.superScales, out.superOffsets, out.rowStats);
+      } catch (err) {
+        throw nativeFailure(variant, 'quantizeV2', err);
+      }
+    },
+    dequantizeV2(args, out) {
+      validateDequantizeV2(args, out);
+      try {
+        addon.dequantizeV2(id, args.packed, args.groupParams, args.superScales, args.superOffsets, args.firstGroup, args.rows,
+          args.cols, args.bits, args.groupSize, args.colScale ?? null, out);
+      } catch (err) {
+        throw nativeFailure(variant, 'dequantizeV2', err);
+      }
+    },
     columnAbsMax(src, dtype, rows, cols, out) {
       validateColumnAbsMax(src, dtype, rows, cols, out);
       try {
@@ -385,6 +469,18 @@ const validatedReference: QuantKernel = {
   dequantize(args, out) {
     validateDequantize(args, out);
     referenceKernel.dequantize(args, out);
+  },
+  quantizeV2Sync(call, out) {
+    validateQuantizeV2(call, out);
+    return referenceKernel.quantizeV2Sync(call, out);
+  },
+  async quantizeV2(call, out) {
+    validateQuantizeV2(call, out);
+    return referenceKernel.quantizeV2Sync(call, out);
+  },
+  dequantizeV2(args, out) {
+    validateDequantizeV2(args, out);
+    referenceKernel.dequantizeV2(args, out);
   },
   columnAbsMax(src, dtype, rows, cols, out) {
     validateColumnAbsMax(src, dtype, rows, cols, out);

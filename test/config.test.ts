@@ -248,7 +248,7 @@ describe('config', () => {
   test('config - invalid values name the key and the allowed values', () => {
     const cases: [string, RegExp][] = [
       ['bit_width: 3', /cfg\.yaml: bit_width: 3 is not allowed; allowed: 2, 4, 8$/],
-      ['group_size: 100', /group_size: 100 is not allowed; allowed: 32, 64, 128, 256/],
+      ['group_size: 100', /group_size: 100 is not allowed; allowed: 16, 32, 64, 128, 256 \(16 and 32 only with double_quant/],
       ['smooth_alpha: 1.5', /smooth_alpha: 1\.5 is not allowed; allowed: a number in 0\.\.1/],
       ['num_time_groups: 0', /num_time_groups: 0 is not allowed; allowed: an integer in 1\.\.100/],
       ['refine: maybe', /refine: "maybe" is not allowed; allowed: none, search/],

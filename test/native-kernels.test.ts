@@ -6,11 +6,11 @@ import { join } from 'node:path';
 import { describe, expect, test } from 'vitest';
 import { fillHeavyTailed, seededRandom } from '../core/model/random.js';
 import type { SourceDtype } from '../core/quant/dtype.js';
-import { F16_TABLE, f32ToBf16Bits, f32ToF16Bits } from '../core/quant/float16.js';
+import { f32ToBf16Bits, f32ToF16Bits } from '../core/quant/float16.js';
 import {
   GROUP_SIZES, QUANT_BITS, groupsPerRow, packedBytes, type QuantBits, type QuantizeRowsOutput,
 } from '../core/quant/reference.js';
-import type { QuantizeCall, QuantKernel } from '../native/kernel-api.js';
+import type { QuantizeCall, QuantKernel } from '../core/quant/kernel.js';
 import {
   KernelArgumentError, KernelSelectionError, compiledVariants, nativeAddonStatus, nativeKernel, nativeKernels,
   nativeMemcpy, selectKernel, variantSupport,
@@ -359,7 +359,11 @@ describe('native kernels', () => {
     });
   });
 
-  test('native kernels - selectKernel honours ARROWQUANT_KERNEL', () => {
+  test('native kernels - selectKernel honours ARROW_QUANT_KERNEL, and ARROWQUANT_KERNEL as its alias', () => {
+    expect(selectKernel({ ARROW_QUANT_KERNEL: 'scalar' }).kernel.variant).toBe('scalar');
+    expect(selectKernel({ ARROW_QUANT_KERNEL: 'reference', ARROWQUANT_KERNEL: 'scalar' }).kernel.variant).toBe('reference');
+    expect(() => selectKernel({ ARROW_QUANT_KERNEL: 'sse9' })).toThrow(
+      'Expected one of scalar, avx2, avx512, neon, reference, auto for ARROW_QUANT_KERNEL but received "sse9"');
     const best = runnable.at(-1)!;
     expect(selectKernel({}).kernel.variant).toBe(best.variant);
     expect(selectKernel({}).warning).toBeNull();
@@ -405,6 +409,11 @@ describe('native kernels', () => {
     const dst = new Uint8Array(1000);
     expect(nativeMemcpy(dst, src.subarray(3))).toBe(997);
     expect(Array.from(dst.subarray(0, 997))).toEqual(Array.from(src.subarray(3)));
-    expect(F16_TABLE[0x3c00]).toBe(1);
+    expect(Array.from(dst.subarray(997))).toEqual([0, 0, 0]);
+    // a shorter destination gets min(src, dst) bytes, nothing past its end
+    const small = new Uint8Array(new ArrayBuffer(16), 4, 8);
+    expect(nativeMemcpy(small, src)).toBe(8);
+    expect(Array.from(small)).toEqual(Array.from(src.subarray(0, 8)));
+    expect(Array.from(new Uint8Array(small.buffer, 12, 4))).toEqual([0, 0, 0, 0]);
   });
 });

@@ -11,6 +11,7 @@ import { matrixView } from '../core/model/model-source.js';
 import { decodeToF32, dtypeSize } from '../core/quant/dtype.js';
 import { equalizationScales } from '../core/quant/calibration.js';
 import { STATS_PER_ROW, groupsPerRow, packedBytes, type QuantBits } from '../core/quant/reference.js';
+import { v2Layout, v2ParamBytes, v2RowAlign, v2SuperGroups, type V2GroupSize } from '../core/quant/reference-v2.js';
 import { statsToQuality, sumRowStats, type LayerStats } from '../core/quant/layer-stats.js';
 import { quantTypeForBits, type LayerRecord, type OutputMethod, type QuantType } from '../core/format/layer-schema.js';
 import { layerBytesOut } from '../core/plan/layer-bytes.js';
@@ -46,6 +47,16 @@ export interface LayerResult {
 
 const NEXT_BITS: Record<number, QuantBits | undefined> = { 2: 4, 4: 8 };
 
+/** A layer's output buffers at one width; `data` is the record's data (v2: the codes, then the integer params). */
+interface LayerBuffers {
+  data: Uint8Array;
+  packed: Uint8Array;
+  scales: Uint16Array;
+  zeroPoints: Uint16Array;
+  rowStats: Float64Array;
+  v2: { groupParams: Uint8Array; superScales: Uint16Array; superOffsets: Uint16Array } | null;
+}
+
 function addTimings(into: Timings, t: Timings): void {
   into.readMs += t.readMs;
   into.kernelMs += t.kernelMs;
@@ -64,10 +75,10 @@ export class LayerRunner {
     private readonly pieceBytes = 4 * CHUNK_BYTES,
   ) {}
 
-  /** Row ranges [start, end), each a multiple of 8 rows but the last. */
-  pieces(rows: number, rowBytes: number): [number, number][] {
-    let per = Math.max(8, Math.floor(this.pieceBytes / Math.max(1, rowBytes)));
-    per -= per % 8;
+  /** Row ranges [start, end), each a multiple of `align` rows (8, or v2RowAlign) but the last. */
+  pieces(rows: number, rowBytes: number, align = 8): [number, number][] {
+    let per = Math.max(align, Math.floor(this.pieceBytes / Math.max(1, rowBytes)));
+    per -= per % align;
     const out: [number, number][] = [];
     for (let r = 0; r < rows; r += per) out.push([r, Math.min(rows, r + per)]);
     return out.length ? out : [[0, 0]];
@@ -101,12 +112,12 @@ export class LayerRunner {
       return { outcome: outcome(record, task.notes, rows * cols * 2), record, release: () => undefined };
     }
 
-    const pieces = this.pieces(rows, cols * dtypeSize(task.dtype));
+    const pieces = this.pieces(rows, cols * dtypeSize(task.dtype), this.rowAlign(task, cols));
     let colScale = await this.equalization(task, loc, pieces, timings);
     try {
       const { record, notes, release } = await this.quantize(task, loc, rows, cols, pieces, colScale, timings, base);
       const extras = { equalizationScales: colScale ? cols : 0, timeGroups: task.time_group_params?.length ?? 0 };
-      const bytesOut = layerBytesOut({ rows, cols }, record.bit_width, task.group_size, extras);
+      const bytesOut = layerBytesOut({ rows, cols }, record.bit_width, task.group_size, extras, task.double_quant === true);
       const scale = colScale;
       colScale = null; // now owned by the result
       return {
@@ -120,6 +131,33 @@ export class LayerRunner {
     } finally {
       if (colScale) this.buffers.release(colScale);
     }
+  }
+
+  /** Pieces of a v2 layer start a super-group at every width it may be redone at (the alignment grows with S only). */
+  private rowAlign(task: LayerTask, cols: number): number {
+    if (!task.double_quant) return 8;
+    const g = task.group_size as V2GroupSize;
+    return Math.max(...([2, 4, 8] as QuantBits[]).map((b) => v2RowAlign(cols, b, g)));
+  }
+
+  /** The output buffers of one width: v1 (codes, scales, zero points) or v2 (codes + params in one buffer, factors). */
+  private outputs(task: LayerTask, rows: number, cols: number, bits: QuantBits): LayerBuffers {
+    const gpr = groupsPerRow(cols, task.group_size);
+    const rowStats = this.buffers.float64(rows * STATS_PER_ROW);
+    const codeBytes = packedBytes(rows * cols, bits);
+    if (!task.double_quant) {
+      const packed = this.buffers.uint8(codeBytes);
+      return { data: packed, packed, scales: this.buffers.uint16(rows * gpr), zeroPoints: this.buffers.uint16(rows * gpr), rowStats, v2: null };
+    }
+    const layout = v2Layout(bits, task.group_size as V2GroupSize);
+    const groups = rows * gpr;
+    const data = this.buffers.uint8(codeBytes + v2ParamBytes(groups, layout));
+    const scales = this.buffers.uint16(v2SuperGroups(groups, layout));
+    const zeroPoints = this.buffers.uint16(v2SuperGroups(groups, layout));
+    return {
+      data, packed: data.subarray(0, codeBytes), scales, zeroPoints, rowStats,
+      v2: { groupParams: data.subarray(codeBytes), superScales: scales, superOffsets: zeroPoints },
+    };
   }
 
   /** Spatial layers: s_j from the calibration's channel maxima and the weight's column maxima. */
@@ -146,21 +184,17 @@ export class LayerRunner {
     const { rows, cols } = matrixView(task.shape);
     const loc: TensorLocation = { file: task.file, dataStart: task.data_start, dtype: task.dtype, cols };
     const timings = zeroTimings();
-    const pieces = this.pieces(rows, cols * dtypeSize(task.dtype));
+    const pieces = this.pieces(rows, cols * dtypeSize(task.dtype), this.rowAlign(task, cols));
     const colScale = await this.equalization(task, loc, pieces, timings);
     const out = new Map<QuantBits, LayerStats>();
     try {
       for (const bits of widths) {
-        const gpr = groupsPerRow(cols, task.group_size);
-        const packed = this.buffers.uint8(packedBytes(rows * cols, bits));
-        const scales = this.buffers.uint16(rows * gpr);
-        const zeroPoints = this.buffers.uint16(rows * gpr);
-        const rowStats = this.buffers.float64(rows * STATS_PER_ROW);
+        const o = this.outputs(task, rows, cols, bits);
         try {
-          await this.quantizePieces(task, loc, pieces, { bits, colScale, packed, scales, zeroPoints, rowStats }, timings);
-          out.set(bits, sumRowStats(rowStats, rows));
+          await this.quantizePieces(task, loc, pieces, { bits, colScale, ...o }, timings);
+          out.set(bits, sumRowStats(o.rowStats, rows));
         } finally {
-          this.buffers.release(packed, scales, zeroPoints, rowStats);
+          this.buffers.release(o.data, o.scales, o.zeroPoints, o.rowStats);
         }
       }
     } finally {
@@ -172,14 +206,15 @@ export class LayerRunner {
   /** Every piece of a layer through the kernel; throws NonFiniteWeightError for the first bad value. */
   private async quantizePieces(
     task: LayerTask, loc: TensorLocation, pieces: [number, number][],
-    o: { bits: QuantBits; colScale: Float32Array | null; packed: Uint8Array; scales: Uint16Array; zeroPoints: Uint16Array; rowStats: Float64Array },
+    o: { bits: QuantBits; colScale: Float32Array | null } & Omit<LayerBuffers, 'data'>,
     timings: Timings,
   ): Promise<void> {
+    const { bits, colScale, packed, scales, zeroPoints, rowStats, v2 } = o;
     const results = await Promise.all(
       pieces.map(([rowStart, rowEnd]) =>
         this.pool.run({
           op: 'quantize',
-          args: { ...loc, rowStart, rowEnd, groupSize: task.group_size, refine: task.refine, ...o },
+          args: { ...loc, rowStart, rowEnd, groupSize: task.group_size, refine: task.refine, bits, colScale, packed, scales, zeroPoints, rowStats, v2 },
         }),
       ),
     );
@@ -197,16 +232,13 @@ export class LayerRunner {
   ): Promise<{ record: LayerRecord; notes: string[]; release: () => void }> {
     const notes = [...task.notes];
     let bits = task.bits as QuantBits;
-    const gpr = groupsPerRow(cols, task.group_size);
     for (;;) {
-      const packed = this.buffers.uint8(packedBytes(rows * cols, bits));
-      const scales = this.buffers.uint16(rows * gpr);
-      const zeroPoints = this.buffers.uint16(rows * gpr);
-      const rowStats = this.buffers.float64(rows * STATS_PER_ROW);
-      const release = () => this.buffers.release(packed, scales, zeroPoints);
+      const o = this.outputs(task, rows, cols, bits);
+      const { data, scales, zeroPoints, rowStats } = o;
+      const release = () => this.buffers.release(data, scales, zeroPoints);
       let kept = false;
       try {
-        await this.quantizePieces(task, loc, pieces, { bits, colScale, packed, scales, zeroPoints, rowStats }, timings);
+        await this.quantizePieces(task, loc, pieces, { bits, colScale, ...o }, timings);
         const q = statsToQuality(sumRowStats(rowStats, rows));
         const bar = task.min_layer_cosine[bits];
         if (q.cosine < bar) {
@@ -222,15 +254,15 @@ export class LayerRunner {
           }
           notes.push(`cosine ${c} is below min_layer_cosine ${bar} even at ${bits} bits`);
         }
-        const hashed = await this.pool.run({ op: 'hash', data: packed });
+        const hashed = await this.pool.run({ op: 'hash', data });
         addTimings(timings, hashed.timings);
         const record: LayerRecord = {
           ...base,
-          quant_type: quantTypeForBits(bits),
+          quant_type: quantTypeForBits(bits, task.double_quant === true),
           bit_width: bits,
           method: task.method as Exclude<OutputMethod, 'none'>,
           group_size: task.group_size,
-          data: packed,
+          data,
           scales,
           zero_points: zeroPoints,
           equalization_scales: colScale,

@@ -3,13 +3,15 @@
 // but are plain async functions, so the same code runs anywhere.
 //
 // Pieces start at a multiple of 8 rows, so each one's packed codes start at a byte boundary and
-// threads write disjoint bytes of the layer's shared output buffers.
+// threads write disjoint bytes of the layer's shared output buffers; format v2 pieces and chunks
+// also start a super-group (v2RowAlign), so their integer params start at a byte too.
 
 import { createHash } from 'node:crypto';
-import type { QuantKernel } from '../native/kernel-api.js';
+import type { QuantKernel } from '../core/quant/kernel.js';
 import { decodeToF32 } from '../core/quant/dtype.js';
 import { fitsF16, f32ToBf16Bits, f32ToF16Bits, F16_TABLE, bf16BitsToF32 } from '../core/quant/float16.js';
 import { STATS_PER_ROW, groupsPerRow, type QuantBits } from '../core/quant/reference.js';
+import { v2Offsets, v2RowAlign, type V2GroupSize } from '../core/quant/reference-v2.js';
 import type { QuantType } from '../core/format/layer-schema.js';
 import { RowReader, chunkRows, type TensorLocation, type Timings } from '../core/model/row-reader.js';
 import { accumulateStats, statsToQuality } from '../core/quant/layer-stats.js';
@@ -26,8 +28,10 @@ async function forEachChunk(
   rowEnd: number,
   timings: Timings,
   work: (bytes: Uint8Array, r0: number, rows: number) => Promise<boolean>,
+  rowAlign = 8,
 ): Promise<void> {
-  const step = chunkRows(loc.cols, loc.dtype);
+  const rows0 = chunkRows(loc.cols, loc.dtype);
+  const step = Math.max(rowAlign, rows0 - (rows0 % rowAlign));
   for (let r0 = rowStart; r0 < rowEnd; r0 += step) {
     const rows = Math.min(step, rowEnd - r0);
     if (!(await work(await reader.read(loc, r0, rows, timings), r0, rows))) return;
@@ -58,33 +62,51 @@ export interface QuantizePieceArgs extends TensorLocation {
   scales: Uint16Array;
   zeroPoints: Uint16Array;
   rowStats: Float64Array;
+  /** format v2 (double_quant): the integer params and super-group factors (scales / zeroPoints unused), or null */
+  v2: { groupParams: Uint8Array; superScales: Uint16Array; superOffsets: Uint16Array } | null;
 }
 
 /** Quantize rows [rowStart, rowEnd) into the layer's buffers; −1, or the layer-level index of the first non-finite value. */
 export async function quantizePiece(kernel: QuantKernel, reader: RowReader, a: QuantizePieceArgs, timings: Timings): Promise<number> {
   const gpr = groupsPerRow(a.cols, a.groupSize);
-  let bad = -1;
-  await forEachChunk(reader, a, a.rowStart, a.rowEnd, timings, async (src, r0, rows) => {
+  const v2 = a.v2;
+  const groupSize = a.groupSize as V2GroupSize;
+  // Synchronous on purpose: this is a dedicated quantization thread, and the async entry point
+  // would queue the work on libuv's small pool behind the file reads and writes.
+  const chunk = (src: Uint8Array, r0: number, rows: number): number => {
     const byte0 = (r0 * a.cols * a.bits) / 8;
-    const t0 = performance.now();
-    // Synchronous on purpose: this is a dedicated quantization thread, and the async entry point
-    // would queue the work on libuv's small pool behind the file reads and writes.
-    const idx = kernel.quantizeSync(
-      { src, dtype: a.dtype, rows, cols: a.cols, bits: a.bits, groupSize: a.groupSize, refine: a.refine, colScale: a.colScale },
+    const packed = a.packed.subarray(byte0, byte0 + Math.ceil((rows * a.cols * a.bits) / 8));
+    const rowStats = a.rowStats.subarray(r0 * STATS_PER_ROW, (r0 + rows) * STATS_PER_ROW);
+    if (!v2) {
+      return kernel.quantizeSync(
+        { src, dtype: a.dtype, rows, cols: a.cols, bits: a.bits, groupSize: a.groupSize, refine: a.refine, colScale: a.colScale },
+        { packed, scales: a.scales.subarray(r0 * gpr, (r0 + rows) * gpr), zeroPoints: a.zeroPoints.subarray(r0 * gpr, (r0 + rows) * gpr), rowStats },
+      );
+    }
+    const from = v2Offsets(r0, a.cols, a.bits, groupSize);
+    const to = v2Offsets(r0 + rows, a.cols, a.bits, groupSize);
+    return kernel.quantizeV2Sync(
+      { src, dtype: a.dtype, rows, cols: a.cols, bits: a.bits, groupSize, colScale: a.colScale },
       {
-        packed: a.packed.subarray(byte0, byte0 + Math.ceil((rows * a.cols * a.bits) / 8)),
-        scales: a.scales.subarray(r0 * gpr, (r0 + rows) * gpr),
-        zeroPoints: a.zeroPoints.subarray(r0 * gpr, (r0 + rows) * gpr),
-        rowStats: a.rowStats.subarray(r0 * STATS_PER_ROW, (r0 + rows) * STATS_PER_ROW),
+        packed, rowStats,
+        // the end of the layer may hold a partial super-group and a partial param byte
+        groupParams: v2.groupParams.subarray(from.paramByte, Math.ceil(to.paramByte)),
+        superScales: v2.superScales.subarray(from.superGroup, Math.ceil(to.superGroup)),
+        superOffsets: v2.superOffsets.subarray(from.superGroup, Math.ceil(to.superGroup)),
       },
     );
+  };
+  let bad = -1;
+  await forEachChunk(reader, a, a.rowStart, a.rowEnd, timings, async (src, r0, rows) => {
+    const t0 = performance.now();
+    const idx = chunk(src, r0, rows);
     timings.kernelMs += performance.now() - t0;
     if (idx >= 0) {
       bad = r0 * a.cols + idx;
       return false;
     }
     return true;
-  });
+  }, v2 ? v2RowAlign(a.cols, a.bits, groupSize) : 8);
   return bad;
 }
 

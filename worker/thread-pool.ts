@@ -54,7 +54,7 @@ export class ThreadPool {
   }
 
   /**
-   * Checks the kernel choice here first (a bad ARROWQUANT_KERNEL is a typed error, the fallback
+   * Checks the kernel choice here first (a bad ARROW_QUANT_KERNEL is a typed error, the fallback
    * warning is given once), then starts the threads, which make the same choice.
    */
   static async start(size: number, options: ThreadPoolOptions = {}): Promise<ThreadPool> {

@@ -8,7 +8,9 @@ import { createHash } from 'node:crypto';
 import { ArrowQuantError } from '../../core/errors.js';
 import type { LayerTask } from '../../core/job/layer-task.js';
 import { matrixView } from '../../core/model/model-source.js';
-import { groupsPerRow, packedBytes } from '../../core/quant/reference.js';
+import { groupsPerRow, packedBytes, type QuantBits } from '../../core/quant/reference.js';
+import { v2Layout, v2ParamBytes, v2SuperGroups, type V2GroupSize } from '../../core/quant/reference-v2.js';
+import { quantizedBytesOut } from '../../core/plan/layer-bytes.js';
 import { quantTypeForBits, type LayerRecord } from '../../core/format/layer-schema.js';
 
 /** A shard that is not what the plan produces for its layer (exit 2: the input is wrong). */
@@ -41,9 +43,10 @@ export function maxShardBytes(task: LayerTask): number {
   const strings = Buffer.byteLength(task.name) + task.notes.reduce((s, n) => s + Buffer.byteLength(n) + 2, 0);
   const widest = Math.max(...allowedBits(task));
   if (widest === 16) return FRAMING_BYTES + strings + 2 * elements;
-  const params = 2 * 2 * rows * groupsPerRow(cols, task.group_size);
+  // codes and group parameters at the widest width the layer may end at (v1 or v2 encoding)
+  const codesAndParams = quantizedBytesOut({ rows, cols }, widest, task.group_size, undefined, task.double_quant === true);
   const extras = (task.method === 'spatial' ? 4 * cols : 0) + 16 * (task.time_group_params?.length ?? 0);
-  return FRAMING_BYTES + strings + packedBytes(elements, widest) + params + extras;
+  return FRAMING_BYTES + strings + codesAndParams + extras;
 }
 
 /** Throws ShardMismatchError naming the first field of `r` that the plan would not produce for `task`. */
@@ -75,13 +78,17 @@ export function checkShardRecord(r: LayerRecord, task: LayerTask): void {
     same('act_bit_width', r.act_bit_width, null);
     same('time_group_params', r.time_group_params, null);
   } else {
-    same('quant_type', r.quant_type, quantTypeForBits(r.bit_width as 2 | 4 | 8));
+    const dq = task.double_quant === true;
+    same('quant_type', r.quant_type, quantTypeForBits(r.bit_width as 2 | 4 | 8, dq));
     same('method', r.method, task.method);
     same('group_size', r.group_size, task.group_size);
-    same('data length', r.data.byteLength, packedBytes(elements, r.bit_width));
     const groups = rows * groupsPerRow(cols, task.group_size);
-    same('scales length', r.scales.length, groups);
-    same('zero_points length', r.zero_points.length, groups);
+    // v2: data = codes then the integer group params; scales / zero_points = one factor per super-group
+    const layout = dq ? v2Layout(r.bit_width as QuantBits, task.group_size as V2GroupSize) : null;
+    same('data length', r.data.byteLength, packedBytes(elements, r.bit_width) + (layout ? v2ParamBytes(groups, layout) : 0));
+    const params = layout ? v2SuperGroups(groups, layout) : groups;
+    same('scales length', r.scales.length, params);
+    same('zero_points length', r.zero_points.length, params);
     same('equalization_scales length', r.equalization_scales?.length ?? null, task.method === 'spatial' ? cols : null);
     same('act_bit_width', r.act_bit_width, task.act_bit_width);
     // stored as float32: compare with the task's values rounded the same way

@@ -153,6 +153,16 @@ export function coerceScalar(raw: string, key: ConfigKey, source: string): unkno
   throw new ConfigError(`${source}: ${JSON.stringify(raw)} is not allowed; allowed: ${KEY_INFO[key].allowed}`, key, source);
 }
 
+/** group_size 16 exists only in format v2; v2 groups are 16 or 32 elements. */
+function checkGroupEncoding(cfg: ArrowQuantConfig): void {
+  if (cfg.double_quant && cfg.group_size !== 16 && cfg.group_size !== 32) {
+    throw new ConfigError(`double_quant: true needs group_size 16 or 32, but group_size is ${cfg.group_size}; allowed: 16, 32`, 'group_size', 'configuration');
+  }
+  if (!cfg.double_quant && cfg.group_size === 16) {
+    throw new ConfigError('group_size 16 needs double_quant: true (format v2); without it allowed: 32, 64, 128, 256', 'group_size', 'configuration');
+  }
+}
+
 /** Merge sources in precedence order; maps (layer_bit_widths, min_layer_cosine) merge per entry. */
 export function resolveConfig(...sources: PartialConfig[]): ArrowQuantConfig {
   const explicit: PartialConfig = {};
@@ -172,5 +182,6 @@ export function resolveConfig(...sources: PartialConfig[]): ArrowQuantConfig {
     layer_bit_widths: layerWidths,
     min_layer_cosine: { ...DEFAULT_MIN_LAYER_COSINE, ...minCos },
   };
+  checkGroupEncoding(cfg);
   return cfg;
 }

@@ -32,7 +32,7 @@ const layerKey = z.string().refine((k) => !k.startsWith('re:') || isRegex(k.slic
 export const configSchema = z
   .object({
     bit_width: literalUnion([2, 4, 8] as const),
-    group_size: literalUnion([32, 64, 128, 256] as const),
+    group_size: literalUnion([16, 32, 64, 128, 256] as const),
     deployment_profile: z.enum(['edge', 'local', 'cloud']),
     enable_mixed_precision: z.boolean(),
     layer_bit_widths: z.record(layerKey, literalUnion(LAYER_BITS)),
@@ -48,6 +48,7 @@ export const configSchema = z
     min_accuracy: z.number().min(0).max(1),
     fail_fast: z.boolean(),
     refine: z.enum(['none', 'search']),
+    double_quant: z.boolean(),
     enable_spatial: z.boolean(),
     smooth_alpha: z.number().min(0).max(1),
     enable_time_aware: z.boolean(),
@@ -82,6 +83,7 @@ export const DEFAULTS: ArrowQuantConfig = {
   min_accuracy: 0.85,
   fail_fast: false,
   refine: 'none',
+  double_quant: false,
   enable_spatial: false,
   smooth_alpha: 0.5,
   enable_time_aware: false,
@@ -95,7 +97,7 @@ export const DEFAULTS: ArrowQuantConfig = {
 /** Allowed values and meaning of each key: error messages, `--help` and config.example.yaml. */
 export const KEY_INFO: Record<ConfigKey, { allowed: string; meaning: string }> = {
   bit_width: { allowed: '2, 4, 8', meaning: 'default bit width of quantized layers' },
-  group_size: { allowed: '32, 64, 128, 256', meaning: 'elements per quantization group along a row' },
+  group_size: { allowed: '16, 32, 64, 128, 256 (16 and 32 only with double_quant, which needs one of them)', meaning: 'elements per quantization group along a row' },
   deployment_profile: {
     allowed: 'edge, local, cloud',
     meaning: 'preset for bit_width / group_size / num_time_groups / min_accuracy (edge 2/256/5/0.65, local 4/128/10/0.85, cloud 8/64/20/0.95)',
@@ -117,6 +119,10 @@ export const KEY_INFO: Record<ConfigKey, { allowed: string; meaning: string }> =
   min_accuracy: { allowed: 'a number in 0..1', meaning: 'job-level bar on the parameter-weighted mean cosine of the quantized layers' },
   fail_fast: { allowed: 'true, false', meaning: 'a layer below its bar fails the job (exit 3) instead of falling back' },
   refine: { allowed: 'none, search', meaning: "search: choose each group's scale/zero point by a clipping search" },
+  double_quant: {
+    allowed: 'true, false',
+    meaning: 'format v2: integer group scales/offsets under float16 factors per super-group, with a least-squares search (group_size 16 or 32)',
+  },
   enable_spatial: { allowed: 'true, false', meaning: 'SmoothQuant-style channel equalization (needs calibration channel maxima)' },
   smooth_alpha: { allowed: 'a number in 0..1', meaning: 'equalization strength' },
   enable_time_aware: { allowed: 'true, false', meaning: 'per-timestep-group activation parameters (needs calibration timestep ranges)' },

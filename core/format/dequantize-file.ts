@@ -1,7 +1,7 @@
 // `dequantize`: an ArrowQuant file back to safetensors (same names, shapes and order), for
 // evaluating the quantized model in other tools. One layer in memory at a time.
 
-import type { QuantKernel } from '../../native/kernel-api.js';
+import type { QuantKernel } from '../quant/kernel.js';
 import { UsageError } from '../errors.js';
 import { matrixView } from '../model/model-source.js';
 import { chunkRows } from '../model/row-reader.js';

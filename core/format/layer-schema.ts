@@ -9,7 +9,8 @@ import {
 import type { SourceDtype } from '../quant/dtype.js';
 import type { TimeGroupParam } from '../quant/calibration.js';
 
-export type QuantType = 'int2' | 'int4' | 'int8' | 'f16' | 'bf16' | 'f32';
+/** int*_dq: format v2 (double-quantized group params; docs/format.md "Version 2"). */
+export type QuantType = 'int2' | 'int4' | 'int8' | 'int2_dq' | 'int4_dq' | 'int8_dq' | 'f16' | 'bf16' | 'f32';
 export type OutputMethod = 'base' | 'spatial' | 'time_aware' | 'none';
 
 /** One row of the output file. */
@@ -186,6 +187,11 @@ export function recordBytesOut(r: Pick<LayerRecord, 'data' | 'scales' | 'zero_po
   return r.data.byteLength + 2 * (r.scales.length + r.zero_points.length) + 4 * (r.equalization_scales?.length ?? 0) + 16 * (r.time_group_params?.length ?? 0);
 }
 
-export function quantTypeForBits(bits: 2 | 4 | 8): QuantType {
-  return `int${bits}` as QuantType;
+export function quantTypeForBits(bits: 2 | 4 | 8, doubleQuant = false): QuantType {
+  return `int${bits}${doubleQuant ? '_dq' : ''}` as QuantType;
+}
+
+/** A format v2 layer: data = codes then integer group params; scales / zero_points = the super-group factors d / m. */
+export function isDoubleQuant(r: Pick<LayerRecord, 'quant_type'>): boolean {
+  return r.quant_type.endsWith('_dq');
 }

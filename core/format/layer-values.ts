@@ -1,10 +1,11 @@
 // ŵ of a layer row range from its record: dequantized codes (format.md) or the stored floats.
 
-import type { QuantKernel } from '../../native/kernel-api.js';
+import type { QuantKernel } from '../quant/kernel.js';
 import { decodeToF32 } from '../quant/dtype.js';
-import { groupsPerRow, type QuantBits } from '../quant/reference.js';
+import { groupsPerRow, packedBytes, type QuantBits } from '../quant/reference.js';
+import type { V2GroupSize } from '../quant/reference-v2.js';
 import { matrixView } from '../model/model-source.js';
-import type { LayerRecord } from './layer-schema.js';
+import { isDoubleQuant, type LayerRecord } from './layer-schema.js';
 
 const STORED_DTYPE = { f16: 'F16', bf16: 'BF16', f32: 'F32' } as const;
 
@@ -20,6 +21,23 @@ export function layerValues(kernel: QuantKernel, r: LayerRecord, rowStart: numbe
   const bits = r.bit_width as QuantBits;
   const gpr = groupsPerRow(cols, r.group_size);
   const byte0 = (rowStart * cols * bits) / 8;
+  if (isDoubleQuant(r)) {
+    // data = the layer's codes, then its integer group params (format.md "Version 2")
+    const { rows: allRows } = matrixView(r.shape);
+    const codeBytes = packedBytes(allRows * cols, bits);
+    kernel.dequantizeV2(
+      {
+        packed: r.data.subarray(byte0, byte0 + Math.ceil((rows * cols * bits) / 8)),
+        groupParams: r.data.subarray(codeBytes),
+        superScales: r.scales,
+        superOffsets: r.zero_points,
+        firstGroup: rowStart * gpr,
+        rows, cols, bits, groupSize: r.group_size as V2GroupSize, colScale: r.equalization_scales,
+      },
+      dst,
+    );
+    return dst;
+  }
   kernel.dequantize(
     {
       packed: r.data.subarray(byte0, byte0 + Math.ceil((rows * cols * bits) / 8)),

@@ -2,15 +2,16 @@
 // recompute SQNR and cosine against the source, and check hashes, shapes, sizes and summary.
 
 import { createHash } from 'node:crypto';
-import type { QuantKernel } from '../../native/kernel-api.js';
+import type { QuantKernel } from '../quant/kernel.js';
 import { openModel, matrixView } from '../model/model-source.js';
 import { RowReader, chunkRows, zeroTimings } from '../model/row-reader.js';
 import { decodeToF32 } from '../quant/dtype.js';
-import { groupsPerRow, packedBytes } from '../quant/reference.js';
+import { groupsPerRow, packedBytes, type QuantBits } from '../quant/reference.js';
+import { V2_GROUP_SIZES, v2Layout, v2ParamBytes, v2SuperGroups, type V2GroupSize } from '../quant/reference-v2.js';
 import { accumulateStats, statsToQuality, type LayerStats } from '../quant/layer-stats.js';
 import { OutputFileReader } from './output-reader.js';
 import { layerValues } from './layer-values.js';
-import { recordBytesOut } from './layer-schema.js';
+import { isDoubleQuant, recordBytesOut, type LayerRecord } from './layer-schema.js';
 
 export interface LayerCheck {
   index: number;
@@ -53,13 +54,7 @@ export async function verifyFile(outPath: string, modelPath: string, kernel: Qua
       const sha = createHash('sha256').update(r.data).digest('hex');
       if (sha !== r.data_sha256) p.push(`data_sha256 ${r.data_sha256} but the data hashes to ${sha}`);
       const { rows, cols } = matrixView(t.shape);
-      const quantized = r.method !== 'none';
-      const expectBytes = quantized ? packedBytes(rows * cols, r.bit_width) : rows * cols * (r.quant_type === 'f32' ? 4 : 2);
-      const expectGroups = quantized ? rows * groupsPerRow(cols, r.group_size) : 0;
-      if (r.data.byteLength !== expectBytes) p.push(`data holds ${r.data.byteLength} bytes, expected ${expectBytes}`);
-      if (r.scales.length !== expectGroups || r.zero_points.length !== expectGroups) {
-        p.push(`${r.scales.length} scales and ${r.zero_points.length} zero points, expected ${expectGroups}`);
-      }
+      p.push(...layoutProblems(r, rows, cols));
       bytesOut += recordBytesOut(r);
       let recomputed = { sqnr_db: NaN, cosine: NaN };
       if (p.length === 0) {
@@ -83,6 +78,34 @@ export async function verifyFile(outPath: string, modelPath: string, kernel: Qua
   }
   for (const l of layers) for (const p of l.problems) problems.push(`layer ${l.index} (${l.name}): ${p}`);
   return { ok: problems.length === 0, layers, problems };
+}
+
+/** The data, scales and zero points a layer must hold (format.md v1, or "Version 2" for int*_dq). */
+function layoutProblems(r: LayerRecord, rows: number, cols: number): string[] {
+  const quantized = r.method !== 'none';
+  if (quantized && isDoubleQuant(r)) {
+    if (!(V2_GROUP_SIZES as readonly number[]).includes(r.group_size) || ![2, 4, 8].includes(r.bit_width)) {
+      return [`${r.quant_type} with bit_width ${r.bit_width} and group_size ${r.group_size}; allowed: bit_width 2, 4, 8 and group_size 16, 32`];
+    }
+    const layout = v2Layout(r.bit_width as QuantBits, r.group_size as V2GroupSize);
+    const groups = rows * groupsPerRow(cols, r.group_size);
+    const expectBytes = packedBytes(rows * cols, r.bit_width) + v2ParamBytes(groups, layout);
+    const supers = v2SuperGroups(groups, layout);
+    const p: string[] = [];
+    if (r.data.byteLength !== expectBytes) p.push(`data holds ${r.data.byteLength} bytes, expected ${expectBytes} (codes and integer group params)`);
+    if (r.scales.length !== supers || r.zero_points.length !== supers) {
+      p.push(`${r.scales.length} scales and ${r.zero_points.length} zero points, expected ${supers} (one per super-group)`);
+    }
+    return p;
+  }
+  const expectBytes = quantized ? packedBytes(rows * cols, r.bit_width) : rows * cols * (r.quant_type === 'f32' ? 4 : 2);
+  const expectGroups = quantized ? rows * groupsPerRow(cols, r.group_size) : 0;
+  const p: string[] = [];
+  if (r.data.byteLength !== expectBytes) p.push(`data holds ${r.data.byteLength} bytes, expected ${expectBytes}`);
+  if (r.scales.length !== expectGroups || r.zero_points.length !== expectGroups) {
+    p.push(`${r.scales.length} scales and ${r.zero_points.length} zero points, expected ${expectGroups}`);
+  }
+  return p;
 }
 
 async function recomputeStats(kernel: QuantKernel, reader: RowReader, r: Parameters<typeof layerValues>[1], file: string, dataStart: number, rows: number, cols: number): Promise<LayerStats> {

@@ -32,8 +32,10 @@ export const layerTaskSchema = z
     byte_length: nonNegInt,
     bits: z.union([z.literal(2), z.literal(4), z.literal(8), z.literal(16)]),
     method: z.enum(['base', 'spatial', 'time_aware', 'none']),
-    group_size: z.union([z.literal(0), z.literal(32), z.literal(64), z.literal(128), z.literal(256)]),
+    group_size: z.union([z.literal(0), z.literal(16), z.literal(32), z.literal(64), z.literal(128), z.literal(256)]),
     refine: z.boolean(),
+    /** format v2 (double-quantized group params); present only when true, so v1 tasks hash as before */
+    double_quant: z.literal(true).optional(),
     min_layer_cosine: z.object({ 2: cosineBar, 4: cosineBar, 8: cosineBar }).strict(),
     fail_fast: z.boolean(),
     notes: z.array(z.string()),
@@ -46,7 +48,12 @@ export const layerTaskSchema = z
     /** hash of everything above that changes the result: part of the NATS message id */
     plan_hash: z.string().regex(/^[0-9a-f]{16,64}$/),
   })
-  .strict();
+  .strict()
+  .refine((t) => !t.double_quant || t.group_size === 16 || t.group_size === 32, {
+    message: 'double_quant needs group_size 16 or 32',
+    path: ['group_size'],
+  })
+  .refine((t) => t.double_quant || t.group_size !== 16, { message: 'group_size 16 needs double_quant', path: ['group_size'] });
 
 export type LayerTask = z.infer<typeof layerTaskSchema>;
 
@@ -69,6 +76,7 @@ export function buildLayerTasks(jobId: string, model: ModelSource, plan: Plan, c
       method: l.method,
       group_size: l.groupSize as LayerTask['group_size'],
       refine: cfg.refine === 'search',
+      ...((l.doubleQuant ?? cfg.double_quant) && l.bits < 16 ? { double_quant: true as const } : {}),
       min_layer_cosine: cfg.min_layer_cosine,
       fail_fast: cfg.fail_fast,
       notes: l.notes,

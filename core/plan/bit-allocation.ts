@@ -73,7 +73,7 @@ export function allocateBitWidths(layers: AllocationInput[], cfg: ArrowQuantConf
     return { bits: 4, reason: `depth: ${where} (${pct}, late) → 4`, manual: false, sensitive: false };
   });
 
-  const bytesOf = (i: number, bits: number) => layerBytesOut(layers[i]!, bits, cfg.group_size, layers[i]!.extras ?? NO_EXTRAS);
+  const bytesOf = (i: number, bits: number) => layerBytesOut(layers[i]!, bits, cfg.group_size, layers[i]!.extras ?? NO_EXTRAS, cfg.double_quant);
   let total = allocations.reduce((s, a, i) => s + bytesOf(i, a.bits), 0);
   const targetBytes = cfg.target_model_size_mb === null ? null : Math.round(cfg.target_model_size_mb * 1e6);
   if (targetBytes === null || total <= targetBytes) {

@@ -26,6 +26,8 @@ export interface LayerPlan {
   method: QuantMethod;
   /** 0 when not quantized */
   groupSize: number;
+  /** format v2 group params for this layer; absent: the job's double_quant (the measured allocation sets it per layer) */
+  doubleQuant?: boolean;
   bytesOut: number;
   reason: string;
   /** method fallbacks and other remarks, carried to the file's `notes` */
@@ -126,7 +128,7 @@ export function buildPlan(model: ModelSource, cfg: ArrowQuantConfig, cal: Calibr
       bits: a.bits,
       method: quantized ? m.method : 'none',
       groupSize: quantized ? cfg.group_size : 0,
-      bytesOut: layerBytesOut(g, a.bits, cfg.group_size, m.extras),
+      bytesOut: layerBytesOut(g, a.bits, cfg.group_size, m.extras, cfg.double_quant),
       reason: a.reason,
       notes: quantized ? m.notes : [],
       timeGroups: quantized ? m.timeGroups : 0,

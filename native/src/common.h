@@ -57,6 +57,36 @@ struct DequantJob {
   float* out;  // rows*cols
 };
 
+/** One format v2 call (reference-v2.ts): its first group starts a super-group. */
+struct QuantV2Job {
+  const uint8_t* src;
+  int dtype;
+  int64_t rows;
+  int64_t cols;
+  int bits;       // 2, 4, 8
+  int groupSize;  // 16, 32
+  const float* colScale;
+  uint8_t* packed;        // ceil(rows*cols*bits/8) bytes
+  uint8_t* groupParams;   // v2ParamBytes
+  uint16_t* superScales;  // one per super-group
+  uint16_t* superOffsets;
+  double* rowStats;
+};
+
+struct DequantV2Job {
+  const uint8_t* packed;  // the row range's codes
+  const uint8_t* groupParams;
+  const uint16_t* superScales;
+  const uint16_t* superOffsets;
+  int64_t firstGroup;  // flat group index of the range's first group
+  int64_t rows;
+  int64_t cols;
+  int bits;
+  int groupSize;
+  const float* colScale;
+  float* out;
+};
+
 struct ColumnAbsMaxJob {
   const uint8_t* src;
   int dtype;
@@ -71,6 +101,8 @@ struct KernelFns {
   int64_t (*quantize)(const QuantJob&);  // -1 or index of the first non-finite element
   void (*dequantize)(const DequantJob&);
   void (*columnAbsMax)(const ColumnAbsMaxJob&);
+  int64_t (*quantizeV2)(const QuantV2Job&);
+  void (*dequantizeV2)(const DequantV2Job&);
 };
 
 namespace {

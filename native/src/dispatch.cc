@@ -1,10 +1,5 @@
-// Picks the variant once, at load: the best one this CPU supports, or the one named by
-// ARROWQUANT_KERNEL (scalar | avx2 | avx512 | neon; "auto" or empty = best). Naming a variant
-// that is not compiled in, or that this CPU cannot run, is an error reported to JavaScript.
-#include <cstdlib>
-#include <cstring>
-#include <string>
-
+// The compiled variants and whether this CPU can run each, found once at load. Which one runs is
+// chosen in TypeScript (native/kernels.ts selectKernel, ARROW_QUANT_KERNEL).
 #include "variants.h"
 
 #if defined(AQ_X86)
@@ -26,8 +21,6 @@ bool cpu_has_f16c() {
 struct Registry {
   VariantInfo v[4];
   int count = 0;
-  int selected = -1;
-  std::string error;
 
   Registry() {
     v[count++] = {&kScalarKernel, true};
@@ -42,39 +35,6 @@ struct Registry {
 #if defined(AQ_ARM64)
     v[count++] = {&kNeonKernel, true};
 #endif
-    const char* env = std::getenv("ARROWQUANT_KERNEL");
-    if (env && *env && std::strcmp(env, "auto") != 0 && std::strcmp(env, "reference") != 0) {
-      for (int i = 0; i < count; i++) {
-        if (std::strcmp(v[i].fns->name, env) != 0) continue;
-        if (v[i].supported) {
-          selected = i;
-        } else {
-          error = std::string("ARROWQUANT_KERNEL=") + env + " but this CPU cannot run the " + env + " kernels (" +
-                  required_features(env) + ")";
-        }
-        return;
-      }
-      error = std::string("ARROWQUANT_KERNEL=") + env + " is not a compiled variant; expected one of: " + names() +
-              ", reference or auto";
-      return;
-    }
-    for (int i = 0; i < count; i++)
-      if (v[i].supported) selected = i;
-  }
-
-  static const char* required_features(const char* name) {
-    if (std::strcmp(name, "avx2") == 0) return "needs avx2, fma and f16c";
-    if (std::strcmp(name, "avx512") == 0) return "needs avx512f, avx512bw, avx512vl, avx512dq, avx2, fma and f16c";
-    return "unsupported CPU";
-  }
-
-  std::string names() const {
-    std::string s;
-    for (int i = 0; i < count; i++) {
-      if (i) s += ", ";
-      s += v[i].fns->name;
-    }
-    return s;
   }
 };
 
@@ -87,10 +47,5 @@ Registry& registry() {
 
 int variant_count() { return registry().count; }
 const VariantInfo& variant_at(int i) { return registry().v[i]; }
-int dispatched_variant(const char** error) {
-  Registry& r = registry();
-  *error = r.error.empty() ? nullptr : r.error.c_str();
-  return r.selected;
-}
 
 }  // namespace aq

@@ -2,6 +2,7 @@
 // dequantizeRowsRef and columnAbsMaxRef (core/quant/reference.ts), with the dtype decoding fused
 // in. It runs on any CPU and is the fallback when no SIMD variant can.
 #include "common.h"
+#include "v2_kernel.h"
 #include "variants.h"
 
 namespace aq {
@@ -76,8 +77,12 @@ void column_abs_max_scalar(const ColumnAbsMaxJob& a) {
   }
 }
 
+int64_t quantize_v2_scalar(const QuantV2Job& a) { return quantize_v2_impl(a); }
+void dequantize_v2_scalar(const DequantV2Job& a) { dequantize_v2_impl(a); }
+
 }  // namespace
 
-const KernelFns kScalarKernel = {"scalar", quantize_scalar, dequantize_scalar, column_abs_max_scalar};
+const KernelFns kScalarKernel = {"scalar", quantize_scalar, dequantize_scalar, column_abs_max_scalar, quantize_v2_scalar,
+                                 dequantize_v2_scalar};
 
 }  // namespace aq

@@ -30,7 +30,5 @@ struct VariantInfo {
 /** Every compiled variant, worst first. */
 int variant_count();
 const VariantInfo& variant_at(int i);
-/** Index of the variant chosen at load (best supported, or ARROWQUANT_KERNEL), or -1 with `error` set. */
-int dispatched_variant(const char** error);
 
 }  // namespace aq

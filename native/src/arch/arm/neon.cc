@@ -113,6 +113,7 @@ struct Neon {
 }  // namespace aq
 
 #include "../../simd_driver.h"
+#include "../../v2_kernel.h"
 
 namespace aq {
 namespace {
@@ -120,10 +121,12 @@ namespace {
 int64_t quantize_neon(const QuantJob& a) { return quantize_entry<Neon>(a); }
 void dequantize_neon(const DequantJob& a) { dequantize_simd<Neon>(a); }
 void column_abs_max_neon(const ColumnAbsMaxJob& a) { column_abs_max_entry<Neon>(a); }
+int64_t quantize_v2_neon(const QuantV2Job& a) { return quantize_v2_impl(a); }
+void dequantize_v2_neon(const DequantV2Job& a) { dequantize_v2_impl(a); }
 
 }  // namespace
 
-const KernelFns kNeonKernel = {"neon", quantize_neon, dequantize_neon, column_abs_max_neon};
+const KernelFns kNeonKernel = {"neon", quantize_neon, dequantize_neon, column_abs_max_neon, quantize_v2_neon, dequantize_v2_neon};
 
 }  // namespace aq
 #endif

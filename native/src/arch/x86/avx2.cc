@@ -167,6 +167,7 @@ struct Avx2 : X86Pack, X86Batch {
 }  // namespace aq
 
 #include "../../simd_driver.h"
+#include "../../v2_kernel.h"
 
 namespace aq {
 namespace {
@@ -177,9 +178,12 @@ __attribute__((target("avx2,fma,f16c"))) void column_abs_max_avx2(const ColumnAb
   column_abs_max_entry<Avx2>(a);
 }
 
+__attribute__((target("avx2,fma,f16c"))) int64_t quantize_v2_avx2(const QuantV2Job& a) { return quantize_v2_impl(a); }
+__attribute__((target("avx2,fma,f16c"))) void dequantize_v2_avx2(const DequantV2Job& a) { dequantize_v2_impl(a); }
+
 }  // namespace
 
-const KernelFns kAvx2Kernel = {"avx2", quantize_avx2, dequantize_avx2, column_abs_max_avx2};
+const KernelFns kAvx2Kernel = {"avx2", quantize_avx2, dequantize_avx2, column_abs_max_avx2, quantize_v2_avx2, dequantize_v2_avx2};
 
 }  // namespace aq
 

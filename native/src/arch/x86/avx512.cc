@@ -158,6 +158,8 @@ struct Avx512 : X86Pack, X86Batch {
 }  // namespace aq
 
 #include "../../simd_driver.h"
+#define AQ_V2_VECTOR_BYTES 64
+#include "../../v2_kernel.h"
 
 namespace aq {
 namespace {
@@ -168,9 +170,13 @@ __attribute__((target(AQ_AVX512_TARGET))) void column_abs_max_avx512(const Colum
   column_abs_max_entry<Avx512>(a);
 }
 
+__attribute__((target(AQ_AVX512_TARGET))) int64_t quantize_v2_avx512(const QuantV2Job& a) { return quantize_v2_impl(a); }
+__attribute__((target(AQ_AVX512_TARGET))) void dequantize_v2_avx512(const DequantV2Job& a) { dequantize_v2_impl(a); }
+
 }  // namespace
 
-const KernelFns kAvx512Kernel = {"avx512", quantize_avx512, dequantize_avx512, column_abs_max_avx512};
+const KernelFns kAvx512Kernel = {"avx512", quantize_avx512, dequantize_avx512, column_abs_max_avx512, quantize_v2_avx512,
+                                 dequantize_v2_avx512};
 
 }  // namespace aq
 
