@@ -99,11 +99,16 @@ async function main(): Promise<void> {
       for (const skip of [true, false]) {
         const tag = skip ? '--skip-sensitive' : 'defaults';
         const heuristic = await write(`heuristic ${target} MB`, { ...mixed, skip_sensitive_layers: skip, target_model_size_mb: target });
-        const bar = { errorPct: skip ? 10 : 80 };
-        compare(`${tag}: at ${target} MB`, heuristic, await write(`measured ${target} MB`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: target }), bar);
-        compare(`${tag}: at the heuristic's ${heuristic.bytes_out} bytes`, heuristic, await write(`measured ${heuristic.bytes_out} B`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: heuristic.bytes_out / 1e6 }), bar);
         const uniform = await write('uniform INT4 g128', { bit_width: 4, group_size: 128, skip_sensitive_layers: skip });
-        compare(`${tag}: at uniform INT4 g128's ${uniform.bytes_out} bytes`, uniform, await write(`measured ${uniform.bytes_out} B`, { ...measured, skip_sensitive_layers: skip, target_model_size_mb: uniform.bytes_out / 1e6 }), { sqnrDb: 0.25 });
+        const bar = { errorPct: skip ? 10 : 80 };
+        // v1 candidates only (a v1 job), then v1 + v2 candidates (--double-quant --group-size 16); the baselines stay v1
+        for (const [cands, extra] of [['v1', {}], ['v1+v2', { double_quant: true, group_size: 16 }]] as const) {
+          const m = { ...measured, ...extra, skip_sensitive_layers: skip };
+          const t = `${tag}, ${cands} candidates`;
+          compare(`${t}: at ${target} MB`, heuristic, await write(`measured ${target} MB`, { ...m, target_model_size_mb: target }), bar);
+          compare(`${t}: at the heuristic's ${heuristic.bytes_out} bytes`, heuristic, await write(`measured ${heuristic.bytes_out} B`, { ...m, target_model_size_mb: heuristic.bytes_out / 1e6 }), bar);
+          compare(`${t}: at uniform INT4 g128's ${uniform.bytes_out} bytes`, uniform, await write(`measured ${uniform.bytes_out} B`, { ...m, target_model_size_mb: uniform.bytes_out / 1e6 }), { sqnrDb: 0.25 });
+        }
       }
       // Planning time: cold (fresh cache) against warm (every measurement cached), same run.
       const planCfg = resolveConfig({ ...measured, target_model_size_mb: target });
