@@ -65,11 +65,12 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
     const stop = (sig: string) => {
       io.err(`worker ${worker.id}: ${sig}, stopping (in-flight tasks get ${grace / 1000}s)\n`);
       health?.health.setStatus('', 'NOT_SERVING');
-      // Whatever NATS does, the process is gone within grace + 5 s.
+      // Whatever NATS does, the process is gone within grace + 5 s: the watchdog fires a second
+      // early so that exiting itself (handles, threads) fits in the bound too.
       setTimeout(() => {
-        io.err(`worker ${worker.id}: did not stop within ${grace / 1000 + 5}s (NATS unreachable?); exiting\n`);
+        io.err(`worker ${worker.id}: did not stop within ${grace / 1000 + 4}s (NATS unreachable?); exiting\n`);
         process.exit(1);
-      }, grace + 5_000).unref();
+      }, grace + 4_000).unref();
       void worker.stop(grace).then(async () => {
         await Promise.all([health?.stop(), metricsServer?.close()]);
         resolve();
