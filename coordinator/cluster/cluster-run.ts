@@ -101,6 +101,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
   let output: OrderedOutput | null = null;
   const runId = randomBytes(8).toString('hex');
   let keepStage = true;
+  /** the job ended without its file (failed, cancelled, interrupted) */
+  let stoppedEarly = false;
   let lease: JobLease | null = null;
   let stall: StallDetector | null = null;
   let failJob: (e: Error) => void = () => undefined;
@@ -178,7 +180,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
           await appendReady();
           if (out.written <= i) throw new ArrowQuantError(`layer ${i} could not be written to ${partial}`);
           // The layer is in the output now: recording it is retried (NATS may be restarting) rather than redone.
-          await putRetrying(kv, layerKey(job.id, i), encodeMessage({ ...state, output_offset: offset }), log).catch((e: Error) => {
+          await putRetrying(kv, layerKey(job.id, i), encodeMessage({ ...state, output_offset: offset }), log, () => failed).catch((e: Error) => {
             settle.reject(e);
             throw e;
           });
@@ -310,6 +312,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       shards_from_stage_files: from.stage,
     };
   } catch (e) {
+    stoppedEarly = true;
     // A job that can be resumed keeps its partial output next to its stage directory.
     if (keepStage) await output?.detach();
     else await output?.abort();
@@ -318,7 +321,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     lease?.stop();
     stall?.stop();
     for (const s of subs) s.unsubscribe();
-    await server.stop();
+    // a stopped job's uploads are not worth waiting for: their layers are dropped or redone
+    await server.stop(stoppedEarly ? 1_000 : undefined);
     await closeNats(nc, 1_500);
     if (!keepStage) await rm(stageDir, { recursive: true, force: true });
   }
@@ -451,13 +455,15 @@ function staleReason(job: PreparedJob, task: LayerTask, path: string, recorded: 
 /** How long recording a layer already written to the output is retried before the job fails. */
 const RECORD_RETRY_MS = 30_000;
 
-async function putRetrying(kv: KV, key: string, value: Uint8Array, log: (l: string) => void): Promise<void> {
+/** Retries until recorded, the deadline, or the job has stopped (a cancelled job must not wait on NATS). */
+async function putRetrying(kv: KV, key: string, value: Uint8Array, log: (l: string) => void, stopped: () => boolean): Promise<void> {
   const deadline = Date.now() + RECORD_RETRY_MS;
   for (let attempt = 0; ; attempt++) {
     try {
       await kv.put(key, value);
       return;
     } catch (e) {
+      if (stopped()) throw new ArrowQuantError(`the job stopped before "${key}" could be recorded: ${(e as Error).message}`, { cause: e });
       if (Date.now() > deadline) throw new ArrowQuantError(`cannot record "${key}" in the job state for ${RECORD_RETRY_MS / 1000} s: ${(e as Error).message}`, { cause: e });
       if (attempt === 0) log(`coordinator: recording "${key}" failed (${(e as Error).message}); retrying`);
       await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));

@@ -31,6 +31,7 @@ import {
 } from '../../core/grpc/proto.js';
 import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js';
 import { isJobId } from '../../core/cluster/job-id.js';
+import { bounded } from '../../core/cluster/bounded.js';
 import { UploadSlots } from './reorder-window.js';
 import type { Timings } from '../../core/model/row-reader.js';
 
@@ -192,12 +193,16 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   }
 
   /** Graceful stop (running calls may finish for graceMs), then forced; waits for uploads to clean up. */
-  async stop(): Promise<void> {
+  /**
+   * Running calls get `graceMs` (default the server's) to finish, then are cut; their handlers get
+   * as long again to clean up (a handler may be waiting on NATS, which may be gone).
+   */
+  async stop(graceMs = this.graceMs): Promise<void> {
     this.health.shutdown();
-    if (this.started) await stopServer(this.server, this.graceMs);
+    if (this.started) await stopServer(this.server, graceMs);
     else this.server.forceShutdown();
     this.started = false;
-    await Promise.allSettled([...this.inflight]);
+    await bounded(Promise.allSettled([...this.inflight]), graceMs);
   }
 
   private track(p: Promise<void>): void {
