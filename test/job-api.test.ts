@@ -1,0 +1,198 @@
+// The coordinator service and its job API on host processes: a real nats-server, real worker and
+// coordinator processes, `arrowquant submit/watch/status/cancel` as a user runs them.
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { resolveConfig } from '../core/config/load.js';
+import { runLocalJob } from '../coordinator/local-run.js';
+import { writeSafetensors } from '../core/model/safetensors-writer.js';
+import { syntheticLlamaTensors } from '../core/model/synthetic-llama.js';
+import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
+import { startCli, stopAll, type Proc } from './helpers/processes.js';
+import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
+import { tempDir } from './helpers/models.js';
+
+const { dir, cleanup } = tempDir('aq-jobapi-');
+const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20' };
+const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
+const MIXED = ['--mixed-precision', '--target-size-mb', '0.22'];
+const TOKEN = 'test-token-0123456789';
+const tokenFile = join(dir, 'token');
+const modelsDir = join(dir, 'models');
+
+let nats: NatsTestServer;
+let procs: Proc[] = [];
+let slowModel: string;
+let slowLocal: Buffer;
+let bf16Local: Buffer;
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  mkdirSync(modelsDir);
+  writeFileSync(tokenFile, `${TOKEN}\n`);
+  // With the TypeScript reference kernel and the clipping search a layer of this model takes a
+  // while on a worker: cancels and kills land in the middle of the job.
+  slowModel = join(modelsDir, 'slow.safetensors');
+  await writeSafetensors(slowModel, syntheticLlamaTensors({ hidden: 256, intermediate: 688, layers: 2, vocab: 512, heads: 8, kvHeads: 8 }, 'BF16', 11));
+  await runLocalJob(slowModel, { output: join(dir, 'slow-local.arrow'), config: resolveConfig({ refine: 'search' }) });
+  slowLocal = readFileSync(join(dir, 'slow-local.arrow'));
+  const local = join(dir, 'bf16-local.arrow');
+  const r = await runCli(['quantize', BF16, '-o', local, ...MIXED]);
+  expect(r.code, r.stderr).toBe(0);
+  bf16Local = readFileSync(local);
+});
+
+afterEach(async () => {
+  await stopAll(procs);
+  procs = [];
+});
+
+afterAll(async () => {
+  await nats?.stop();
+  cleanup();
+});
+
+function worker(env: NodeJS.ProcessEnv = {}): Proc {
+  const p = startCli(['worker', '--nats', nats.url, '--concurrency', '1', '--threads', '1', '--model-root', FIXTURE_MODELS, '--model-root', modelsDir, '--grace', '2'], { ...ENV, ...env });
+  procs.push(p);
+  return p;
+}
+
+/** A coordinator service; resolves with its job API address once it listens. */
+async function coordinator(data: string, args: string[] = []): Promise<{ proc: Proc; address: string; metrics?: string }> {
+  const proc = startCli(['coordinator', '--nats', nats.url, '--listen', '127.0.0.1:0', '--shard-listen', '127.0.0.1:0', '--data', data,
+    '--model-root', FIXTURE_MODELS, '--model-root', modelsDir, '--auth-token-file', tokenFile, '--grace', '2', ...args], ENV);
+  procs.push(proc);
+  const line = (await proc.waitFor(/job API listening on [\d.]+:\d+/))[0]!;
+  const metrics = /metrics on http:\/\/([\d.]+:\d+)/.exec(proc.err())?.[1];
+  return { proc, address: /[\d.]+:\d+$/.exec(line)![0], metrics };
+}
+
+const client = (address: string) => ['--coordinator', address, '--auth-token-file', tokenFile];
+
+async function statusJson(address: string, job?: string) {
+  const r = await runCli(['status', ...(job ? [job] : []), ...client(address), '--json']);
+  expect(r.code, r.stderr).toBe(0);
+  return JSON.parse(r.stdout) as { workers: { id: string; kernel: string; threads: number }[]; jobs: { job_id: string; state: string; started_at: string; finished_at: string; result: { exit_code: number } | null; progress: { layers_done: number; layers_total: number } }[] };
+}
+
+describe('job api', () => {
+  test(`job api - submit and watch: the output is the local run's bytes; JSON events and metrics count the job`, async () => {
+    const data = join(dir, 'd1');
+    const w = worker();
+    await w.waitFor(/ready/);
+    const c = await coordinator(data, ['--metrics-listen', '127.0.0.1:0', '--log-format', 'json']);
+    const r = await runCli(['submit', BF16, '-o', 'a.arrow', ...client(c.address), '--json', ...MIXED]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readFileSync(join(data, 'out', 'a.arrow')).equals(bf16Local)).toBe(true);
+    const events = r.stdout.trim().split('\n').map((l) => JSON.parse(l));
+    expect(events[0].job.state).toMatch(/queued|running/);
+    const last = events[events.length - 1];
+    expect(last).toMatchObject({ final: true, job: { state: 'done', result: { exit_code: 0 }, progress: { layers_done: 48, layers_total: 48 } } });
+    expect(JSON.parse(last.job.result.summary_json)).toMatchObject({ mode: 'cluster', layers: 48, bytes_out: 217760 });
+    const text = await (await fetch(`http://${c.metrics}/metrics`)).text();
+    expect(text).toMatch(/^arrowquant_coordinator_layers_done_total 48$/m);
+    expect(text).toMatch(/^arrowquant_coordinator_bytes_out_total 217760$/m);
+    expect(text).toMatch(/^arrowquant_coordinator_jobs\{state="done"\} 1$/m);
+    expect(text).toMatch(/^arrowquant_coordinator_queue_depth 0$/m);
+    // --log-format json: one object a line
+    const logLine = c.proc.err().split('\n').find((l) => l.includes('job done'))!;
+    expect(JSON.parse(logLine)).toMatchObject({ level: 'info', msg: expect.stringContaining('job done: wrote'), job: last.job.job_id });
+  });
+
+  test('job api - a model outside --model-root, an output outside the output root and a wrong token are refused (exit 2)', async () => {
+    const c = await coordinator(join(dir, 'd2'));
+    const outside = await runCli(['submit', join(dir, 'slow-local.arrow'), '-o', 'x.arrow', ...client(c.address)]);
+    expect(outside.code).toBe(2);
+    expect(outside.stderr).toMatch(/INVALID_ARGUMENT: model ".*slow-local\.arrow" is outside the coordinator's model roots; allowed: paths under /);
+    const dotdot = await runCli(['submit', join(modelsDir, '..', 'slow-local.arrow'), '-o', 'x.arrow', ...client(c.address)]);
+    expect(dotdot.code).toBe(2);
+    expect(dotdot.stderr).toMatch(/is outside the coordinator's model roots/);
+    const out = await runCli(['submit', BF16, '-o', '../../escape.arrow', ...client(c.address)]);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toMatch(/INVALID_ARGUMENT: output "\.\.\/\.\.\/escape\.arrow" is outside the coordinator's output root/);
+    const badCfg = await runCli(['submit', BF16, '-o', 'x.arrow', ...client(c.address), '--target-size-mb', '0.0001', '--mixed-precision']);
+    expect(badCfg.code).toBe(2);
+    expect(badCfg.stderr).toMatch(/INVALID_ARGUMENT/);
+    const wrong = join(dir, 'wrong-token');
+    writeFileSync(wrong, 'not-the-token');
+    const denied = await runCli(['submit', BF16, '-o', 'x.arrow', '--coordinator', c.address, '--auth-token-file', wrong]);
+    expect(denied.code).toBe(2);
+    expect(denied.stderr).toMatch(/UNAUTHENTICATED: the bearer token is not valid/);
+    const none = await runCli(['status', '--coordinator', c.address], { env: { ARROW_QUANT_COORDINATOR_TOKEN: '' } });
+    expect(none.code).toBe(2);
+    expect(none.stderr).toMatch(/UNAUTHENTICATED: missing "authorization: Bearer <token>" metadata/);
+    const health = await runCli(['status', '--coordinator', c.address, ...client(c.address).slice(2), '--json']);
+    expect(health.code, health.stderr).toBe(0);
+    expect(JSON.parse(health.stdout).jobs).toEqual([]);
+  });
+
+  test('job api - --detach then status, two followers of the same job; two jobs queued run in turn', async () => {
+    const data = join(dir, 'd3');
+    const w = worker();
+    await w.waitFor(/ready/);
+    const c = await coordinator(data);
+    const a = await runCli(['submit', BF16, '-o', 'q1.arrow', ...client(c.address), '--detach', ...MIXED]);
+    const b = await runCli(['submit', BF16, '-o', 'q2.arrow', ...client(c.address), '--detach', '--bits', '8']);
+    expect(a.code, a.stderr).toBe(0);
+    expect(b.code, b.stderr).toBe(0);
+    const [idA, idB] = [a.stdout.trim(), b.stdout.trim()];
+    expect(idA).toMatch(/^[A-Za-z0-9_-]+$/);
+    const st = await statusJson(c.address);
+    expect(st.jobs.map((j) => j.job_id)).toEqual([idA, idB]);
+    expect(st.workers.some((x) => x.threads === 1)).toBe(true);
+    const [f1, f2, f3] = await Promise.all([
+      runCli(['submit', '--follow', idA, ...client(c.address)]),
+      runCli(['watch', idA, ...client(c.address), '--json']),
+      runCli(['watch', idB, ...client(c.address)]),
+    ]);
+    expect([f1.code, f2.code, f3.code], f1.stderr + f3.stderr).toEqual([0, 0, 0]);
+    expect(f1.stderr).toMatch(/wrote .*q1\.arrow/);
+    expect(readFileSync(join(data, 'out', 'q1.arrow')).equals(bf16Local)).toBe(true);
+    const done = await statusJson(c.address);
+    const [ja, jb] = [done.jobs.find((j) => j.job_id === idA)!, done.jobs.find((j) => j.job_id === idB)!];
+    expect([ja.state, jb.state]).toEqual(['done', 'done']);
+    expect(Date.parse(jb.started_at)).toBeGreaterThanOrEqual(Date.parse(ja.finished_at));
+    const one = await statusJson(c.address, idB);
+    expect(one.jobs).toHaveLength(1);
+    expect(one.jobs[0]).toMatchObject({ job_id: idB, state: 'done', result: { exit_code: 0 } });
+  });
+
+  test('job api - cancel mid-job: workers drop it, exit 130, nothing written at the output', async () => {
+    const data = join(dir, 'd4');
+    const w = worker({ ARROWQUANT_KERNEL: 'reference' });
+    await w.waitFor(/ready/);
+    const c = await coordinator(data);
+    const sub = startCli(['submit', slowModel, '-o', 'cancelled.arrow', ...client(c.address), '--refine', 'search', '--bits', '8'], ENV);
+    procs.push(sub);
+    await c.proc.waitFor(/layer 1\/\d+ staged/);
+    const id = /job (\w+) submitted/.exec(sub.err())![1]!;
+    const cancel = await runCli(['cancel', id, ...client(c.address)]);
+    expect(cancel.code, cancel.stderr).toBe(0);
+    expect(cancel.stderr).toMatch(new RegExp(`job ${id}: cancelled`));
+    expect(await sub.exited).toBe(130);
+    await w.waitFor(/cancelled/);
+    expect(existsSync(join(data, 'out', 'cancelled.arrow'))).toBe(false);
+    expect(readdirSync(join(data, 'out'))).toEqual([]);
+    expect(readdirSync(join(data, 'stage'))).toEqual([]);
+  });
+
+  test('job api - a coordinator SIGKILLed with a job in flight: the next one resumes it to the same bytes', async () => {
+    const data = join(dir, 'd5');
+    const w = worker({ ARROWQUANT_KERNEL: 'reference' });
+    await w.waitFor(/ready/);
+    const first = await coordinator(data);
+    const d = await runCli(['submit', slowModel, '-o', 'resumed.arrow', ...client(first.address), '--detach', '--refine', 'search']);
+    expect(d.code, d.stderr).toBe(0);
+    const id = d.stdout.trim();
+    await first.proc.waitFor(/layer 1\/\d+ staged/);
+    first.proc.signal('SIGKILL');
+    await first.proc.exited;
+    const second = await coordinator(data);
+    const f = await runCli(['watch', id, ...client(second.address)]);
+    expect(f.code, f.stderr).toBe(0);
+    expect(second.proc.err()).toMatch(/resuming a job that was running/);
+    expect(readFileSync(join(data, 'out', 'resumed.arrow')).equals(slowLocal)).toBe(true);
+    expect(second.proc.err()).toMatch(/[1-9]\d* already staged/);
+  });
+});
