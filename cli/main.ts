@@ -9,6 +9,7 @@ import { CommanderError } from 'commander';
 import { ArrowQuantError, exitCodeOf } from '../core/errors.js';
 import { packageVersion } from '../core/package-info.js';
 import { processIO, type CommandIO } from './commands/io.js';
+import { printable } from './printable.js';
 import { buildProgram, type CommandImpl, type Dispatch, type OptionValues } from './program.js';
 
 /** Which quantization kernel runs here, and which were compiled (the output never depends on it). */
@@ -59,8 +60,8 @@ export async function main(argv: string[], io: CommandIO = processIO): Promise<n
     const usage = await parseCommandLine(argv, io, run);
     return usage ?? code;
   } catch (e) {
-    if (e instanceof ArrowQuantError) io.err(`arrowquant ${running}: ${e.message}\n`);
-    else io.err(`arrowquant ${running}: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+    if (e instanceof ArrowQuantError) io.err(`arrowquant ${running}: ${printable(e.message, true)}\n`);
+    else io.err(`arrowquant ${running}: internal error: ${printable((e as Error)?.stack ?? String(e), true)}\n`);
     return exitCodeOf(e);
   }
 }
@@ -74,6 +75,10 @@ const isEntry = (() => {
   }
 })();
 if (isEntry) {
+  // `arrowquant … --help | head`: a reader that goes away is not an error of ours
+  process.stdout.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code !== 'EPIPE') throw e;
+  });
   main(process.argv.slice(2)).then(
     (code) => {
       process.exitCode = code;

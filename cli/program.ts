@@ -105,7 +105,7 @@ seconds) and exits.`))
 
   // coordinator, submit, watch
   const coordinator = command('coordinator', 'run the coordinator service: a gRPC job API, jobs queued and run on the cluster', async () => (await import('./commands/coordinator.js')).coordinatorCommand)
-    .description(prose(`A long-running coordinator (docs/job-api.md): serves the job API (Submit, Watch, Get, List,
+    .description(prose(`A long-running coordinator (docs/cluster.md, "The job API"): serves the job API (Submit, Watch, Get, List,
 Cancel) and the gRPC health service on --listen, queues submitted jobs and runs them in turn on
 the cluster's workers, keeping job state in NATS JetStream so that a restarted coordinator resumes
 queued and running jobs. Models are accepted only under a --model-root, outputs only under the
@@ -122,7 +122,8 @@ running then is resumed by the next coordinator.`))
     .option('--allow-download', 'workers that cannot read the model files download tensors from here')
     .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
     .addOption(new Option('--log-format <format>', 'log lines on stderr').choices(['text', 'json']).default('text'))
-    .option('--grace <seconds>', 'seconds running jobs get on SIGTERM', integerAtLeast(0), 30);
+    .option('--grace <seconds>', 'seconds running jobs get on SIGTERM', integerAtLeast(0), 30)
+    .option('--name <name>', 'the service name: its jobs are kept in the NATS bucket aq-coordinator-NAME (run one coordinator per name)', 'default');
   addNatsOptions(coordinator);
   addGrpcServerOptions(coordinator);
 

@@ -2,7 +2,8 @@
 
 export function formatTable(headers: string[], rows: (string | number)[][], rightAlign: Set<number> = new Set()): string {
   const cells = [headers, ...rows.map((r) => r.map(String))];
-  const widths = headers.map((_, c) => Math.max(...cells.map((r) => (r[c] ?? '').length)));
+  // a reduce, not Math.max(...spread): a model may have more tensors than the stack has room for arguments
+  const widths = headers.map((_, c) => cells.reduce((w, r) => Math.max(w, (r[c] ?? '').length), 0));
   const line = (r: string[]) =>
     r.map((cell, c) => (rightAlign.has(c) ? cell.padStart(widths[c]!) : cell.padEnd(widths[c]!))).join('  ').trimEnd();
   return [line(headers), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.slice(1).map(line)].join('\n');

@@ -2,6 +2,7 @@
 // cluster workers): prepare (plan, tasks, staging directory) and finish (size and quality
 // checks, then merge the staged shards in canonical order into the output file).
 
+import { assertOutputIsNotInput } from '../core/model/output-guard.js';
 import { accessSync, constants, existsSync, statSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { ArrowQuantConfig } from '../core/config/schema.js';
@@ -26,7 +27,9 @@ export interface PreparedJob {
 export function prepareJob(modelPath: string, cfg: ArrowQuantConfig, output: string): PreparedJob {
   const out = resolve(output);
   checkOutputPath(out);
-  return { ...prepareJobForPlan(modelPath, cfg), output: out };
+  const job = prepareJobForPlan(modelPath, cfg);
+  assertOutputIsNotInput(job.model, out);
+  return { ...job, output: out };
 }
 
 /** A job without an output (for planning). */
@@ -41,8 +44,9 @@ export function prepareJobForPlan(modelPath: string, cfg: ArrowQuantConfig): Pre
 /** Fail before any work when the output cannot be written. */
 export function checkOutputPath(out: string): void {
   const dir = dirname(out);
-  if (!existsSync(dir)) throw new OutputError(`cannot write ${out}: directory ${dir} does not exist`, out);
-  if (!statSync(dir).isDirectory()) throw new OutputError(`cannot write ${out}: ${dir} is not a directory`, out);
+  // a directory that is not there is bad usage (exit 2), not a failure while writing
+  if (!existsSync(dir)) throw new UsageError(`cannot write ${out}: directory ${dir} does not exist (create it first)`);
+  if (!statSync(dir).isDirectory()) throw new UsageError(`cannot write ${out}: ${dir} is not a directory`);
   if (existsSync(out) && statSync(out).isDirectory()) throw new UsageError(`output ${out} is a directory; give a file name, e.g. ${join(out, 'model.arrow')}`);
   try {
     accessSync(dir, constants.W_OK);

@@ -1,5 +1,7 @@
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { availableParallelism } from 'node:os';
+import { selectKernel } from '../native/kernels.js';
 import { afterAll, describe, expect, test } from 'vitest';
 import { fillHeavyTailed, seededRandom } from '../core/model/random.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
@@ -17,7 +19,14 @@ describe('cli quantize', () => {
     const s = JSON.parse(q.stdout);
     expect(s).toMatchObject({ output: out, layers: 48, bytes_in: 585600, layers_per_bit_width: { 4: 48 } });
     expect(s.weighted_sqnr_db).toBeGreaterThanOrEqual(19);
-    expect(typeof s.kernel).toBe('string');
+    // the kernel and thread count this machine runs, as --version reports them
+    expect(s.kernel).toBe(selectKernel(process.env).kernel.variant);
+    expect(s.threads).toBe(availableParallelism());
+    expect(s.job_id).toMatch(/^[0-9a-f]{24}$/);
+    expect(s.compression_ratio).toBe(Number((585600 / s.bytes_out).toFixed(4)));
+    expect(s.warnings).toEqual([]);
+    const version = await runCli(['--version']);
+    expect(version.stdout).toContain(`kernel: ${s.kernel} `);
     expect(q.stderr).toMatch(/wrote .*x\.arrow/);
     expect(q.stderr).not.toMatch(/\r\[/); // no progress bar when stderr is not a terminal
     const i = await runCli(['inspect', out, '--json']);

@@ -3,7 +3,9 @@
 import { describe, expect, test } from 'vitest';
 import { main } from '../cli/main.js';
 import type { CommandIO } from '../cli/commands/io.js';
+import { printable } from '../cli/printable.js';
 import { FIXTURE_MODELS } from './helpers/cli.js';
+import { tempDir, writeModel } from './helpers/models.js';
 import { join } from 'node:path';
 
 const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
@@ -89,5 +91,57 @@ describe('cli usage', () => {
     expect(q.stdout).toMatch(/--listen <host:port>\s+where workers upload shards\s+\(default:\s+"0\.0\.0\.0:0"\)/);
     expect(q.stdout).toMatch(/--nats-creds <file>/);
     expect(q.stdout).toMatch(/--grpc-tls-client-ca <file>/);
+  });
+});
+
+describe('cli messages', () => {
+  test('cli messages - --layer with mixed precision off warns in quantize too, on stderr and in the JSON summary', async () => {
+    const { dir, cleanup } = tempDir('aq-cli-warn-');
+    try {
+      const r = await run(['quantize', BF16, '-o', join(dir, 'w.arrow'), '--layer', 're:.*q_proj.*=8', '--json']);
+      expect(r.code).toBe(0);
+      const ignored = 'layer_bit_widths (re:.*q_proj.*) is ignored: enable_mixed_precision is off (add --mixed-precision)';
+      expect(r.stderr).toContain(`warning: ${ignored}`);
+      expect(JSON.parse(r.stdout).warnings).toEqual([ignored]);
+      const p = await run(['plan', BF16, '--layer', 're:.*q_proj.*=8']);
+      expect(p.stderr).toContain(`warning: ${ignored}`);
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('cli messages - a --layer that matches no tensor warns in plan and quantize', async () => {
+    const { dir, cleanup } = tempDir('aq-cli-nomatch-');
+    try {
+      const p = await run(['plan', BF16, '--mixed-precision', '--layer', 'model.layers.99.*=8', '--json']);
+      expect(p.code).toBe(0);
+      const nomatch = 'layer_bit_widths key "model.layers.99.*" matches no tensor of stories260K-bf16';
+      expect(JSON.parse(p.stdout).warnings).toEqual([nomatch]);
+      expect(p.stderr).toContain(`warning: ${nomatch}`);
+      const q = await run(['quantize', BF16, '-o', join(dir, 'n.arrow'), '--mixed-precision', '--layer', 'model.layers.99.*=8', '--json']);
+      expect(JSON.parse(q.stdout).warnings).toEqual([nomatch]);
+    } finally {
+      cleanup();
+    }
+  });
+
+  test('cli messages - control characters in tensor names are printed escaped', async () => {
+    const { dir, cleanup } = tempDir('aq-cli-escape-');
+    try {
+      const evil = 'w\x1b[2J\x1b]0;pwned\x07\nfake line\u202e';
+      const model = await writeModel(join(dir, 'evil.safetensors'), [{ name: evil, shape: [4, 32], values: new Float32Array(128).fill(0.5) }], 'F32');
+      const p = await run(['plan', model]);
+      expect(p.code).toBe(0);
+      expect(p.stderr).not.toMatch(/[\x00-\x09\x0b-\x1f\u202e]/);
+      expect(p.stderr).toContain('w\\x1b[2J\\x1b]0;pwned\\x07\\x0afake line\\u202e');
+      const out = join(dir, 'evil.arrow');
+      expect((await run(['quantize', model, '-o', out])).code).toBe(0);
+      const i = await run(['inspect', out]);
+      expect(i.stderr).not.toMatch(/[\x00-\x09\x0b-\x1f\u202e]/);
+      expect(i.stderr).toContain('w\\x1b[2J');
+      expect(printable('a\tb\nc', true)).toBe('a\\x09b\nc');
+    } finally {
+      cleanup();
+    }
   });
 });

@@ -55,11 +55,21 @@ describe('mixed precision (seed)', () => {
   });
 
   test('mixed precision - overwrite a width', () => {
-    const c = new DiffusionQuantConfig({ enable_mixed_precision: true });
-    c.setLayerBitWidth('model.layers.0.weight', 2);
-    expect(c.getLayerBitWidth('model.layers.0.weight')).toBe(2);
-    c.setLayerBitWidth('model.layers.0.weight', 8);
-    expect(c.getLayerBitWidth('model.layers.0.weight')).toBe(8);
+    // a width the heuristic assigned is replaced, in place, and nothing else changes
+    const c = new DiffusionQuantConfig({ bit_width: 2, enable_mixed_precision: true });
+    const n = names('model.embed_tokens.weight', 'model.layers.0.self_attn.q_proj.weight');
+    c.analyzeAndAssignBitWidths(n, sizes(n, 1 << 20));
+    expect(c.layer_bit_widths).toEqual({ 'model.embed_tokens.weight': 16, 'model.layers.0.self_attn.q_proj.weight': 4 });
+    c.setLayerBitWidth('model.embed_tokens.weight', 8);
+    expect(c.layer_bit_widths).toEqual({ 'model.embed_tokens.weight': 8, 'model.layers.0.self_attn.q_proj.weight': 4 });
+    expect(c.getLayerBitWidth('model.embed_tokens.weight')).toBe(8);
+    // an exact entry overrides a pattern that also matches; the pattern still holds for the rest
+    c.setLayerBitWidth('re:model\\.layers\\..*', 2);
+    c.setLayerBitWidth('model.layers.0.self_attn.q_proj.weight', 8);
+    expect(c.getLayerBitWidth('model.layers.0.self_attn.q_proj.weight')).toBe(8);
+    expect(c.getLayerBitWidth('model.layers.1.mlp.up_proj.weight')).toBe(2);
+    // and the overwritten width is what gets saved
+    expect(DiffusionQuantConfig.fromYaml(c.toYaml()).layer_bit_widths['model.embed_tokens.weight']).toBe(8);
   });
 
   test('mixed precision - analyze gives sensitive layers 16', () => {

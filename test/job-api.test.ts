@@ -1,7 +1,7 @@
 // The coordinator service and its job API on host processes: a real nats-server, real worker and
 // coordinator processes, `arrowquant submit/watch/status/cancel` as a user runs them.
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { resolveConfig } from '../core/config/load.js';
 import { runLocalJob } from '../coordinator/local-run.js';
@@ -60,7 +60,8 @@ function worker(env: NodeJS.ProcessEnv = {}): Proc {
 
 /** A coordinator service; resolves with its job API address once it listens. */
 async function coordinator(data: string, args: string[] = []): Promise<{ proc: Proc; address: string; metrics?: string }> {
-  const proc = startCli(['coordinator', '--nats', nats.url, '--listen', '127.0.0.1:0', '--shard-listen', '127.0.0.1:0', '--data', data,
+  // The data directory's name is the service's name: each test's jobs are its own.
+  const proc = startCli(['coordinator', '--name', basename(data), '--nats', nats.url, '--listen', '127.0.0.1:0', '--shard-listen', '127.0.0.1:0', '--data', data,
     '--model-root', FIXTURE_MODELS, '--model-root', modelsDir, '--auth-token-file', tokenFile, '--grace', '2', ...args], ENV);
   procs.push(proc);
   const line = (await proc.waitFor(/job API listening on [\d.]+:\d+/))[0]!;
@@ -165,8 +166,8 @@ describe('job api', () => {
     const c = await coordinator(data);
     const sub = startCli(['submit', slowModel, '-o', 'cancelled.arrow', ...client(c.address), '--refine', 'search', '--bits', '8'], ENV);
     procs.push(sub);
+    const id = /job (\w+) submitted/.exec((await sub.waitFor(/job \w+ submitted/))[0]!)![1]!;
     await c.proc.waitFor(/layer 1\/\d+ staged/);
-    const id = /job (\w+) submitted/.exec(sub.err())![1]!;
     const cancel = await runCli(['cancel', id, ...client(c.address)]);
     expect(cancel.code, cancel.stderr).toBe(0);
     expect(cancel.stderr).toMatch(new RegExp(`job ${id}: cancelled`));

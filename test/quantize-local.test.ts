@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { resolveConfig } from '../core/config/load.js';
 import type { PartialConfig } from '../core/config/schema.js';
 import { runLocalJob } from '../coordinator/local-run.js';
-import { NonFiniteWeightError, OutputError, QualityBarError, SizeBudgetError, UsageError } from '../core/errors.js';
+import { ConfigError, NonFiniteWeightError, QualityBarError, SizeBudgetError, UsageError, exitCodeOf } from '../core/errors.js';
 import { OutputFileReader } from '../core/format/output-reader.js';
 import { verifyFile } from '../core/format/verify-file.js';
 import { dequantizeFile } from '../core/format/dequantize-file.js';
@@ -149,11 +149,11 @@ describe('quantize local', () => {
   });
 
   test('quantize local - output path errors fail fast and leave nothing', async () => {
-    await expect(run(sample, 'no/such/dir/out.arrow')).rejects.toThrow(OutputError);
-    await expect(run(sample, 'no/such/dir/out.arrow')).rejects.toThrow(/directory .* does not exist/);
+    await expect(run(sample, 'no/such/dir/out.arrow')).rejects.toThrow(UsageError);
+    await expect(run(sample, 'no/such/dir/out.arrow')).rejects.toThrow(/directory .* does not exist \(create it first\)/);
     await expect(runLocalJob(sample, { output: dir, config: resolveConfig({}) })).rejects.toThrow(UsageError);
     writeFileSync(join(dir, 'afile'), 'x');
-    await expect(run(sample, 'afile/out.arrow')).rejects.toThrow(OutputError);
+    await expect(run(sample, 'afile/out.arrow')).rejects.toThrow(/afile is not a directory/);
   });
 
   test('quantize local - a layer below its bar is redone at the next width, recorded in planned_bit_width and notes', async () => {
@@ -191,7 +191,9 @@ describe('quantize local', () => {
       /over the target 220000 bytes; layers redone at more bits: model\.layers\.\d\.mlp\.[\w.]+ \(2→4\)/,
     );
     noLeftovers('budget.arrow');
-    expect(new QualityBarError('x').exitCode).toBe(3);
+    // the errors the runs threw carry exit code 3, the code the CLI exits with
+    const [ffError, budgetError] = await Promise.all([ff.catch((e: unknown) => e), budget.catch((e: unknown) => e)]);
+    expect([exitCodeOf(ffError), exitCodeOf(budgetError)]).toEqual([3, 3]);
   });
 
   test('quantize local - spatial and time-aware methods from calibration statistics', async () => {
@@ -290,9 +292,35 @@ describe('quantize local', () => {
     const p = planApi(sample, { config: cfg });
     expect(p.layers.length).toBe(2 * 9 + 3);
     const seen: number[] = [];
-    const s = await quantize(sample, { output: join(dir, 'api.arrow'), config: cfg, onProgress: (x) => seen.push(x.layersDone) });
+    const s = await quantize(sample, { output: join(dir, 'api.arrow'), config: cfg, onProgress: (x) => seen.push(x.layers_done) });
     expect(seen.at(-1)).toBe(p.layers.length);
-    expect(s.bytes_out).toBe(p.totalBytesOut);
+    expect(s.bytes_out).toBe(p.total_bytes_out);
     expect(s.output).toBe(join(dir, 'api.arrow'));
+    expect(s.warnings).toEqual([]);
+  });
+
+  test('quantize local - library API: snake_case like the CLI JSON; bad arguments are typed errors', async () => {
+    const p = planApi(sample, { config: { enable_mixed_precision: true, layer_bit_widths: { 'nope.*': 8 } } });
+    expect(Object.keys(p).sort()).toEqual(['layers', 'modality', 'target_bytes', 'target_met', 'total_bytes_in', 'total_bytes_out', 'warnings']);
+    expect(Object.keys(p.layers[0]!).sort()).toEqual(['bits', 'bytes_in', 'bytes_out', 'dtype', 'group_size', 'method', 'name', 'reason', 'shape']);
+    expect(p.warnings).toEqual([`layer_bit_widths key "nope.*" matches no tensor of sample`]);
+    const usage = async (f: () => unknown, re: RegExp) => {
+      let err: unknown;
+      try {
+        await f();
+      } catch (e) {
+        err = e;
+      }
+      expect(err).toBeInstanceOf(UsageError);
+      expect((err as Error).message).toMatch(re);
+    };
+    await usage(() => quantize(sample, {} as never), /^quantize\(model, options\): options\.output must be the path of the Arrow file to write, got undefined$/);
+    await usage(() => quantize(sample, undefined as never), /options\.output must be the path of the Arrow file to write, got undefined/);
+    await usage(() => quantize(42 as never, { output: 'x.arrow' }), /^quantize\(model, options\): model must be the path of a \.safetensors file or a sharded model directory, got a number$/);
+    await usage(() => quantize(sample, { output: join(dir, 'cb.arrow'), onProgress: 'yes' as never }), /options\.onProgress must be a function, got "yes"/);
+    await usage(() => planApi(sample, 'fast' as never), /^plan\(model, options\): options must be an object, got "fast"$/);
+    expect(() => planApi(sample, { config: { bit_width: 3 as never } })).toThrow(ConfigError);
+    expect(() => planApi(sample, { config: { bit_width: 3 as never } })).toThrow(/options\.config: bit_width: 3 is not allowed; allowed: 2, 4, 8/);
+    expect(existsSync(join(dir, 'cb.arrow'))).toBe(false);
   });
 });

@@ -222,11 +222,11 @@ describe('safetensors reader', () => {
         for (const t of h.tensors) expect(t.dataStart + t.byteLength).toBeLessThanOrEqual(size);
       } catch (e) {
         if (!(e instanceof ModelFormatError)) throw e;
-        expect(e.message).toMatch(/^fuzz\.safetensors: /);
+        expect(e.message).toMatch(/^(fuzz\.safetensors: |not a safetensors file: fuzz\.safetensors )/);
+        expect(e.file).toBe('fuzz.safetensors');
         rejected++;
       }
     }
-    expect(parsed + rejected).toBe(3000);
     expect(rejected).toBeGreaterThan(1000);
     expect(parsed).toBeGreaterThan(10);
   });

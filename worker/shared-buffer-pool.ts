@@ -39,9 +39,4 @@ export class SharedBufferPool {
       this.free.set(sab.byteLength, list);
     }
   }
-
-  clear(): void {
-    this.free.clear();
-    this.freeBytes = 0;
-  }
 }

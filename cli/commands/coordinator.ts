@@ -7,6 +7,7 @@ import { UsageError } from '../../core/errors.js';
 import { connectNats, natsOptionsFrom, type NatsValues } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, workersBucket } from '../../core/cluster/jetstream-setup.js';
 import { JobQueue } from '../../coordinator/service/job-queue.js';
+import { SERVICE_NAME_PATTERN } from '../../coordinator/service/job-store.js';
 import { JobApiServer } from '../../coordinator/service/job-api-server.js';
 import { PathPolicy } from '../../coordinator/service/path-policy.js';
 import { CoordinatorMetrics } from '../../coordinator/service/coordinator-metrics.js';
@@ -28,6 +29,7 @@ export interface CoordinatorValues extends NatsValues, GrpcTlsValues {
   'metrics-listen'?: string;
   'log-format': LogFormat;
   grace: number;
+  name: string;
 }
 
 export async function coordinatorCommand(_args: string[], values: CoordinatorValues, io: CommandIO): Promise<number> {
@@ -36,6 +38,7 @@ export async function coordinatorCommand(_args: string[], values: CoordinatorVal
   if (!values.data) throw new UsageError('missing --data DIR (job staging and the default output root)\nsee arrowquant coordinator --help');
   const roots = values['model-root'] ?? [];
   if (roots.length === 0) throw new UsageError('missing --model-root DIR: submitted models are accepted only under one\nsee arrowquant coordinator --help');
+  if (!SERVICE_NAME_PATTERN.test(values.name)) throw new UsageError(`--name "${values.name}" is not allowed; allowed: 1..32 characters [A-Za-z0-9_-]`);
   const outputRoot = values['output-root'] ?? join(values.data, 'out');
   mkdirSync(outputRoot, { recursive: true });
   mkdirSync(join(values.data, 'stage'), { recursive: true });
@@ -57,7 +60,7 @@ export async function coordinatorCommand(_args: string[], values: CoordinatorVal
     let snapshot = () => ({ queueDepth: 0, byState: { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 } });
     metrics = values['metrics-listen'] ? new CoordinatorMetrics(() => snapshot()) : null;
     queue = await JobQueue.start({
-      nats, nc, paths, dataDir: values.data, maxConcurrent: values['max-concurrent-jobs'],
+      nats, nc, name: values.name, paths, dataDir: values.data, maxConcurrent: values['max-concurrent-jobs'],
       shardListen: values['shard-listen'], advertise: values.advertise, grpcTls: tls, allowDownload: values['allow-download'] ?? false,
       log, metrics: metrics ?? undefined,
     });
@@ -66,7 +69,7 @@ export async function coordinatorCommand(_args: string[], values: CoordinatorVal
     api = new JobApiServer({ queue, token, tls, workers, graceMs: values.grace * 1000 });
     const { address } = await api.start(values.listen);
     if (metrics) log.info(`metrics on http://${await metrics.listen(values['metrics-listen']!)}/metrics`);
-    log.info(`job API listening on ${address}`, { model_roots: paths.modelRoots.join(','), output_root: paths.outputRoot, max_concurrent_jobs: values['max-concurrent-jobs'] });
+    log.info(`job API listening on ${address}`, { name: values.name, model_roots: paths.modelRoots.join(','), output_root: paths.outputRoot, max_concurrent_jobs: values['max-concurrent-jobs'] });
     const sig = await new Promise<string>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'));
       process.once('SIGINT', () => resolve('SIGINT'));

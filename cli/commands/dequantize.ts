@@ -1,4 +1,5 @@
 import { dequantizeFile, type OutputDtype } from '../../core/format/dequantize-file.js';
+import { assertOutputIsNotFile } from '../../core/model/output-guard.js';
 import { selectKernel } from '../../native/kernels.js';
 import type { CommandIO } from './io.js';
 
@@ -9,6 +10,7 @@ export interface DequantizeValues {
 }
 
 export async function dequantizeCommand([file]: string[], values: DequantizeValues, io: CommandIO): Promise<number> {
+  assertOutputIsNotFile(file!, values.output);
   const { kernel } = selectKernel(io.env);
   const r = await dequantizeFile(file!, values.output, kernel, values.dtype ?? null);
   io.err(`wrote ${values.output} (${r.tensors} tensors)\n`);

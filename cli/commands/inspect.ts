@@ -1,6 +1,7 @@
 import { OutputFileReader } from '../../core/format/output-reader.js';
 import { recordBytesOut } from '../../core/format/layer-schema.js';
 import { formatTable } from '../table.js';
+import { printable } from '../printable.js';
 import type { CommandIO } from './io.js';
 
 export async function inspectCommand([path]: string[], values: { json?: boolean }, io: CommandIO): Promise<number> {
@@ -18,11 +19,11 @@ export async function inspectCommand([path]: string[], values: { json?: boolean 
     const summary = file.json('arrowquant.summary');
     const source = file.json('arrowquant.source');
     const rows = layers.map((l) => [
-      l.name, l.quant_type, l.bits === l.planned_bits ? l.bits : `${l.planned_bits}→${l.bits}`, l.method, l.group_size || '-', l.bytes,
-      Number.isFinite(l.sqnr_db) ? l.sqnr_db.toFixed(2) : String(l.sqnr_db), l.cosine.toFixed(5), l.notes ?? '',
+      printable(l.name), l.quant_type, l.bits === l.planned_bits ? l.bits : `${l.planned_bits}→${l.bits}`, l.method, l.group_size || '-', l.bytes,
+      Number.isFinite(l.sqnr_db) ? l.sqnr_db.toFixed(2) : String(l.sqnr_db), l.cosine.toFixed(5), printable(l.notes ?? ''),
     ]);
     io.err(formatTable(['name', 'type', 'bits', 'method', 'group', 'bytes', 'SQNR dB', 'cosine', 'notes'], rows, new Set([2, 4, 5, 6, 7])) + '\n\n');
-    io.err(`source ${JSON.stringify(source)}\nsummary ${JSON.stringify(summary)}\n`);
+    io.err(`source ${printable(JSON.stringify(source))}\nsummary ${printable(JSON.stringify(summary))}\n`);
     if (values.json) io.out(JSON.stringify({ file: path, format_version: file.metadata.get('arrowquant.format_version'), source, summary, layers }, null, 2) + '\n');
     return 0;
   } finally {

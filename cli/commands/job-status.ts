@@ -6,6 +6,7 @@ import { connectJobApi, unary, type CoordinatorClientValues } from '../job-clien
 import { formatBytes, formatTable } from '../table.js';
 import type { CommandIO } from './io.js';
 import { printWorkers } from './status.js';
+import { printable } from '../printable.js';
 
 export async function coordinatorStatusCommand([jobId]: string[], values: CoordinatorClientValues & { json?: boolean }, io: CommandIO): Promise<number> {
   const api = connectJobApi(values, io.env);
@@ -21,7 +22,7 @@ export async function coordinatorStatusCommand([jobId]: string[], values: Coordi
           j.job_id, j.state,
           j.progress ? `${j.progress.layers_done}/${j.progress.layers_total}` : '-',
           j.progress ? `${formatBytes(j.progress.bytes_done)}/${formatBytes(j.progress.bytes_total)}` : '-',
-          j.queue_position || '', j.result ? j.result.exit_code : '', j.output, j.message,
+          j.queue_position || '', j.result ? j.result.exit_code : '', printable(j.output), printable(j.message),
         ])) + '\n');
     }
     if (values.json) io.out(JSON.stringify({ workers, jobs }, null, 2) + '\n');
@@ -35,7 +36,7 @@ export async function coordinatorCancelCommand([jobId]: string[], values: Coordi
   const api = connectJobApi(values, io.env);
   try {
     const job = await unary(api, 'Cancel', api.client.Cancel, { job_id: jobId });
-    io.err(`job ${job.job_id}: ${job.state}${job.result ? ` (${job.result.message})` : ''}\n`);
+    io.err(`job ${job.job_id}: ${job.state}${job.result ? ` (${printable(job.result.message)})` : ''}\n`);
     return 0;
   } finally {
     api.close();

@@ -3,6 +3,7 @@ import { openModel } from '../../core/model/model-source.js';
 import { buildPlan, planToJson, type Plan } from '../../core/plan/plan.js';
 import { effectiveConfig, type ConfigValues } from '../options.js';
 import { formatBytes, formatTable } from '../table.js';
+import { printable } from '../printable.js';
 import type { CommandIO } from './io.js';
 import { renderAllocation } from '../allocation-render.js';
 
@@ -26,8 +27,8 @@ export async function planCommand([modelPath]: string[], values: ConfigValues & 
 
 export function renderPlan(plan: Plan): string {
   const rows = plan.layers.map((l) => [
-    l.name, `[${l.shape.join(',')}]`, l.dtype, l.bits, l.method, l.groupSize || '-', l.bytesIn, l.bytesOut,
-    l.reason + (l.notes.length ? `; ${l.notes.join('; ')}` : ''),
+    printable(l.name), `[${l.shape.join(',')}]`, l.dtype, l.bits, l.method, l.groupSize || '-', l.bytesIn, l.bytesOut,
+    printable(l.reason + (l.notes.length ? `; ${l.notes.join('; ')}` : '')),
   ]);
   const table = formatTable(['name', 'shape', 'dtype', 'bits', 'method', 'group', 'bytes in', 'bytes out', 'why'], rows, new Set([3, 5, 6, 7]));
   const hist = new Map<number, number>();
@@ -43,7 +44,7 @@ export function renderPlan(plan: Plan): string {
     '',
     `${plan.layers.length} layers (${bits}); modality ${plan.modality ?? 'unknown'}`,
     `total: bytes in ${plan.totalBytesIn} (${formatBytes(plan.totalBytesIn)}), bytes out ${plan.totalBytesOut} (${formatBytes(plan.totalBytesOut)}), ${ratio}× smaller; ${target}`,
-    ...plan.warnings.map((w) => `warning: ${w}`),
+    ...plan.warnings.map((w) => `warning: ${printable(w)}`),
   ];
   return lines.join('\n');
 }

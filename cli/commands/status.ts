@@ -5,6 +5,7 @@ import { cancelSubject } from '../../core/cluster/names.js';
 import { decodeMessage, encodeMessage, jobStateSchema, workerInfoSchema, type JobState, type WorkerInfo } from '../../core/cluster/messages.js';
 import type { KV } from 'nats';
 import { formatTable } from '../table.js';
+import { printable } from '../printable.js';
 import type { CommandIO } from './io.js';
 import type { CoordinatorClientValues } from '../job-client.js';
 
@@ -41,7 +42,7 @@ export async function statusCommand([jobId]: string[], values: NatsValues & Coor
     io.err(`\n${jobs.length} job(s)\n`);
     if (jobs.length) {
       io.err(formatTable(['job', 'model', 'state', 'layers staged', 'coordinator', 'message'],
-        jobs.map((j) => [j.job_id, j.model, j.state, `${j.layers_staged}/${j.layers_total}`, j.coordinator, j.message ?? ''])) + '\n');
+        jobs.map((j) => [j.job_id, printable(j.model), j.state, `${j.layers_staged}/${j.layers_total}`, printable(j.coordinator), printable(j.message ?? '')])) + '\n');
     }
     if (values.json) io.out(JSON.stringify({ workers, jobs }, null, 2) + '\n');
     return 0;
@@ -55,7 +56,7 @@ export function printWorkers(workers: Pick<WorkerInfo, 'id' | 'host' | 'kernel' 
   io.err(`${workers.length} worker(s)\n`);
   if (workers.length) {
     io.err(formatTable(['id', 'host', 'kernel', 'threads', 'concurrency', 'in flight', 'layers done', 'version'],
-      workers.map((w) => [w.id, w.host, w.kernel, w.threads, w.concurrency, w.in_flight, w.layers_done, w.version])) + '\n');
+      workers.map((w) => [printable(w.id), printable(w.host), w.kernel, w.threads, w.concurrency, w.in_flight, w.layers_done, printable(w.version)])) + '\n');
   }
 }
 

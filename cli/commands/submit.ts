@@ -10,6 +10,7 @@ import { JobApiError, connectJobApi, toJobApiError, unary, type CoordinatorClien
 import { effectiveConfig, type ConfigValues } from '../options.js';
 import { ProgressBar } from '../progress-bar.js';
 import type { CommandIO } from './io.js';
+import { printable } from '../printable.js';
 import { renderSummary } from './quantize.js';
 
 export interface SubmitValues extends ConfigValues, CoordinatorClientValues {
@@ -87,7 +88,7 @@ export async function followJob(api: JobApi, jobId: string, json: boolean, io: C
   const result = last.result!;
   if (!json) {
     if (last.state === 'done' && result.summary_json) io.err(renderSummary(JSON.parse(result.summary_json) as RunSummary) + '\n');
-    else io.err(`job ${jobId} ${last.state}: ${result.message}\n`);
+    else io.err(`job ${jobId} ${last.state}: ${printable(result.message, true)}\n`);
   }
   return result.exit_code;
 }

@@ -43,6 +43,8 @@ export interface JobQueueOptions {
   nats: NatsOptions;
   /** the service's own connection (job records, worker events) */
   nc: NatsConnection;
+  /** the service's name: its job records are its own (one running coordinator per name) */
+  name: string;
   paths: PathPolicy;
   dataDir: string;
   maxConcurrent: number;
@@ -74,7 +76,7 @@ export class JobQueue {
   private constructor(private readonly opts: JobQueueOptions, private readonly store: JobStore) {}
 
   static async start(opts: JobQueueOptions): Promise<JobQueue> {
-    const q = new JobQueue(opts, await JobStore.open(opts.nc));
+    const q = new JobQueue(opts, await JobStore.open(opts.nc, opts.name));
     const earlier = await q.store.all((l) => opts.log.warn(l));
     for (const rec of earlier) {
       q.nextSeq = Math.max(q.nextSeq, rec.seq + 1);

@@ -1,5 +1,5 @@
-// The coordinator service's job records in a JetStream key-value bucket of their own (the cluster's
-// aq-jobs bucket belongs to runClusterJob): one entry per job, keyed by job id, holding the request,
+// The coordinator service's job records in a JetStream key-value bucket of their own, one per
+// service name (the cluster's aq-jobs bucket belongs to runClusterJob): one entry per job, keyed by job id, holding the request,
 // the state and the result. A restarted coordinator reads them back and resumes what was queued
 // or running.
 
@@ -8,7 +8,9 @@ import { z } from 'zod';
 import { JOB_STATES, type JobMessage } from '../../core/grpc/jobs-proto.js';
 import { decodeMessage, encodeMessage } from '../../core/cluster/messages.js';
 
-export const SERVICE_JOBS_BUCKET = 'aq-coordinator-jobs';
+/** One bucket per coordinator service name: services of different names on one NATS never see each other's jobs. */
+export const serviceJobsBucket = (name: string) => `aq-coordinator-${name}`;
+export const SERVICE_NAME_PATTERN = /^[A-Za-z0-9_-]{1,32}$/;
 
 const progressSchema = z.object({
   layers_done: z.number().int().min(0),
@@ -38,10 +40,11 @@ export const jobRecordSchema = z.object({
 export type JobRecord = z.infer<typeof jobRecordSchema>;
 
 export class JobStore {
-  private constructor(private readonly kv: KV) {}
+  private constructor(private readonly kv: KV, readonly bucket: string) {}
 
-  static async open(nc: NatsConnection): Promise<JobStore> {
-    return new JobStore(await nc.jetstream().views.kv(SERVICE_JOBS_BUCKET, { history: 1 }));
+  static async open(nc: NatsConnection, serviceName: string): Promise<JobStore> {
+    const bucket = serviceJobsBucket(serviceName);
+    return new JobStore(await nc.jetstream().views.kv(bucket, { history: 1 }), bucket);
   }
 
   async put(rec: JobRecord): Promise<void> {
@@ -57,7 +60,7 @@ export class JobStore {
       const e = await this.kv.get(k);
       if (!e || !e.value.length) continue;
       try {
-        out.push(decodeMessage(jobRecordSchema, e.value, `${SERVICE_JOBS_BUCKET} entry ${k}`));
+        out.push(decodeMessage(jobRecordSchema, e.value, `${this.bucket} entry ${k}`));
       } catch (err) {
         log(`ignoring a job record that cannot be read: ${(err as Error).message}`);
       }

@@ -5,9 +5,8 @@ import type { QuantKernel } from '../../native/kernel-api.js';
 import { UsageError } from '../errors.js';
 import { matrixView } from '../model/model-source.js';
 import { chunkRows } from '../model/row-reader.js';
-import { encode } from '../model/synthetic-llama.js';
 import { writeSafetensors, type TensorToWrite } from '../model/safetensors-writer.js';
-import type { SourceDtype } from '../quant/dtype.js';
+import { encodeFromF32, type SourceDtype } from '../quant/dtype.js';
 import { OutputFileReader } from './output-reader.js';
 import { layerValues } from './layer-values.js';
 import type { LayerRecord } from './layer-schema.js';
@@ -46,6 +45,6 @@ async function* layerBytes(kernel: QuantKernel, file: OutputFileReader, i: numbe
   const buf = new Float32Array(Math.min(step, rows) * cols);
   for (let r0 = 0; r0 < rows; r0 += step) {
     const n = Math.min(step, rows - r0);
-    yield encode(layerValues(kernel, r, r0, n, buf), dtype);
+    yield encodeFromF32(layerValues(kernel, r, r0, n, buf), dtype);
   }
 }

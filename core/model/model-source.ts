@@ -84,6 +84,10 @@ export function openModel(path: string): ModelSource {
       }
     }
   }
+  if (tensors.length === 0) {
+    const why = weightMap ? `${INDEX_FILE} has an empty weight_map` : shards.length === 1 ? 'its header lists no tensor' : 'no shard header lists a tensor';
+    throw new ModelFormatError(`${path}: no tensors (${why}); there is nothing to quantize`, abs);
+  }
   const hash = createHash('sha256');
   for (const s of shards) hash.update(s.headerBytes);
   return {

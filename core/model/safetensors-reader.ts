@@ -11,6 +11,9 @@ import { ModelFormatError } from '../errors.js';
 import { SOURCE_DTYPES, dtypeSize, type SourceDtype } from '../quant/dtype.js';
 
 export const MAX_HEADER_BYTES = 100_000_000;
+/** A header nests at most {entry: {shape: [..]}}: deeper JSON is not safetensors (and is not parsed). */
+const MAX_HEADER_NESTING = 3;
+
 const KNOWN_SAFETENSORS_DTYPES = new Set([
   'BOOL', 'U8', 'I8', 'F8_E5M2', 'F8_E4M3', 'I16', 'U16', 'F16', 'BF16', 'I32', 'U32', 'F32', 'F64', 'I64', 'U64',
 ]);
@@ -42,11 +45,12 @@ export function readSafetensorsHeader(file: string): SafetensorsHeader {
   const fd = openSync(file, 'r');
   try {
     const fileSize = fstatSync(fd).size;
-    const prefix = Buffer.alloc(Math.min(8, fileSize));
+    // the 9th byte too: a header starts with '{', which tells a non-safetensors file from a truncated one
+    const prefix = Buffer.alloc(Math.min(9, fileSize));
     readSync(fd, prefix, 0, prefix.length, 0);
     const n = headerLengthOf(prefix, fileSize, file);
     const bytes = Buffer.alloc(8 + n);
-    prefix.copy(bytes);
+    prefix.copy(bytes, 0, 0, Math.min(prefix.length, bytes.length));
     const got = readSync(fd, bytes, 8, n, 8);
     if (got !== n) throw new ModelFormatError(`${basename(file)}: header is truncated (read ${got} of ${n} bytes)`, file);
     return parseSafetensorsHeader(bytes, fileSize, file);
@@ -61,6 +65,11 @@ function headerLengthOf(prefix: Uint8Array, fileSize: number, file: string): num
     throw new ModelFormatError(`${name}: file is ${fileSize} bytes; a safetensors file starts with an 8-byte header length`, file);
   }
   const n = new DataView(prefix.buffer, prefix.byteOffset, 8).getBigUint64(0, true);
+  const absurd = n > BigInt(MAX_HEADER_BYTES) || n + 8n > BigInt(fileSize);
+  if (absurd && prefix.length > 8 && prefix[8] !== 0x7b) {
+    const start = Buffer.from(prefix.subarray(0, 9)).toString('latin1').replace(/[^\x20-\x7e]/g, '.');
+    throw new ModelFormatError(`not a safetensors file: ${name} (it starts with "${start}", not an 8-byte header length and a JSON header)`, file);
+  }
   if (n > BigInt(MAX_HEADER_BYTES)) {
     throw new ModelFormatError(`${name}: header length ${n} exceeds the ${MAX_HEADER_BYTES}-byte limit`, file);
   }
@@ -88,6 +97,8 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
   } catch {
     return fail('header is not valid UTF-8');
   }
+  const depth = nestingDepth(text);
+  if (depth > MAX_HEADER_NESTING) fail(`header nests JSON ${depth} levels deep; a safetensors header has at most ${MAX_HEADER_NESTING}`);
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -108,7 +119,7 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
     const m = obj['__metadata__'];
     if (typeof m !== 'object' || m === null || Array.isArray(m)) fail('"__metadata__" must be an object of strings');
     for (const [k, v] of Object.entries(m as object)) {
-      if (typeof v !== 'string') fail(`"__metadata__"."${k}" must be a string, got ${JSON.stringify(v)}`);
+      if (typeof v !== 'string') fail(`"__metadata__"."${k}" must be a string, got ${brief(v)}`);
     }
     metadata = m as Record<string, string>;
   }
@@ -125,7 +136,7 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
     for (const field of ['dtype', 'shape', 'data_offsets']) {
       if (!(field in e)) fail(`missing field "${field}"`, tname);
     }
-    if (typeof e['dtype'] !== 'string') fail(`"dtype" must be a string, got ${JSON.stringify(e['dtype'])}`, tname);
+    if (typeof e['dtype'] !== 'string') fail(`"dtype" must be a string, got ${brief(e['dtype'])}`, tname);
     const dtype = e['dtype'] as string;
     if (!(SOURCE_DTYPES as readonly string[]).includes(dtype)) {
       const what = KNOWN_SAFETENSORS_DTYPES.has(dtype) ? 'unsupported dtype' : 'unknown dtype';
@@ -133,8 +144,12 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
     }
     const shape = e['shape'];
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) {
-      fail(`"shape" must be a list of non-negative integers, got ${JSON.stringify(shape)}`, tname);
+      fail(`"shape" must be a list of non-negative integers, got ${brief(shape)}`, tname);
     }
+    const dims = shape as number[];
+    // An empty tensor has nothing to quantize, yet its [R, C] view sizes per-row structures:
+    // [2^53−1, 0] would ask for an impossible allocation. Refused by name, before anything is sized.
+    if (dims.includes(0)) fail(`shape ${JSON.stringify(dims)} has no elements; ArrowQuant does not take empty tensors`, tname);
     const offs = e['data_offsets'];
     if (
       !Array.isArray(offs) ||
@@ -142,7 +157,7 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
       !offs.every((d) => Number.isSafeInteger(d) && d >= 0) ||
       (offs[0] as number) > (offs[1] as number)
     ) {
-      fail(`"data_offsets" must be [begin, end] with 0 ≤ begin ≤ end, got ${JSON.stringify(offs)}`, tname);
+      fail(`"data_offsets" must be [begin, end] with 0 ≤ begin ≤ end, got ${brief(offs)}`, tname);
     }
     const [begin, end] = offs as [number, number];
     const elements = (shape as number[]).reduce((a, b) => a * b, 1);
@@ -171,6 +186,33 @@ export function parseSafetensorsHeader(bytes: Uint8Array, fileSize: number, file
     fail(`data buffer leaves a gap: bytes [${cursor}, ${dataLength}) after the last tensor belong to no tensor`);
   }
   return { file, fileSize, headerLength: n, headerBytes: Uint8Array.from(headerBytes), metadata, tensors };
+}
+
+/** A JSON value for an error message, never deep or long (JSON.stringify of hostile input can overflow). */
+function brief(v: unknown): string {
+  const flat = v === null || typeof v !== 'object' || (Array.isArray(v) && v.length <= 8 && v.every((x) => x === null || typeof x !== 'object'));
+  if (!flat) return Array.isArray(v) ? `a list of ${v.length} items` : 'an object';
+  const t = JSON.stringify(v) ?? String(v);
+  return t.length > 80 ? `${t.slice(0, 77)}...` : t;
+}
+
+/** Deepest nesting of {} and [] in JSON text (strings skipped); bounded by the text, no recursion. */
+function nestingDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  for (let i = 0; i < text.length; i++) {
+    const ch = text[i];
+    if (ch === '"') {
+      let j = i + 1;
+      while (j < text.length && text[j] !== '"') j += text[j] === '\\' ? 2 : 1;
+      i = j;
+    } else if (ch === '{' || ch === '[') {
+      max = Math.max(max, ++depth);
+    } else if (ch === '}' || ch === ']') {
+      depth--;
+    }
+  }
+  return max;
 }
 
 /**

@@ -1,8 +1,7 @@
 // Llama-shaped models with Hugging Face tensor names and heavy-tailed, trained-looking values:
 // the README's sample model, test fixtures and the 2 GB benchmark model.
 
-import { f32ToBf16Bits, f32ToF16Bits } from '../quant/float16.js';
-import type { SourceDtype } from '../quant/dtype.js';
+import { encodeFromF32, type SourceDtype } from '../quant/dtype.js';
 import { fillHeavyTailed, seededRandom } from './random.js';
 import type { TensorToWrite } from './safetensors-writer.js';
 
@@ -72,23 +71,8 @@ export function* syntheticTensorBytes(name: string, shape: number[], dtype: Sour
       }
       for (const c of outlierCols) for (let i = (c - (start % cols) + cols) % cols; i < n; i += cols) v[i] = v[i]! * 8;
     }
-    yield encode(v, dtype);
+    yield encodeFromF32(v, dtype);
   }
-}
-
-export function encode(values: Float32Array, dtype: SourceDtype): Uint8Array {
-  if (dtype === 'F32') return new Uint8Array(values.buffer.slice(values.byteOffset, values.byteOffset + values.byteLength));
-  const out = new Uint16Array(values.length);
-  if (dtype === 'BF16') {
-    const bits = new Uint32Array(values.buffer, values.byteOffset, values.length);
-    for (let i = 0; i < values.length; i++) {
-      const x = bits[i]!;
-      out[i] = (x & 0x7fffffff) > 0x7f800000 ? f32ToBf16Bits(values[i]!) : (x + 0x7fff + ((x >>> 16) & 1)) >>> 16;
-    }
-  } else {
-    for (let i = 0; i < values.length; i++) out[i] = f32ToF16Bits(values[i]!);
-  }
-  return new Uint8Array(out.buffer);
 }
 
 export function syntheticLlamaTensors(shape: LlamaShape, dtype: SourceDtype, seed = 1): TensorToWrite[] {

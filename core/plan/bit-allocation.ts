@@ -45,7 +45,8 @@ export function allocateBitWidths(layers: AllocationInput[], cfg: ArrowQuantConf
   const sensitivity = new SensitivityDetector(cfg);
   const manual = new LayerPatternMap(cfg.layer_bit_widths);
   const blocks = layers.map((l) => blockNumber(l.name));
-  const numBlocks = Math.max(0, ...blocks.map((b) => (b === null ? 0 : b + 1)));
+  // a reduce, not Math.max(...spread): 130,000 arguments overflow the stack
+  const numBlocks = blocks.reduce<number>((m, b) => Math.max(m, b === null ? 0 : b + 1), 0);
 
   const allocations: Allocation[] = layers.map((layer, i) => {
     const sens = sensitivity.reason(layer.name);

@@ -10,6 +10,7 @@ import { allocateBitWidths } from './bit-allocation.js';
 import { layerBytesOut, type MethodExtras } from './layer-bytes.js';
 import { detectModality, type Modality } from './modality.js';
 import type { AllocationSummary } from './allocation-summary.js';
+import { LayerPatternMap } from './layer-patterns.js';
 
 export type QuantMethod = 'base' | 'spatial' | 'time_aware' | 'none';
 
@@ -78,17 +79,31 @@ export function chooseMethod(name: string, shape: readonly number[], cfg: ArrowQ
   return { method: 'base', extras: { equalizationScales: 0, timeGroups: 0 }, timeGroups: 0, notes };
 }
 
-export function buildPlan(model: ModelSource, cfg: ArrowQuantConfig, cal: Calibration | null): Plan {
+/**
+ * What the configuration asks for that will not happen on this model: quantize prints these too
+ * (its plan is built inside the job), so they are computed apart from the plan.
+ */
+export function configWarnings(model: ModelSource, cfg: ArrowQuantConfig, hasCalibration: boolean): string[] {
   const warnings: string[] = [];
-  if (!cfg.enable_mixed_precision && Object.keys(cfg.layer_bit_widths).length > 0) {
-    warnings.push('layer_bit_widths is ignored: enable_mixed_precision is off');
+  const keys = Object.keys(cfg.layer_bit_widths);
+  if (!cfg.enable_mixed_precision && keys.length > 0) {
+    warnings.push(`layer_bit_widths (${keys.join(', ')}) is ignored: enable_mixed_precision is off (add --mixed-precision)`);
+  }
+  for (const key of keys) {
+    const map = new LayerPatternMap({ [key]: true });
+    if (!model.tensors.some((t) => map.lookup(t.name))) warnings.push(`layer_bit_widths key ${JSON.stringify(key)} matches no tensor of ${model.name}`);
   }
   if (!cfg.enable_mixed_precision && cfg.allocation_strategy === 'measured') {
     warnings.push('allocation_strategy measured has no effect: enable_mixed_precision is off');
   }
-  if ((cfg.enable_spatial || cfg.enable_time_aware) && !cal) {
+  if ((cfg.enable_spatial || cfg.enable_time_aware) && !hasCalibration) {
     warnings.push('spatial / time-aware methods need calibration_path; every layer is quantized with base');
   }
+  return warnings;
+}
+
+export function buildPlan(model: ModelSource, cfg: ArrowQuantConfig, cal: Calibration | null): Plan {
+  const warnings = configWarnings(model, cfg, cal !== null);
   const geometry = model.tensors.map((t) => ({ ...matrixView(t.shape), name: t.name }));
   const methods = model.tensors.map((t) => chooseMethod(t.name, t.shape, cfg, cal));
   const alloc = allocateBitWidths(

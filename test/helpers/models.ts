@@ -2,7 +2,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { encode } from '../../core/model/synthetic-llama.js';
+import { encodeFromF32 } from '../../core/quant/dtype.js';
 import { writeSafetensors } from '../../core/model/safetensors-writer.js';
 import type { SourceDtype } from '../../core/quant/dtype.js';
 
@@ -16,7 +16,7 @@ export interface TestTensor {
 export async function writeModel(path: string, tensors: TestTensor[], dtype: SourceDtype = 'BF16'): Promise<string> {
   await writeSafetensors(
     path,
-    tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype ?? dtype, data: encode(t.values, t.dtype ?? dtype) })),
+    tensors.map((t) => ({ name: t.name, shape: t.shape, dtype: t.dtype ?? dtype, data: encodeFromF32(t.values, t.dtype ?? dtype) })),
   );
   return path;
 }

@@ -6,7 +6,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { delimiter, join } from 'node:path';
 
 export interface NatsServerOptions {
   /** extra lines for the server's config file (tls {…}, authorization {…}) */
@@ -20,6 +20,17 @@ export interface NatsTestServer {
   via: string;
   stop(): Promise<void>;
   restart(): Promise<void>;
+}
+
+/**
+ * The nats-server binary: on the PATH, else where Debian's package puts it (/usr/sbin is not on
+ * an ordinary user's PATH), else /usr/local/bin. NATS_SERVER_BIN overrides.
+ */
+export function natsServerBinary(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.NATS_SERVER_BIN) return env.NATS_SERVER_BIN;
+  const dirs = [...(env.PATH ?? '').split(delimiter).filter(Boolean), '/usr/sbin', '/usr/local/sbin', '/usr/local/bin', '/usr/bin'];
+  for (const d of dirs) if (existsSync(join(d, 'nats-server'))) return join(d, 'nats-server');
+  throw new Error(`nats-server not found on the PATH (${env.PATH ?? ''}) nor in /usr/sbin, /usr/local/sbin, /usr/local/bin, /usr/bin: install it (Debian/Ubuntu: apt-get install nats-server; or https://github.com/nats-io/nats-server/releases) or set NATS_SERVER_BIN`);
 }
 
 export function freePort(): Promise<number> {
@@ -86,7 +97,7 @@ export async function startNatsServer(opts: NatsServerOptions = {}): Promise<Nat
   let child: ChildProcess;
   const logs: string[] = [];
   const launch = async () => {
-    child = spawn('nats-server', ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
+    child = spawn(natsServerBinary(), ['-c', conf], { stdio: ['ignore', 'pipe', 'pipe'] });
     child.stderr!.on('data', (d) => logs.push(String(d)));
     child.stdout!.on('data', (d) => logs.push(String(d)));
     try {
