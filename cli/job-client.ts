@@ -42,7 +42,8 @@ export function connectJobApi(values: CoordinatorClientValues, env: NodeJS.Proce
   const token = loadToken(values['auth-token-file'], env);
   const { credentials, channelOptions } = clientCredentials(grpcClientTls(values));
   const { Client } = jobsService();
-  const client = new Client(address, credentials, { ...GRPC_MESSAGE_LIMITS, ...channelOptions });
+  // Keepalive pings: a Watch of a long job notices a coordinator that vanished without closing.
+  const client = new Client(address, credentials, { ...GRPC_MESSAGE_LIMITS, ...channelOptions, 'grpc.keepalive_time_ms': 30_000, 'grpc.keepalive_timeout_ms': 10_000 });
   return {
     client,
     address,

@@ -11,6 +11,7 @@ import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
+import { generateTestCerts } from './helpers/certs.js';
 
 const { dir, cleanup } = tempDir('aq-jobapi-');
 const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20' };
@@ -123,9 +124,28 @@ describe('job api', () => {
     const none = await runCli(['status', '--coordinator', c.address], { env: { ARROW_QUANT_COORDINATOR_TOKEN: '' } });
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/UNAUTHENTICATED: missing "authorization: Bearer <token>" metadata/);
-    const health = await runCli(['status', '--coordinator', c.address, ...client(c.address).slice(2), '--json']);
-    expect(health.code, health.stderr).toBe(0);
-    expect(JSON.parse(health.stdout).jobs).toEqual([]);
+    const unknown = await runCli(['watch', 'nosuchjob', ...client(c.address)]);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/NOT_FOUND: no job nosuchjob on this coordinator/);
+    const ok = await runCli(['status', ...client(c.address), '--json']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(ok.stdout).jobs).toEqual([]);
+  });
+
+  test('job api - mutual TLS: a client with a certificate of the CA is served, one without is refused', async () => {
+    const certs = await generateTestCerts();
+    try {
+      const c = await coordinator(join(dir, 'd6'), ['--grpc-tls-cert', certs.server.certFile, '--grpc-tls-key', certs.server.keyFile, '--grpc-tls-client-ca', certs.ca.certFile]);
+      const address = c.address.replace('127.0.0.1', 'localhost');
+      const withCert = await runCli(['status', ...client(address), '--grpc-tls-ca', certs.ca.certFile, '--grpc-tls-cert', certs.client.certFile, '--grpc-tls-key', certs.client.keyFile, '--json']);
+      expect(withCert.code, withCert.stderr).toBe(0);
+      expect(JSON.parse(withCert.stdout)).toMatchObject({ jobs: [] });
+      const noCert = await runCli(['status', ...client(address), '--grpc-tls-ca', certs.ca.certFile]);
+      expect(noCert.code).toBe(1);
+      expect(noCert.stderr).toMatch(/List at localhost:\d+: UNAVAILABLE/);
+    } finally {
+      await certs.cleanup();
+    }
   });
 
   test('job api - --detach then status, two followers of the same job; two jobs queued run in turn', async () => {
@@ -178,7 +198,7 @@ describe('job api', () => {
     expect(readdirSync(join(data, 'stage'))).toEqual([]);
   });
 
-  test('job api - a coordinator SIGKILLed with a job in flight: the next one resumes it to the same bytes', async () => {
+  test('job api - a coordinator stopped (SIGTERM, grace over) with a job in flight: the next one resumes it to the same bytes', async () => {
     const data = join(dir, 'd5');
     const w = worker({ ARROWQUANT_KERNEL: 'reference' });
     await w.waitFor(/ready/);
@@ -187,8 +207,10 @@ describe('job api', () => {
     expect(d.code, d.stderr).toBe(0);
     const id = d.stdout.trim();
     await first.proc.waitFor(/layer 1\/\d+ staged/);
-    first.proc.signal('SIGKILL');
-    await first.proc.exited;
+    first.proc.signal('SIGTERM');
+    // --grace 2: the job cannot finish in time; the coordinator ends anyway and leaves it running.
+    expect(await first.proc.exited).toBe(0);
+    expect(first.proc.err()).toMatch(/1 job\(s\) still running are left for the next coordinator to resume/);
     const second = await coordinator(data);
     const f = await runCli(['watch', id, ...client(second.address)]);
     expect(f.code, f.stderr).toBe(0);
