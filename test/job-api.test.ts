@@ -12,6 +12,8 @@ import { startCli, stopAll, type Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 import { generateTestCerts } from './helpers/certs.js';
+import { credentials } from '@grpc/grpc-js';
+import { grpcServices } from '../core/grpc/proto.js';
 
 const { dir, cleanup } = tempDir('aq-jobapi-');
 const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20' };
@@ -75,7 +77,7 @@ const client = (address: string) => ['--coordinator', address, '--auth-token-fil
 async function statusJson(address: string, job?: string) {
   const r = await runCli(['status', ...(job ? [job] : []), ...client(address), '--json']);
   expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout) as { workers: { id: string; kernel: string; threads: number }[]; jobs: { job_id: string; state: string; started_at: string; finished_at: string; result: { exit_code: number } | null; progress: { layers_done: number; layers_total: number } }[] };
+  return JSON.parse(r.stdout) as { workers: { id: string; kernel: string; threads: number }[]; jobs: { job_id: string; state: string; started_at: string; finished_at: string; result: { exit_code: number } | null; progress: { layers_done: number; layers_total: number }; layers: { layer_index: number; bits: number; worker: string }[] }[] };
 }
 
 describe('job api', () => {
@@ -124,6 +126,13 @@ describe('job api', () => {
     const none = await runCli(['status', '--coordinator', c.address], { env: { ARROW_QUANT_COORDINATOR_TOKEN: '' } });
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/UNAUTHENTICATED: missing "authorization: Bearer <token>" metadata/);
+    // The health service answers without a token (for probes).
+    const { Client } = grpcServices().health;
+    const hc = new Client(c.address, credentials.createInsecure());
+    const check = (service: string) => new Promise<string>((resolve, reject) => hc.Check({ service }, { deadline: Date.now() + 10_000 }, (e, r) => (e ? reject(e) : resolve(r!.status))));
+    expect(await check('')).toBe('SERVING');
+    expect(await check('arrowquant.v1.Jobs')).toBe('SERVING');
+    hc.close();
     const unknown = await runCli(['watch', 'nosuchjob', ...client(c.address)]);
     expect(unknown.code).toBe(2);
     expect(unknown.stderr).toMatch(/NOT_FOUND: no job nosuchjob on this coordinator/);
@@ -188,6 +197,11 @@ describe('job api', () => {
     procs.push(sub);
     const id = /job (\w+) submitted/.exec((await sub.waitFor(/job \w+ submitted/))[0]!)![1]!;
     await c.proc.waitFor(/layer 1\/\d+ staged/);
+    // status JOB: the running job with its layers staged so far
+    const running = (await statusJson(c.address, id)).jobs[0]!;
+    expect(running).toMatchObject({ job_id: id, state: 'running' });
+    expect(running.layers.length).toBeGreaterThanOrEqual(1);
+    expect(running.layers[0]).toMatchObject({ bits: 8, worker: expect.stringMatching(/\S/) });
     const cancel = await runCli(['cancel', id, ...client(c.address)]);
     expect(cancel.code, cancel.stderr).toBe(0);
     expect(cancel.stderr).toMatch(new RegExp(`job ${id}: cancelled`));

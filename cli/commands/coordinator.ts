@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { UsageError } from '../../core/errors.js';
 import { connectNats, natsOptionsFrom, type NatsValues } from '../../core/cluster/nats-options.js';
-import { ensureTaskQueue, workersBucket } from '../../core/cluster/jetstream-setup.js';
+import { ensureTaskQueue, jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js';
 import { JobQueue } from '../../coordinator/service/job-queue.js';
 import { SERVICE_NAME_PATTERN } from '../../coordinator/service/job-store.js';
 import { JobApiServer } from '../../coordinator/service/job-api-server.js';
@@ -66,7 +66,7 @@ export async function coordinatorCommand(_args: string[], values: CoordinatorVal
     });
     const q = queue;
     snapshot = () => q.snapshot();
-    api = new JobApiServer({ queue, token, tls, workers, graceMs: values.grace * 1000 });
+    api = new JobApiServer({ queue, token, tls, workers, clusterJobs: await jobsBucket(nc), graceMs: values.grace * 1000 });
     const { address } = await api.start(values.listen);
     if (metrics) log.info(`metrics on http://${await metrics.listen(values['metrics-listen']!)}/metrics`);
     log.info(`job API listening on ${address}`, { name: values.name, model_roots: paths.modelRoots.join(','), output_root: paths.outputRoot, max_concurrent_jobs: values['max-concurrent-jobs'] });

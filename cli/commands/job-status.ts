@@ -25,6 +25,11 @@ export async function coordinatorStatusCommand([jobId]: string[], values: Coordi
           j.queue_position || '', j.result ? j.result.exit_code : '', printable(j.output), printable(j.message),
         ])) + '\n');
     }
+    const layers = jobId ? (jobs[0]!.layers ?? []) : [];
+    if (layers.length) {
+      io.err(`\n${layers.length} layer(s) staged\n`);
+      io.err(formatTable(['layer', 'bits', 'cosine', 'worker'], layers.map((l) => [l.layer_index, l.bits, l.cosine.toFixed(6), printable(l.worker)])) + '\n');
+    }
     if (values.json) io.out(JSON.stringify({ workers, jobs }, null, 2) + '\n');
     return 0;
   } finally {

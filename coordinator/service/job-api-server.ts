@@ -6,15 +6,16 @@ import { status as Status, type Metadata, type Server, type ServiceError } from 
 import type { KV } from 'nats';
 import type { z } from 'zod';
 import { ArrowQuantError } from '../../core/errors.js';
-import { decodeMessage, workerInfoSchema } from '../../core/cluster/messages.js';
+import { decodeMessage, stagedLayerSchema, workerInfoSchema } from '../../core/cluster/messages.js';
+import { layerKey } from '../../core/cluster/names.js';
 import { HealthService } from '../../core/grpc/health.js';
 import { bindServer, createGrpcServer, stopServer } from '../../core/grpc/proto.js';
 import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js';
 import {
-  JOBS_SERVICE, isFinalState, jobRefSchema, jobsService, submitRequestSchema, type JobsHandlers, type WorkerMessage,
+  JOBS_SERVICE, isFinalState, jobRefSchema, jobsService, submitRequestSchema, type JobsHandlers, type StagedLayerMessage, type WorkerMessage,
 } from '../../core/grpc/jobs-proto.js';
 import { checkBearer } from './bearer-auth.js';
-import { JobQueue, OutputBusyError, UnknownJobError } from './job-queue.js';
+import { JobQueue, OutputBusyError, ServiceStoppingError, UnknownJobError } from './job-queue.js';
 import { toJobMessage, type JobRecord } from './job-store.js';
 
 const fail = (code: Status, details: string): ServiceError => Object.assign(new Error(details), { code, details, metadata: undefined as unknown as Metadata });
@@ -23,6 +24,7 @@ const fail = (code: Status, details: string): ServiceError => Object.assign(new 
 export function toServiceError(e: unknown): ServiceError {
   if (e instanceof UnknownJobError) return fail(Status.NOT_FOUND, e.message);
   if (e instanceof OutputBusyError) return fail(Status.ALREADY_EXISTS, e.message);
+  if (e instanceof ServiceStoppingError) return fail(Status.UNAVAILABLE, e.message);
   if (e instanceof ArrowQuantError && e.exitCode >= 2) return fail(Status.INVALID_ARGUMENT, e.message);
   if (e instanceof ArrowQuantError) return fail(Status.FAILED_PRECONDITION, e.message);
   return fail(Status.INTERNAL, `internal error: ${(e as Error)?.message ?? String(e)}`);
@@ -40,6 +42,8 @@ export interface JobApiServerOptions {
   token: string | null;
   tls: ServerTlsOptions | null;
   workers: KV;
+  /** the cluster's job state (aq-jobs): staged layers of running jobs */
+  clusterJobs: KV;
   /** how long Watch streams and calls get to finish on stop */
   graceMs: number;
 }
@@ -88,7 +92,10 @@ export class JobApiServer {
         const rec = await queue.submit(parse(submitRequestSchema, call.request, 'Submit'));
         cb(null, { job_id: rec.job_id });
       }),
-      Get: (call, cb) => guard(call.metadata, cb, () => cb(null, this.message(queue.get(parse(jobRefSchema, call.request, 'Get').job_id)))),
+      Get: (call, cb) => guard(call.metadata, cb, async () => {
+        const rec = queue.get(parse(jobRefSchema, call.request, 'Get').job_id);
+        cb(null, { ...this.message(rec), layers: rec.state === 'running' ? await this.stagedLayers(rec) : [] });
+      }),
       Cancel: (call, cb) => guard(call.metadata, cb, async () => cb(null, this.message(await queue.cancel(parse(jobRefSchema, call.request, 'Cancel').job_id)))),
       List: (call, cb) => guard(call.metadata, cb, async () => cb(null, { jobs: queue.list().map((r) => this.message(r)), workers: await this.workers() })),
       Watch: (call) => guard(call.metadata, (err) => call.emit('error', err), () => {
@@ -111,6 +118,22 @@ export class JobApiServer {
         send(queue.get(id));
       }),
     };
+  }
+
+  /** The layers of a running job staged so far, in layer order (the job driver's aq-jobs entries). */
+  private async stagedLayers(rec: JobRecord): Promise<StagedLayerMessage[]> {
+    const total = rec.progress?.layers_total ?? 0;
+    const reads = Array.from({ length: total }, async (_, i): Promise<StagedLayerMessage | null> => {
+      const e = await this.o.clusterJobs.get(layerKey(rec.cluster_job_id, i));
+      if (!e || !e.value.length) return null;
+      try {
+        const l = decodeMessage(stagedLayerSchema, e.value, `aq-jobs entry ${layerKey(rec.cluster_job_id, i)}`);
+        return { layer_index: i, bits: l.bits, cosine: l.cosine, worker: l.worker };
+      } catch {
+        return null;
+      }
+    });
+    return (await Promise.all(reads)).filter((l): l is StagedLayerMessage => l !== null);
   }
 
   private async workers(): Promise<WorkerMessage[]> {

@@ -32,6 +32,8 @@ export class UnknownJobError extends ArrowQuantError {
     super(`no job ${jobId} on this coordinator`);
   }
 }
+/** The service is shutting down and takes no new jobs (UNAVAILABLE: try again, e.g. at its successor). */
+export class ServiceStoppingError extends ArrowQuantError {}
 /** Another queued or running job writes the same output (ALREADY_EXISTS). */
 export class OutputBusyError extends ArrowQuantError {
   constructor(message: string, readonly output: string, readonly jobId: string) {
@@ -92,7 +94,7 @@ export class JobQueue {
 
   /** Validates and records a request; resolves with the queued job. */
   async submit(req: SubmitRequest): Promise<JobRecord> {
-    if (this.stopping) throw new JobRequestError('the coordinator is shutting down; submit again later');
+    if (this.stopping) throw new ServiceStoppingError('the coordinator is shutting down; submit again later');
     const model = this.opts.paths.model(req.model);
     const output = this.opts.paths.output(req.output);
     const cfg = this.config(req.config_json);

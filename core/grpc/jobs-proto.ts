@@ -60,6 +60,15 @@ export interface JobMessage {
   cluster_job_id: string;
   queue_position: number;
   message: string;
+  /** Get of a running job: the layers staged so far */
+  layers?: StagedLayerMessage[];
+}
+
+export interface StagedLayerMessage {
+  layer_index: number;
+  bits: number;
+  cosine: number;
+  worker: string;
 }
 
 export interface JobEvent {
