@@ -40,8 +40,8 @@ beforeAll(async () => {
   await runLocalJob(slowModel, { output: join(dir, 'slow-local.arrow'), config: resolveConfig({ refine: 'search' }) });
   slowLocal = readFileSync(join(dir, 'slow-local.arrow'));
   const local = join(dir, 'bf16-local.arrow');
-  const r = await runCli(['quantize', BF16, '-o', local, ...MIXED]);
-  expect(r.code, r.stderr).toBe(0);
+  // the same configuration as the MIXED flags give
+  await runLocalJob(BF16, { output: local, config: resolveConfig({ enable_mixed_precision: true, target_model_size_mb: 0.22 }) });
   bf16Local = readFileSync(local);
 });
 

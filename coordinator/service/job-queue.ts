@@ -63,6 +63,9 @@ type Listener = (rec: JobRecord) => void;
 
 const now = () => new Date().toISOString();
 
+/** Finished jobs kept (in memory and in the bucket); older ones are forgotten, oldest first. */
+export const MAX_FINISHED_JOBS = 1000;
+
 export class JobQueue {
   private readonly jobs = new Map<string, JobRecord>();
   private readonly running = new Map<string, { cancel: () => void; done: Promise<void> }>();
@@ -288,6 +291,11 @@ export class JobQueue {
 
   private finish(rec: JobRecord, state: 'done' | 'failed' | 'cancelled', result: NonNullable<JobRecord['result']>): void {
     this.update({ ...rec, state, result, finished_at: now(), message: result.message });
+    const finished = this.list().filter((r) => isFinalState(r.state));
+    for (const old of finished.slice(0, Math.max(0, finished.length - MAX_FINISHED_JOBS))) {
+      this.jobs.delete(old.job_id);
+      this.writes = this.writes.then(() => this.store.delete(old.job_id)).catch((e: unknown) => this.opts.log.warn(`could not forget job ${old.job_id}: ${(e as Error).message}`));
+    }
   }
 
   private update(rec: JobRecord): void {

@@ -47,6 +47,10 @@ export class JobStore {
     return new JobStore(await nc.jetstream().views.kv(bucket, { history: 1 }), bucket);
   }
 
+  async delete(jobId: string): Promise<void> {
+    await this.kv.delete(jobId);
+  }
+
   async put(rec: JobRecord): Promise<void> {
     await this.kv.put(rec.job_id, encodeMessage(rec));
   }
