@@ -102,6 +102,13 @@ describe('job api', () => {
     // --log-format json: one object a line
     const logLine = c.proc.err().split('\n').find((l) => l.includes('job done'))!;
     expect(JSON.parse(logLine)).toMatchObject({ level: 'info', msg: expect.stringContaining('job done: wrote'), job: last.job.job_id });
+    // A job that breaks its quality bar exits 3, as a local quantize would, and writes nothing.
+    const cfg = join(dir, 'bar.yaml');
+    writeFileSync(cfg, 'min_layer_cosine: {2: 0.96}\n');
+    const bar = await runCli(['submit', BF16, '-o', 'bar.arrow', ...client(c.address), '--bits', '2', '--fail-fast', '-c', cfg]);
+    expect(bar.code, bar.stderr).toBe(3);
+    expect(bar.stderr).toMatch(/job \w+ failed: .*cosine 0\.\d{4} at 2 bits is below min_layer_cosine 0\.96 \(fail_fast\)/);
+    expect(existsSync(join(data, 'out', 'bar.arrow'))).toBe(false);
   });
 
   test('job api - a model outside --model-root, an output outside the output root and a wrong token are refused (exit 2)', async () => {
