@@ -4,7 +4,7 @@
 
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { status as Status, type Metadata, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { UsageError } from '../../core/errors.js';
 
 export const TOKEN_ENV = 'ARROW_QUANT_COORDINATOR_TOKEN';
@@ -39,5 +39,5 @@ export function checkBearer(expected: string | null, metadata: Metadata): Servic
   const ok = m !== null && timingSafeEqual(digest(m[1]!), digest(expected));
   if (ok) return null;
   const details = header ? 'the bearer token is not valid' : 'missing "authorization: Bearer <token>" metadata';
-  return Object.assign(new Error(details), { code: Status.UNAUTHENTICATED, details, metadata: new (metadata.constructor as new () => Metadata)() });
+  return Object.assign(new Error(details), { code: Status.UNAUTHENTICATED, details, metadata: new Metadata() });
 }

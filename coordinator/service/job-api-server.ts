@@ -2,7 +2,7 @@
 // TLS authentication, and the standard health service (unauthenticated, for probes). Requests are
 // validated against jobs-proto.ts's bounds first; errors map to status codes once, here.
 
-import { status as Status, type Metadata, type Server, type ServiceError } from '@grpc/grpc-js';
+import { Metadata, status as Status, type Server, type ServiceError } from '@grpc/grpc-js';
 import type { KV } from 'nats';
 import type { z } from 'zod';
 import { ArrowQuantError } from '../../core/errors.js';
@@ -18,7 +18,7 @@ import { checkBearer } from './bearer-auth.js';
 import { JobQueue, OutputBusyError, ServiceStoppingError, UnknownJobError } from './job-queue.js';
 import { toJobMessage, type JobRecord } from './job-store.js';
 
-const fail = (code: Status, details: string): ServiceError => Object.assign(new Error(details), { code, details, metadata: undefined as unknown as Metadata });
+const fail = (code: Status, details: string): ServiceError => Object.assign(new Error(details), { code, details, metadata: new Metadata() });
 
 /** The status a failure of the service maps to. */
 export function toServiceError(e: unknown): ServiceError {

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import type { NatsConnection, Subscription } from 'nats';
 import { parsePartialConfig, resolveConfig } from '../../core/config/load.js';
 import type { ArrowQuantConfig } from '../../core/config/schema.js';
-import { ArrowQuantError, JobCancelledError, UsageError, exitCodeOf } from '../../core/errors.js';
+import { ArrowQuantError, JobCancelledError, exitCodeOf } from '../../core/errors.js';
 import { eventsSubject } from '../../core/cluster/names.js';
 import { decodeMessage, workerEventSchema } from '../../core/cluster/messages.js';
 import type { NatsOptions } from '../../core/cluster/nats-options.js';
@@ -281,7 +281,7 @@ export class JobQueue {
       const state = e instanceof JobCancelledError ? 'cancelled' : 'failed';
       const code = exitCodeOf(e);
       opts.metrics?.jobDuration.observe({ state }, (performance.now() - t0) / 1000);
-      this.finish(this.get(id), state, { exit_code: code, message: e instanceof UsageError || e instanceof ArrowQuantError ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`, summary_json: '' });
+      this.finish(this.get(id), state, { exit_code: code, message: e instanceof ArrowQuantError ? e.message : `internal error: ${(e as Error)?.message ?? String(e)}`, summary_json: '' });
       opts.log.warn(`job ${state}: ${(e as Error)?.message ?? String(e)}`, { job: id, exit_code: code });
     } finally {
       events.unsubscribe();
