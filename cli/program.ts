@@ -99,7 +99,8 @@ seconds) and exits.`))
     .option('--work-dir <dir>', 'scratch space for shards in flight (default: the system temp dir)')
     .option('--grace <seconds>', 'seconds in-flight tasks get on SIGTERM', integerAtLeast(0), 30)
     .option('--id <name>', 'worker id (default: host-pid-random)')
-    .option('--health-listen <host:port>', 'serve the standard gRPC health service (Kubernetes grpc probes): SERVING while connected and pulling, NOT_SERVING while stopping');
+    .option('--health-listen <host:port>', 'serve the standard gRPC health service (Kubernetes grpc probes): SERVING while connected and pulling, NOT_SERVING while stopping')
+    .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (layers done, failed, redelivered, bytes, durations, in flight)');
   addNatsOptions(worker);
   addGrpcClientOptions(worker);
 

@@ -4,6 +4,8 @@ import { UsageError } from '../../core/errors.js';
 import { natsOptionsFrom, type NatsValues } from '../../core/cluster/nats-options.js';
 import { WorkerService } from '../../worker/cluster/worker-service.js';
 import { HealthServer } from '../../core/grpc/health.js';
+import { parseListenAddress, startMetricsServer } from '../../core/metrics/metrics-server.js';
+import { WorkerMetrics } from '../../worker/cluster/worker-metrics.js';
 import { resolveThreads } from '../../worker/thread-pool.js';
 import { grpcClientTls, type GrpcTlsValues } from '../grpc-options.js';
 import type { CommandIO } from './io.js';
@@ -16,11 +18,15 @@ export interface WorkerValues extends NatsValues, GrpcTlsValues {
   grace: number;
   id?: string;
   'health-listen'?: string;
+  'metrics-listen'?: string;
 }
 
 export async function workerCommand(_args: string[], values: WorkerValues, io: CommandIO): Promise<number> {
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-worker');
   if (!nats) throw new UsageError(`missing --nats URL (or ARROW_QUANT_NATS_URL)\nsee arrowquant worker --help`);
+  // a bad address is a usage error before anything connects
+  if (values['metrics-listen']) parseListenAddress(values['metrics-listen'], '--metrics-listen');
+  const metrics = values['metrics-listen'] ? new WorkerMetrics() : null;
   const worker = await WorkerService.start({
     nats,
     concurrency: values.concurrency,
@@ -30,6 +36,7 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
     grpcTls: grpcClientTls(values),
     id: values.id,
     log: (l) => io.err(l + '\n'),
+    onLayer: metrics?.record,
   });
   const grace = values.grace * 1000;
   const health = values['health-listen'] ? new HealthServer() : null;
@@ -37,12 +44,23 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
     const { address } = await health.start(values['health-listen']!);
     io.err(`worker ${worker.id}: health service on ${address}\n`);
   }
+  let metricsServer: Awaited<ReturnType<typeof startMetricsServer>> | null = null;
+  if (metrics) {
+    metrics.attach(worker);
+    try {
+      metricsServer = await startMetricsServer(values['metrics-listen']!, metrics.registry);
+    } catch (e) {
+      await Promise.all([worker.stop(0), health?.stop()]);
+      throw e;
+    }
+    io.err(`worker ${worker.id}: metrics on ${metricsServer.url}\n`);
+  }
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       io.err(`worker ${worker.id}: ${sig}, stopping (in-flight tasks get ${grace / 1000}s)\n`);
       health?.health.setStatus('', 'NOT_SERVING');
       void worker.stop(grace).then(async () => {
-        await health?.stop();
+        await Promise.all([health?.stop(), metricsServer?.close()]);
         resolve();
       });
     };

@@ -25,6 +25,7 @@ import { encodeShardChunks } from '../../core/format/arrow-file.js';
 import { ThreadPool } from '../thread-pool.js';
 import { ShardClient } from './shard-client.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
+import type { WorkerLayerEvent } from './worker-metrics.js';
 
 export interface WorkerServiceOptions {
   nats: NatsOptions;
@@ -36,6 +37,8 @@ export interface WorkerServiceOptions {
   grpcTls?: ClientTlsOptions | null;
   id?: string;
   log?: (line: string) => void;
+  /** each task's outcome, for metrics */
+  onLayer?: (e: WorkerLayerEvent) => void;
 }
 
 const HEARTBEAT_MS = 5_000;
@@ -62,6 +65,9 @@ export class WorkerService {
   private ackWaitMs = 30_000;
   private readonly started = new Date().toISOString();
   layersDone = 0;
+  get inFlightCount(): number {
+    return this.inFlight.size;
+  }
   private readonly log: (line: string) => void;
 
   private constructor(private readonly opts: WorkerServiceOptions) {
@@ -167,6 +173,7 @@ export class WorkerService {
       return;
     }
     const task = tm.task;
+    if (msg.redelivered) this.opts.onLayer?.({ type: 'redelivered' });
     const tag = `layer ${task.layer_index} (${task.name}) of job ${task.job_id}`;
     if (this.cancelled.has(tm.run_id)) {
       msg.term();
@@ -212,12 +219,14 @@ export class WorkerService {
       const outcome = result.outcome;
       await msg.ackAck().catch(() => msg.ack());
       this.layersDone++;
+      this.opts.onLayer?.({ type: 'done', bytesIn: task.byte_length, bytesOut: outcome.bytesOut, seconds: (performance.now() - t0) / 1000 });
       this.log(
         `worker ${this.id}: uploaded ${tag}: ${outcome.quantType} ${outcome.bytesOut} bytes in ${((performance.now() - t0) / 1000).toFixed(2)}s${up.duplicate ? ' (already staged)' : ''}`,
       );
     } catch (e) {
       const refused = e instanceof TaskRefusedError;
       const final = refused || (e instanceof ArrowQuantError && e.exitCode >= 2);
+      this.opts.onLayer?.({ type: 'failed', outcome: refused ? 'refused' : final ? 'final' : 'retried' });
       this.log(`worker ${this.id}: ${refused ? 'refused' : 'failed'} ${tag}: ${(e as Error).message}${final ? '' : ' (will be redelivered)'}`);
       const event: WorkerEvent = refused
         ? { type: 'task_refused', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, reason: (e as Error).message }
