@@ -68,7 +68,7 @@ export async function coordinatorCommand(_args: string[], values: CoordinatorVal
     snapshot = () => q.snapshot();
     api = new JobApiServer({ queue, token, tls, workers, clusterJobs: await jobsBucket(nc), graceMs: values.grace * 1000 });
     const { address } = await api.start(values.listen);
-    if (metrics) log.info(`metrics on http://${await metrics.listen(values['metrics-listen']!)}/metrics`);
+    if (metrics) log.info(`metrics on ${await metrics.listen(values['metrics-listen']!)}`);
     log.info(`job API listening on ${address}`, { name: values.name, model_roots: paths.modelRoots.join(','), output_root: paths.outputRoot, max_concurrent_jobs: values['max-concurrent-jobs'] });
     const sig = await new Promise<string>((resolve) => {
       process.once('SIGTERM', () => resolve('SIGTERM'));
