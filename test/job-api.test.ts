@@ -195,7 +195,7 @@ describe('job api', () => {
     expect(one.jobs[0]).toMatchObject({ job_id: idB, state: 'done', result: { exit_code: 0 } });
   });
 
-  test('job api - cancel mid-job: workers drop it, exit 130, nothing written at the output', async () => {
+  test('job api - cancel mid-job (cancel --coordinator, or SIGINT to submit): workers drop it, exit 130, nothing written at the output', async () => {
     const data = join(dir, 'd4');
     const w = worker({ ARROWQUANT_KERNEL: 'reference' });
     await w.waitFor(/ready/);
@@ -217,6 +217,16 @@ describe('job api', () => {
     expect(existsSync(join(data, 'out', 'cancelled.arrow'))).toBe(false);
     expect(readdirSync(join(data, 'out'))).toEqual([]);
     expect(readdirSync(join(data, 'stage'))).toEqual([]);
+    // SIGINT to a following submit cancels its job, as it would a local quantize.
+    const sigint = startCli(['submit', slowModel, '-o', 'interrupted.arrow', ...client(c.address), '--refine', 'search', '--bits', '8'], ENV);
+    procs.push(sigint);
+    const id2 = /job (\w+) submitted/.exec((await sigint.waitFor(/job \w+ submitted/))[0]!)![1]!;
+    await c.proc.waitFor(/layer 1\/\d+ staged/, 2);
+    sigint.signal('SIGINT');
+    expect(await sigint.exited).toBe(130);
+    expect(sigint.err()).toMatch(new RegExp(`job ${id2} cancelled: job \\w+ was cancelled`));
+    expect((await statusJson(c.address, id2)).jobs[0]).toMatchObject({ state: 'cancelled', result: { exit_code: 130 } });
+    expect(readdirSync(join(data, 'out'))).toEqual([]);
   });
 
   test('job api - a coordinator stopped (SIGTERM, grace over) with a job in flight: the next one resumes it to the same bytes', async () => {
