@@ -81,6 +81,7 @@ a crash to resume.`))
     .option('--listen <host:port>', 'where workers upload shards', '0.0.0.0:0')
     .option('--advertise <host:port>', "the address workers use (default: this host's name and the port)")
     .option('--allow-download', 'workers that cannot read the model files download tensors from here')
+    .option('--stall-timeout <seconds>', 'fail the job when no layer arrives for this long, saying why (default 600)', integerAtLeast(1))
     .option('--data <dir>', 'staging directory root (default: next to the output)');
   addNatsOptions(quantize);
   addGrpcServerOptions(quantize);
@@ -99,6 +100,8 @@ seconds) and exits.`))
     .option('--work-dir <dir>', 'scratch space for shards in flight (default: the system temp dir)')
     .option('--grace <seconds>', 'seconds in-flight tasks get on SIGTERM', integerAtLeast(0), 30)
     .option('--id <name>', 'worker id (default: host-pid-random)')
+    .option('--allow-download', 'download a tensor from its coordinator when its file is not under a --model-root (only jobs started with --allow-download)')
+    .option('--allow-coordinator <host>', 'upload only to coordinators on this host (repeatable; "*.example.com" for a domain, a subnet such as 10.0.0.0/8, or "*" for any; or ARROW_QUANT_ALLOW_COORDINATOR, comma-separated). Default without gRPC TLS: loopback only; with TLS: any host whose certificate --grpc-tls-ca verifies', collect)
     .option('--health-listen <host:port>', 'serve the standard gRPC health service (Kubernetes grpc probes): SERVING while connected and pulling, NOT_SERVING while stopping')
     .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics (layers done, failed, redelivered, bytes, durations, in flight)');
   addNatsOptions(worker);

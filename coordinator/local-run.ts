@@ -82,6 +82,9 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
           const tw = performance.now();
           await out.append(i, await encodeBatchMessage(r.record));
           writeMs += performance.now() - tw;
+        } catch (e) {
+          out.fail(e); // layers waiting for their turn stop waiting (a failed write would strand them)
+          throw e;
         } finally {
           r.release();
         }

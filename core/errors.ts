@@ -149,7 +149,7 @@ export function outputErrorFrom(path: string, e: unknown): OutputError {
   if (e instanceof OutputError) return e;
   const code = (e as NodeJS.ErrnoException).code;
   const why =
-    code === 'ENOSPC' ? 'the disk is full'
+    code === 'ENOSPC' ? 'the disk is full (no space left on device)'
     : code === 'EACCES' || code === 'EPERM' ? 'permission denied'
     : code === 'ENOENT' ? 'the directory does not exist'
     : code === 'EROFS' ? 'the file system is read-only'

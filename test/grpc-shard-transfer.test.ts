@@ -1,13 +1,13 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ShardServer, shardPath, type ShardLayerSource, type StagedShard, type UploadOutcome } from '../coordinator/cluster/shard-server.js';
 import { encodeShard } from '../core/format/arrow-file.js';
 import type { LayerRecord } from '../core/format/layer-schema.js';
-import { ShardTransferError, TlsConfigError } from '../core/grpc/errors.js';
+import { ShardFileError, ShardTransferError, TlsConfigError } from '../core/grpc/errors.js';
 import { GRPC_MESSAGE_LIMITS, MAX_CHUNK_BYTES, grpcServices, type HealthCheckResponse, type UploadShardRequest, type UploadShardResponse } from '../core/grpc/proto.js';
 import { loadClientTls, loadServerTls } from '../core/grpc/tls.js';
 import { ShardClient } from '../worker/cluster/shard-client.js';
@@ -108,6 +108,7 @@ beforeAll(async () => {
   server = new ShardServer();
   server.registerJob(JOB, {
     stageDir,
+    allowDownload: true,
     layer: (i) => {
       onLookup?.(i);
       return layers.get(i);
@@ -269,6 +270,20 @@ describe('grpc shards', () => {
     expect(readdirSync(join(dir, 'dl'))).toEqual(['tensor.bin']);
   });
 
+  test('grpc shards - downloads only for a job started with allowDownload; more bytes than expected are cut off', async () => {
+    server.registerJob('job-nodl', { stageDir, layer: (i) => layers.get(i), onStaged: () => undefined });
+    try {
+      await expectTransferError(client.download('job-nodl', 20, join(dir, 'nodl.bin')), 'PERMISSION_DENIED', /download of layer 20 of job "job-nodl": the job was not started with --allow-download/);
+    } finally {
+      server.unregisterJob('job-nodl');
+    }
+    const err = await client.download(JOB, 20, join(dir, 'short.bin'), 128).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ShardFileError);
+    expect((err as Error).message).toMatch(/download of layer 20 of job "job-1": received more than the expected 128 bytes \(\d+ so far\)/);
+    expect(existsSync(join(dir, 'short.bin'))).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.startsWith('short.bin'))).toEqual([]);
+  });
+
   test('grpc shards - health reports SERVING, NOT_FOUND for an unknown service, NOT_SERVING after setServing(false)', async () => {
     expect(await client.health()).toBe('SERVING');
     expect(await client.health('arrowquant.v1.ShardTransfer')).toBe('SERVING');
@@ -298,7 +313,7 @@ describe('grpc shards', () => {
 
   test('grpc shards - TLS: the right CA connects, an unrelated CA is refused', async () => {
     const tlsServer = new ShardServer({ tls: loadServerTls({ certFile: certs.server.certFile, keyFile: certs.server.keyFile }) });
-    tlsServer.registerJob(JOB, { stageDir, layer: (i) => layers.get(i), onStaged: () => undefined });
+    tlsServer.registerJob(JOB, { stageDir, allowDownload: true, layer: (i) => layers.get(i), onStaged: () => undefined });
     const { port } = await tlsServer.start('127.0.0.1:0');
     const good = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile }));
     const byName = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile, serverNameOverride: 'localhost' }));

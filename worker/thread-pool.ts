@@ -1,5 +1,7 @@
 // A fixed pool of quantization threads (worker_threads running quant-thread.js). Requests queue
-// and go to the first idle thread; a thread that dies fails its request and is replaced.
+// and go to the first idle thread; a thread that dies fails its request and is replaced. A
+// replacement that fails to start is reported (onShrink); with no thread left, every queued and
+// later request fails with the reason instead of waiting forever.
 
 import { Worker } from 'node:worker_threads';
 import { join } from 'node:path';
@@ -17,6 +19,15 @@ interface Slot {
   busy: { id: number; resolve: (r: Ok) => void; reject: (e: Error) => void } | null;
 }
 
+export interface ThreadPoolOptions {
+  /** makes one thread (tests inject failures here); default: quant-thread.js */
+  spawnThread?: () => Worker;
+  /** told when a dead thread could not be replaced: the pool runs with fewer threads */
+  onShrink?: (message: string) => void;
+}
+
+const defaultThread = () => new Worker(join(packageRoot(), 'dist', 'worker', 'quant-thread.js'));
+
 export function resolveThreads(numThreads: number): number {
   return numThreads > 0 ? numThreads : availableParallelism();
 }
@@ -26,21 +37,29 @@ export class ThreadPool {
   private readonly queue: { req: Request; resolve: (r: Ok) => void; reject: (e: Error) => void }[] = [];
   private nextId = 1;
   private closed = false;
+  /** set when the last thread died and could not be replaced */
+  private broken: ArrowQuantError | null = null;
   kernel = 'unknown';
 
   private constructor(
     readonly size: number,
     /** why the TypeScript reference runs instead of native kernels (and how much slower), or null */
     readonly kernelWarning: string | null,
+    private readonly options: ThreadPoolOptions = {},
   ) {}
+
+  /** threads running now (size minus those that died and could not be replaced) */
+  get alive(): number {
+    return this.slots.length;
+  }
 
   /**
    * Checks the kernel choice here first (a bad ARROWQUANT_KERNEL is a typed error, the fallback
    * warning is given once), then starts the threads, which make the same choice.
    */
-  static async start(size: number): Promise<ThreadPool> {
+  static async start(size: number, options: ThreadPoolOptions = {}): Promise<ThreadPool> {
     const { warning } = selectKernel();
-    const pool = new ThreadPool(size, warning);
+    const pool = new ThreadPool(size, warning, options);
     try {
       await Promise.all(Array.from({ length: size }, () => pool.spawn()));
     } catch (e) {
@@ -51,8 +70,7 @@ export class ThreadPool {
   }
 
   private spawn(): Promise<void> {
-    const script = join(packageRoot(), 'dist', 'worker', 'quant-thread.js');
-    const worker = new Worker(script);
+    const worker = (this.options.spawnThread ?? defaultThread)();
     const slot: Slot = { worker, busy: null };
     this.slots.push(slot);
     return new Promise((resolveReady, rejectReady) => {
@@ -79,7 +97,7 @@ export class ThreadPool {
         slot.busy?.reject(new ArrowQuantError(`quantization thread failed: ${err.message}`, { cause: err }));
         slot.busy = null;
         if (!ready) rejectReady(err);
-        else if (!this.closed) void this.spawn().catch(() => undefined);
+        else if (!this.closed) void this.spawn().catch((e: Error) => this.lost(err, e));
       };
       worker.on('error', onDeath);
       worker.on('exit', (code) => {
@@ -88,8 +106,19 @@ export class ThreadPool {
     });
   }
 
+  /** A dead thread whose replacement failed: say so, and fail everything once none is left. */
+  private lost(death: Error, spawnError: Error): void {
+    if (this.closed) return;
+    const why = `a quantization thread died (${death.message}) and its replacement failed to start: ${spawnError.message}`;
+    this.options.onShrink?.(`${why}; ${this.slots.length} of ${this.size} threads left`);
+    if (this.slots.length > 0) return;
+    this.broken = new ArrowQuantError(`no quantization threads left: ${why}`, { cause: spawnError });
+    for (const q of this.queue.splice(0)) q.reject(this.broken);
+  }
+
   run(req: Request): Promise<Ok> {
     if (this.closed) return Promise.reject(new ArrowQuantError('thread pool is closed'));
+    if (this.broken) return Promise.reject(this.broken);
     return new Promise((resolve, reject) => {
       this.queue.push({ req, resolve, reject });
       this.dispatch();

@@ -16,6 +16,7 @@ export interface QuantizeValues extends ConfigValues, NatsValues, GrpcTlsValues 
   listen: string;
   advertise?: string;
   'allow-download'?: boolean;
+  'stall-timeout'?: number;
   data?: string;
   'cache-dir'?: string;
 }
@@ -38,7 +39,8 @@ export async function quantizeCommand([modelPath]: string[], values: QuantizeVal
       const { runClusterJob } = await import('../../coordinator/cluster/cluster-run.js');
       summary = await runClusterJob(modelPath!, {
         output: values.output, config: cfg, nats, listen: values.listen, advertise: values.advertise, grpcTls: grpcServerTls(values),
-        allowDownload: values['allow-download'] ?? false, dataDir: values.data, onProgress: (p) => bar?.update(p),
+        allowDownload: values['allow-download'] ?? false, dataDir: values.data,
+        stallTimeoutMs: values['stall-timeout'] === undefined ? undefined : values['stall-timeout'] * 1000, onProgress: (p) => bar?.update(p),
         log: (l) => io.err(l + '\n'), cancel: interrupt.signalled,
       });
     } else {

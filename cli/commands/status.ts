@@ -4,6 +4,8 @@ import { jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js
 import { cancelSubject } from '../../core/cluster/names.js';
 import { decodeMessage, encodeMessage, jobStateSchema, workerInfoSchema, type JobState, type WorkerInfo } from '../../core/cluster/messages.js';
 import type { KV } from 'nats';
+import { checkJobId } from '../../core/cluster/job-id.js';
+import { closeNats } from '../../core/cluster/bounded.js';
 import { formatTable } from '../table.js';
 import { printable } from '../printable.js';
 import type { CommandIO } from './io.js';
@@ -15,6 +17,7 @@ export async function statusCommand([jobId]: string[], values: NatsValues & Coor
   if (values.coordinator) return (await import('./job-status.js')).coordinatorStatusCommand(jobId ? [jobId] : [], values, io);
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-status');
   if (!nats) throw new UsageError(`missing --nats URL\nsee arrowquant status --help`);
+  if (jobId) checkJobId(jobId, 'arrowquant status');
   const nc = await connectNats(nats);
   try {
     const workers: WorkerInfo[] = [];
@@ -28,7 +31,8 @@ export async function statusCommand([jobId]: string[], values: NatsValues & Coor
     const staged = new Map<string, number>();
     const states: JobState[] = [];
     for (const k of await allKeys(jkv)) {
-      const m = /^(\w+)\.layer\.\d+$/.exec(k);
+      if (/\.refused\.\d+$/.test(k)) continue; // a worker's record of a refused layer
+      const m = /^([A-Za-z0-9_-]+)\.layer\.\d+$/.exec(k);
       if (m) staged.set(m[1]!, (staged.get(m[1]!) ?? 0) + 1);
       else {
         const e = await jkv.get(k);
@@ -47,7 +51,7 @@ export async function statusCommand([jobId]: string[], values: NatsValues & Coor
     if (values.json) io.out(JSON.stringify({ workers, jobs }, null, 2) + '\n');
     return 0;
   } finally {
-    await nc.drain().catch(() => undefined);
+    await closeNats(nc);
   }
 }
 
@@ -75,7 +79,7 @@ export async function cancelCommand([job]: string[], values: NatsValues & Coordi
   if (values.coordinator) return (await import('./job-status.js')).coordinatorCancelCommand([job], values, io);
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-cancel');
   if (!nats) throw new UsageError(`missing --nats URL\nsee arrowquant cancel --help`);
-  if (!/^\w+$/.test(job)) throw new UsageError(`"${job}" is not a job id`);
+  checkJobId(job, 'arrowquant cancel');
   const nc = await connectNats(nats);
   try {
     nc.publish(cancelSubject(job), encodeMessage({}));
@@ -83,6 +87,6 @@ export async function cancelCommand([job]: string[], values: NatsValues & Coordi
     io.err(`cancel requested for job ${job}\n`);
     return 0;
   } finally {
-    await nc.drain().catch(() => undefined);
+    await closeNats(nc);
   }
 }

@@ -19,6 +19,8 @@ export interface WorkerValues extends NatsValues, GrpcTlsValues {
   id?: string;
   'health-listen'?: string;
   'metrics-listen'?: string;
+  'allow-download'?: boolean;
+  'allow-coordinator'?: string[];
 }
 
 export async function workerCommand(_args: string[], values: WorkerValues, io: CommandIO): Promise<number> {
@@ -27,19 +29,23 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
   // a bad address is a usage error before anything connects
   if (values['metrics-listen']) parseListenAddress(values['metrics-listen'], '--metrics-listen');
   const metrics = values['metrics-listen'] ? new WorkerMetrics() : null;
+  const health = values['health-listen'] ? new HealthServer() : null;
   const worker = await WorkerService.start({
     nats,
     concurrency: values.concurrency,
     threads: resolveThreads(values.threads),
     modelRoots: values['model-root'] ?? [],
     workDir: values['work-dir'] ?? join(tmpdir(), `arrowquant-worker-${process.pid}`),
+    ownWorkDir: values['work-dir'] === undefined,
+    onConnection: (up) => health?.health.setStatus('', up ? 'SERVING' : 'NOT_SERVING'),
     grpcTls: grpcClientTls(values),
+    allowCoordinators: values['allow-coordinator'] ?? listFromEnv(io.env.ARROW_QUANT_ALLOW_COORDINATOR),
+    allowDownload: values['allow-download'] ?? false,
     id: values.id,
     log: (l) => io.err(l + '\n'),
     onLayer: metrics?.record,
   });
   const grace = values.grace * 1000;
-  const health = values['health-listen'] ? new HealthServer() : null;
   if (health) {
     const { address } = await health.start(values['health-listen']!);
     io.err(`worker ${worker.id}: health service on ${address}\n`);
@@ -59,6 +65,11 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
     const stop = (sig: string) => {
       io.err(`worker ${worker.id}: ${sig}, stopping (in-flight tasks get ${grace / 1000}s)\n`);
       health?.health.setStatus('', 'NOT_SERVING');
+      // Whatever NATS does, the process is gone within grace + 5 s.
+      setTimeout(() => {
+        io.err(`worker ${worker.id}: did not stop within ${grace / 1000 + 5}s (NATS unreachable?); exiting\n`);
+        process.exit(1);
+      }, grace + 5_000).unref();
       void worker.stop(grace).then(async () => {
         await Promise.all([health?.stop(), metricsServer?.close()]);
         resolve();
@@ -69,4 +80,10 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
   });
   io.err(`worker ${worker.id}: stopped after ${worker.layersDone} layers; peak RSS ${Math.round(process.resourceUsage().maxRSS / 1024)} MB\n`);
   return 0;
+}
+
+/** A comma-separated environment variable as a list (unset or empty: undefined). */
+function listFromEnv(raw: string | undefined): string[] | undefined {
+  const items = (raw ?? '').split(',').map((s) => s.trim()).filter((s) => s !== '');
+  return items.length ? items : undefined;
 }

@@ -17,14 +17,19 @@ import { decodeShard } from '../../core/format/arrow-file.js';
 import { recordBytesOut, type LayerRecord } from '../../core/format/layer-schema.js';
 import { matrixView } from '../../core/model/model-source.js';
 import {
-  TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, progressSubject, taskMessageId, taskSubject,
+  TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, taskMessageId, taskSubject,
 } from '../../core/cluster/names.js';
 import {
-  cancelMessageSchema, decodeMessage, encodeMessage, stagedLayerSchema, taskMessageSchema, workerEventSchema, type ProgressEvent, type TaskMessage,
+  cancelMessageSchema, decodeMessage, encodeMessage, stagedLayerSchema, taskMessageSchema, workerEventSchema, type TaskMessage,
 } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
-import { ensureTaskQueue, jobsBucket } from '../../core/cluster/jetstream-setup.js';
+import { ensureTaskQueue, jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js';
 import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/errors.js';
+import { JobLease } from './job-lease.js';
+import { bounded, closeNats } from '../../core/cluster/bounded.js';
+import { checkOwnTasks } from './task-check.js';
+import { removeStaleTemporaries } from './stale-output.js';
+import { StallDetector, clearFailures, recordedFailure, stallTimeoutMs } from './stall-detector.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
 import { ShardServer, shardPath } from './shard-server.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
@@ -33,6 +38,8 @@ import { LayerRunner } from '../../worker/layer-runner.js';
 import { ThreadPool, resolveThreads } from '../../worker/thread-pool.js';
 import type { Progress, RunSummary } from '../local-run.js';
 
+/** How long a stopping coordinator spends telling NATS (which may be unreachable) how the job ended. */
+const ABANDON_MS = 2_000;
 /** Staged shards this close to the next layer to write are kept in memory until written. */
 const IN_MEMORY_AHEAD = 4;
 
@@ -51,6 +58,8 @@ export interface ClusterRunOptions {
   dataDir?: string;
   onProgress?: (p: Progress) => void;
   log?: (line: string) => void;
+  /** a job that makes no progress for this long fails, saying why (default 10 min, ARROW_QUANT_STALL_TIMEOUT_MS) */
+  stallTimeoutMs?: number;
   /** resolves when the job should be cancelled (e.g. SIGINT) */
   cancel?: Promise<void>;
 }
@@ -75,9 +84,22 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
   let output: OrderedOutput | null = null;
   const runId = randomBytes(8).toString('hex');
   let keepStage = true;
+  let lease: JobLease | null = null;
+  let stall: StallDetector | null = null;
+  let failJob: (e: Error) => void = () => undefined;
   try {
+    checkOwnTasks(job, runId, nc.info?.max_payload);
     await ensureTaskQueue(nc);
     const kv = await jobsBucket(nc);
+    const jobState = { job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state: 'running' as const, coordinator: '' };
+    lease = await JobLease.claim(kv, jobState, runId, (e) => failJob(e));
+    if (lease.previous && lease.previous.state.output !== job.output) {
+      // A dead run of this job wrote another file: its layer records describe its stage, not ours.
+      log(`coordinator: job ${job.id}: clearing the state of an earlier run that wrote ${lease.previous.state.output}`);
+      await deleteLayerKeys(kv, job);
+    }
+    await clearFailures(kv, job.id);
+    for (const name of removeStaleTemporaries(job.output)) log(`coordinator: removed ${name}, left by a run that died`);
     const finished = await resumeStaged(job, stageDir, kv, log);
     const resumed = finished.size;
     output = await OrderedOutput.create(job);
@@ -99,13 +121,11 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     let failed = false;
     const done = new Promise<void>((resolve, reject) => (settle = { resolve, reject: (e) => ((failed = true), reject(e)) }));
     done.catch(() => undefined); // it may fail while tasks are still being published; handled where awaited
-    const progress = (state: ProgressEvent['state'], message?: string) => {
-      const ev: ProgressEvent = { job_id: job.id, state, layers_done: finished.size, layers_total: job.tasks.length, bytes_done: bytesDone, bytes_total: job.plan.totalBytesIn, message };
-      nc.publish(progressSubject(job.id), encodeMessage(ev));
-    };
+    failJob = settle.reject;
 
     server.registerJob(job.id, {
       stageDir,
+      allowDownload: opts.allowDownload ?? false,
       layer: (i) => {
         const t = job.tasks[i];
         return t && { planHash: t.plan_hash, name: t.name, file: t.file, dataStart: t.data_start, byteLength: t.byte_length };
@@ -122,14 +142,16 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
         grpcBytes += info.size;
         bytesDone += layer.bytesIn;
         opts.onProgress?.({ layersDone: finished.size, layersTotal: job.tasks.length, bytesDone, bytesTotal: job.plan.totalBytesIn, layer: layer.name });
-        progress('running');
         void appendReady();
         if (finished.size === job.tasks.length) settle.resolve();
       },
     });
     const { port } = await server.start(opts.listen);
     const advertise = opts.advertise ? withPort(opts.advertise, port) : advertisedAddress(opts.listen, port);
-    await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state: 'running', coordinator: advertise }));
+    await lease.update({ coordinator: advertise });
+    if (!opts.grpcTls && !isLoopback(opts.listen)) {
+      log(`coordinator: warning: shard transfer listens on ${opts.listen} in plaintext: shards${opts.allowDownload ? ' and source weights' : ''} cross the network unencrypted and unauthenticated (--grpc-tls-cert/--grpc-tls-key)`);
+    }
 
     subs.push(
       nc.subscribe(eventsSubject(job.id), {
@@ -142,10 +164,13 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
             return;
           }
           if (finished.has(ev.layer_index)) return;
-          if (ev.type === 'task_refused') {
-            settle.reject(new TaskRefusedError(ev.reason, ev.name, ev.worker_id));
-          } else if (ev.final) {
-            settle.reject(deserializeError(ev.error));
+          if (ev.type === 'task_refused' || ev.final) {
+            // Only what the worker recorded in the job state fails the job: a plain message cannot.
+            const layer = ev.layer_index;
+            void recordedFailure(kv, job.id, layer).then(
+              (err) => (err ? settle.reject(err) : log(`coordinator: ignoring a ${ev.type} event for layer ${layer} that the job state does not confirm`)),
+              (err: Error) => log(`coordinator: cannot check a ${ev.type} event for layer ${layer}: ${err.message}`),
+            );
           } else {
             log(`coordinator: worker ${ev.worker_id} failed layer ${ev.layer_index} (${ev.name}), it will be redelivered: ${ev.error.message}`);
           }
@@ -177,7 +202,11 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       published++;
     }
     log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${resumed} already staged, ${published} published; shards to ${advertise}`);
-    progress('running');
+    stall = new StallDetector({
+      nc, kv, workersKv: await workersBucket(nc), jobId: job.id, layers: job.tasks.length, done: () => finished.size, isDone: (i) => finished.has(i),
+      fail: (e) => settle.reject(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(),
+    });
+    stall.start();
 
     try {
       await done;
@@ -188,27 +217,23 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       const forget = e instanceof JobCancelledError || (e instanceof ArrowQuantError && e.exitCode >= 2);
       keepStage = !forget;
       server.unregisterJob(job.id); // no more uploads for this run
-      await abandonJob(nc, kv, job, runId, e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message, forget);
+      await bounded(abandonJob(nc, kv, lease, job, runId, e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message, forget), ABANDON_MS);
       if (keepStage) log(`coordinator: job ${job.id} stopped; its staged shards stay in ${stageDir} — run the same command again to resume`);
-      progress(e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message);
       throw e;
     }
 
-    progress('merging');
     const tMerge = performance.now();
     await appendReady();
     const summary = await out.finish([...finished.values()]).catch(async (e: unknown) => {
       keepStage = !(e instanceof ArrowQuantError && e.exitCode >= 2);
       server.unregisterJob(job.id);
-      await abandonJob(nc, kv, job, runId, 'failed', (e as Error).message, !keepStage);
+      await bounded(abandonJob(nc, kv, lease!, job, runId, 'failed', (e as Error).message, !keepStage), ABANDON_MS);
       throw e;
     });
     const mergeS = (performance.now() - tMerge) / 1000;
-    await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state: 'done', coordinator: advertise }));
+    await lease.finish('done');
     await deleteLayerKeys(kv, job);
-    await purgeTasks(nc, job.id);
     keepStage = false;
-    progress('done');
     const elapsed = (performance.now() - t0) / 1000;
     const round = (x: number) => Math.round(x * 1000) / 1000;
     return {
@@ -231,9 +256,11 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     await output?.abort();
     throw e;
   } finally {
+    lease?.stop();
+    stall?.stop();
     for (const s of subs) s.unsubscribe();
     await server.stop();
-    await nc.drain().catch(() => undefined);
+    await closeNats(nc, 1_500);
     if (!keepStage) await rm(stageDir, { recursive: true, force: true });
   }
 }
@@ -273,6 +300,11 @@ function withPort(advertise: string, port: number): string {
   const m = /^(.*):(\d+)$/.exec(advertise);
   if (!m) return `${advertise}:${port}`;
   return m[2] === '0' ? `${m[1]}:${port}` : advertise;
+}
+
+function isLoopback(listen: string): boolean {
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
+  return host === 'localhost' || host === '::1' || /^127\./.test(host);
 }
 
 function advertisedAddress(listen: string, port: number): string {
@@ -351,24 +383,17 @@ async function onMaxDeliveries(
   }
 }
 
-/** Remove the job's pending tasks, tell workers to drop this run's layers, and record the outcome. */
+/**
+ * Tell workers to drop this run's layers and record the outcome. Its pending tasks stay queued: no
+ * subject-filtered purge (on nats-server 2.9 it moves the shared consumer past other jobs' tasks);
+ * workers drop a task whose job no live coordinator holds as soon as it is delivered.
+ */
 async function abandonJob(
-  nc: NatsConnection, kv: KV, job: PreparedJob, runId: string, state: 'failed' | 'cancelled', message: string, forgetShards: boolean,
+  nc: NatsConnection, kv: KV, lease: JobLease, job: PreparedJob, runId: string, state: 'failed' | 'cancelled', message: string, forgetShards: boolean,
 ): Promise<void> {
   nc.publish(cancelSubject(job.id), encodeMessage({ run_id: runId }));
-  await purgeTasks(nc, job.id);
-  await kv.put(job.id, encodeMessage({ job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state, coordinator: '', message })).catch(() => undefined);
+  await lease.finish(state, message).catch(() => undefined);
   if (forgetShards) await deleteLayerKeys(kv, job);
-}
-
-/** Remove what is left of a job's tasks (refused or terminated tasks stay in a work queue). */
-async function purgeTasks(nc: NatsConnection, jobId: string): Promise<void> {
-  try {
-    const jsm = await nc.jetstreamManager();
-    await jsm.streams.purge(TASK_STREAM, { filter: taskSubject(jobId) });
-  } catch {
-    /* nothing left to do for a job that is over */
-  }
 }
 
 async function deleteLayerKeys(kv: KV, job: PreparedJob): Promise<void> {

@@ -24,6 +24,7 @@ import {
   type UploadShardResponse,
 } from '../../core/grpc/proto.js';
 import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js';
+import { isJobId } from '../../core/cluster/job-id.js';
 
 /** Where a staged shard of layer `index` lives. */
 export const shardPath = (stageDir: string, index: number): string => join(stageDir, `${index}.shard`);
@@ -54,6 +55,8 @@ export interface StagedShard {
 /** What the coordinator registers for each job it serves. */
 export interface ShardJobHandle {
   readonly stageDir: string;
+  /** the job was started with --allow-download: DownloadTensor serves its layers' source bytes */
+  readonly allowDownload?: boolean;
   layer(index: number): ShardLayerSource | undefined;
   /**
    * Called once per newly staged shard, before the worker gets its answer. If it throws
@@ -326,10 +329,13 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
 
   private async download(call: ServerWritableStream<DownloadTensorRequest, DownloadTensorResponse>): Promise<void> {
     const { job_id, layer_index } = call.request;
-    const at = `download of layer ${layer_index} of job "${job_id}"`;
+    const at = `download of layer ${layer_index} of job ${isJobId(job_id) ? `"${job_id}"` : '(invalid id)'}`;
     try {
-      const layer = this.jobs.get(job_id)?.layer(layer_index);
-      if (!this.jobs.has(job_id)) throw new Rejection(Status.NOT_FOUND, `${at}: unknown job "${job_id}" (not registered on this coordinator)`);
+      const handle = isJobId(job_id) ? this.jobs.get(job_id) : undefined;
+      const layer = handle?.layer(layer_index);
+      if (!handle) throw new Rejection(Status.NOT_FOUND, `${at}: unknown job${isJobId(job_id) ? ` "${job_id}"` : ''} (not registered on this coordinator)`);
+      // Source weights leave this host only for a job its operator started with --allow-download.
+      if (!handle.allowDownload) throw new Rejection(Status.PERMISSION_DENIED, `${at}: the job was not started with --allow-download`);
       if (!layer) throw new Rejection(Status.NOT_FOUND, `${at}: job "${job_id}" has no layer ${layer_index}`);
       let sent = 0;
       if (layer.byteLength > 0) {
@@ -394,7 +400,7 @@ function checkHeader(h: ShardHeader): ShardHeader {
   const bad = (msg: string): never => {
     throw new Rejection(Status.INVALID_ARGUMENT, `upload header: ${msg}`);
   };
-  if (!h.job_id) bad('job_id is empty');
+  if (!isJobId(h.job_id)) bad(`job_id ${JSON.stringify(String(h.job_id).slice(0, 80))} is not a job id`);
   if (!h.plan_hash) bad('plan_hash is empty');
   if (!h.worker_id) bad('worker_id is empty');
   if (!SHA256_HEX.test(h.sha256)) bad(`sha256 "${h.sha256}" is not 64 lowercase hex digits`);

@@ -11,6 +11,8 @@ import { parsePartialConfig, resolveConfig } from '../../core/config/load.js';
 import type { ArrowQuantConfig } from '../../core/config/schema.js';
 import { ArrowQuantError, JobCancelledError, exitCodeOf } from '../../core/errors.js';
 import { eventsSubject } from '../../core/cluster/names.js';
+import { JobHeldError } from '../../core/cluster/errors.js';
+import { leaseMs } from '../../core/cluster/job-lease-state.js';
 import { decodeMessage, workerEventSchema } from '../../core/cluster/messages.js';
 import type { NatsOptions } from '../../core/cluster/nats-options.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
@@ -62,6 +64,9 @@ export interface JobQueueOptions {
 type Listener = (rec: JobRecord) => void;
 
 const now = () => new Date().toISOString();
+
+/** Times a job whose cluster job another coordinator's lease still holds is tried again, a lease apart. */
+const HELD_RETRIES = 5;
 
 /** Finished jobs kept (in memory and in the bucket); older ones are forgotten, oldest first. */
 export const MAX_FINISHED_JOBS = 1000;
@@ -251,7 +256,7 @@ export class JobQueue {
     });
     opts.log.info('job started', { job: id, cluster_job: start.cluster_job_id });
     try {
-      const summary = await runClusterJob(start.model, {
+      const summary = await this.runHeldAware(id, cancelled, () => runClusterJob(start.model, {
         output: start.output,
         config: resolveConfig(parsePartialConfig(JSON.parse(start.config_json), `job ${id} record`)),
         nats: { ...opts.nats, name: `arrowquant-coordinator-job-${id}` },
@@ -270,7 +275,7 @@ export class JobQueue {
           opts.log.info(`layer ${p.layersDone}/${p.layersTotal} staged: ${p.layer}`, { job: id });
           this.update({ ...this.get(id), progress: { layers_done: p.layersDone, layers_total: p.layersTotal, bytes_done: p.bytesDone, bytes_total: p.bytesTotal } });
         },
-      });
+      }));
       opts.metrics?.bytesOut.inc(summary.bytes_out);
       opts.metrics?.jobDuration.observe({ state: 'done' }, (performance.now() - t0) / 1000);
       const rec = this.get(id);
@@ -286,6 +291,28 @@ export class JobQueue {
     } finally {
       events.unsubscribe();
       await this.writes;
+    }
+  }
+
+  /**
+   * Runs the job driver; while its cluster job is still held by another coordinator's lease (the
+   * previous coordinator, stopped on another host, whose lease has not run out), waits a lease and
+   * tries again, at most HELD_RETRIES times, then fails with the holder named.
+   */
+  private async runHeldAware<T>(id: string, cancelled: Promise<void>, run: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await run();
+      } catch (e) {
+        if (!(e instanceof JobHeldError) || attempt > HELD_RETRIES || this.stopping) throw e;
+        const wait = leaseMs();
+        this.opts.log.info(`${e.message}; trying again in ${(wait / 1000).toFixed(1)} s (attempt ${attempt} of ${HELD_RETRIES})`, { job: id });
+        this.update({ ...this.get(id), message: `waiting for the previous coordinator's lease on the cluster job to run out` });
+        let timer: NodeJS.Timeout | undefined;
+        const gone = await Promise.race([cancelled.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), wait)))]);
+        clearTimeout(timer);
+        if (gone) throw new JobCancelledError(id);
+      }
     }
   }
 

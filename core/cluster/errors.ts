@@ -46,3 +46,18 @@ export class DeliveriesExhaustedError extends ArrowQuantError {
     super(message);
   }
 }
+
+/** Another live coordinator holds the job (its lease in the job state is still being renewed). */
+export class JobHeldError extends ArrowQuantError {
+  override readonly exitCode = 2;
+  constructor(
+    message: string,
+    readonly jobId: string,
+    readonly holder: string,
+  ) {
+    super(message);
+  }
+}
+
+/** No progress for the stall timeout; the message says what was waited for. */
+export class JobStalledError extends ArrowQuantError {}

@@ -16,6 +16,10 @@ export interface TaskQueueSettings {
   maxDeliver: number;
 }
 
+/** Tasks and job state older than this are gone (a job's lease rewrites its state while it runs). */
+const TASK_MAX_AGE_MS = 7 * 24 * 3600_000;
+const JOB_STATE_TTL_MS = 7 * 24 * 3600_000;
+
 export function taskQueueSettings(env: NodeJS.ProcessEnv = process.env): TaskQueueSettings {
   const num = (name: string, dflt: number) => {
     const v = Number(env[name]);
@@ -49,6 +53,9 @@ export async function ensureTaskQueue(nc: NatsConnection, s: TaskQueueSettings =
         storage: StorageType.File,
         discard: DiscardPolicy.Old,
         duplicate_window: nanos(10 * 60_000),
+        // Left-over tasks (of jobs that died, of refused layers) do not accumulate forever.
+        max_age: nanos(TASK_MAX_AGE_MS),
+        max_msg_size: 1024 * 1024,
       });
     } catch (e2) {
       if (!isAlreadyExists(e2)) throw e2;
@@ -78,7 +85,7 @@ export async function ensureTaskQueue(nc: NatsConnection, s: TaskQueueSettings =
 
 export async function jobsBucket(nc: NatsConnection): Promise<KV> {
   await jetStreamManager(nc);
-  return nc.jetstream().views.kv(JOBS_BUCKET, { history: 1 });
+  return nc.jetstream().views.kv(JOBS_BUCKET, { history: 1, ttl: JOB_STATE_TTL_MS });
 }
 
 /** Entries expire: a worker that stops heartbeating disappears from `status`. */

@@ -4,12 +4,19 @@
 import { z } from 'zod';
 import { layerTaskSchema } from '../job/layer-task.js';
 import { MalformedMessageError } from './errors.js';
+import { jobIdSchema } from './job-id.js';
+
+/** A run id: this run of a coordinator (random hex). */
+const runIdSchema = z.string().regex(/^[0-9a-f]{8,64}$/, 'a run id is 8-64 lowercase hex digits');
+/** Free text in an event (names, reasons, error messages) is cut to this many characters before publishing. */
+export const MAX_EVENT_TEXT = 4096;
+const eventText = z.string().max(MAX_EVENT_TEXT * 2);
 
 export const taskMessageSchema = z
   .object({
     task: layerTaskSchema,
     /** this run of the coordinator: a cancelled run's tasks are dropped, a later run of the same job is not */
-    run_id: z.string().min(1).max(64),
+    run_id: runIdSchema,
     /** where the coordinator of this job serves ShardTransfer (host:port) */
     coordinator: z.string().regex(/^[^\s:]+:\d{1,5}$|^\[[0-9a-fA-F:]+\]:\d{1,5}$/),
     /** the coordinator serves TLS: workers must connect with TLS */
@@ -20,43 +27,33 @@ export const taskMessageSchema = z
   .strict();
 export type TaskMessage = z.infer<typeof taskMessageSchema>;
 
-const serializedError = z.object({ name: z.string(), message: z.string(), fields: z.record(z.string(), z.unknown()) });
+const serializedError = z.object({ name: eventText, message: eventText, fields: z.record(z.string(), z.unknown()) });
 
 export const workerEventSchema = z.discriminatedUnion('type', [
   z.object({
     type: z.literal('layer_failed'),
-    job_id: z.string(),
+    job_id: jobIdSchema,
     layer_index: z.number().int().min(0),
-    name: z.string(),
-    worker_id: z.string(),
+    name: eventText,
+    worker_id: eventText,
     /** the failure is a property of the input (bad weights, a quality bar): retrying cannot help */
     final: z.boolean(),
     error: serializedError,
   }),
   z.object({
     type: z.literal('task_refused'),
-    job_id: z.string(),
+    job_id: jobIdSchema,
     layer_index: z.number().int().min(0),
-    name: z.string(),
-    worker_id: z.string(),
-    reason: z.string(),
+    name: eventText,
+    worker_id: eventText,
+    reason: eventText,
   }),
 ]);
 export type WorkerEvent = z.infer<typeof workerEventSchema>;
 
 /** Without run_id: a request to the job's coordinator (`arrowquant cancel`); with it: the coordinator telling workers. */
-export const cancelMessageSchema = z.object({ run_id: z.string().min(1).max(64).optional() }).strict();
+export const cancelMessageSchema = z.object({ run_id: runIdSchema.optional() }).strict();
 
-export const progressEventSchema = z.object({
-  job_id: z.string(),
-  state: z.enum(['running', 'merging', 'done', 'failed', 'cancelled']),
-  layers_done: z.number().int(),
-  layers_total: z.number().int(),
-  bytes_done: z.number(),
-  bytes_total: z.number(),
-  message: z.string().optional(),
-});
-export type ProgressEvent = z.infer<typeof progressEventSchema>;
 
 export const workerInfoSchema = z.object({
   id: z.string(),
@@ -74,13 +71,17 @@ export const workerInfoSchema = z.object({
 export type WorkerInfo = z.infer<typeof workerInfoSchema>;
 
 export const jobStateSchema = z.object({
-  job_id: z.string(),
+  job_id: jobIdSchema,
   model: z.string(),
   output: z.string(),
   layers_total: z.number().int(),
   state: z.enum(['running', 'done', 'failed', 'cancelled']),
   coordinator: z.string(),
   message: z.string().optional(),
+  /** the run holding the job, its process ("host pid N") and how long its lease lasts unrenewed */
+  run_id: z.string().optional(),
+  holder: z.string().optional(),
+  lease_ms: z.number().int().positive().optional(),
 });
 export type JobState = z.infer<typeof jobStateSchema>;
 

@@ -1,22 +1,28 @@
-// Names on NATS shared by coordinators and workers (distributed.md's control plane).
+// Names on NATS shared by coordinators and workers (distributed.md's control plane). Every name
+// built from a job id checks its syntax: no id turns into another subject, key or path.
+
+import { checkJobId } from './job-id.js';
+
+const id = (jobId: string) => checkJobId(jobId, 'job id');
 
 /** Work-queue stream of layer tasks, one subject per job: aq.tasks.<job>. */
 export const TASK_STREAM = 'AQ_TASKS';
-export const taskSubject = (jobId: string) => `aq.tasks.${jobId}`;
+export const taskSubject = (jobId: string) => `aq.tasks.${id(jobId)}`;
 /** The one durable pull consumer all workers share (a work-queue stream allows one unfiltered consumer). */
 export const WORKER_CONSUMER = 'aq-workers';
 /** Key-value bucket of job state: "<job>" and "<job>.layer.<index>". */
 export const JOBS_BUCKET = 'aq-jobs';
-export const layerKey = (jobId: string, index: number) => `${jobId}.layer.${index}`;
+export const layerKey = (jobId: string, index: number) => `${id(jobId)}.layer.${index}`;
+/** A final refusal or failure of a layer, recorded by the worker before it tells the coordinator. */
+export const refusalKey = (jobId: string, index: number) => `${id(jobId)}.refused.${index}`;
+export const refusalKeys = (jobId: string) => `${id(jobId)}.refused.*`;
 /** Key-value bucket of worker liveness and capabilities, entries expire when a worker stops. */
 export const WORKERS_BUCKET = 'aq-workers';
 /** Worker → coordinator: failures and refusals of a job's layers. */
-export const eventsSubject = (jobId: string) => `aq.events.${jobId}`;
-/** Coordinator → anyone watching: progress of a job. */
-export const progressSubject = (jobId: string) => `aq.progress.${jobId}`;
+export const eventsSubject = (jobId: string) => `aq.events.${id(jobId)}`;
 /** Anyone → workers and coordinator: cancel a job. */
-export const cancelSubject = (jobId: string) => `aq.cancel.${jobId}`;
+export const cancelSubject = (jobId: string) => `aq.cancel.${id(jobId)}`;
 export const CANCEL_ALL = 'aq.cancel.*';
 /** De-duplication id of a task message. */
-export const taskMessageId = (jobId: string, layerIndex: number, planHash: string) => `${jobId}/${layerIndex}/${planHash}`;
+export const taskMessageId = (jobId: string, layerIndex: number, planHash: string) => `${id(jobId)}/${layerIndex}/${planHash}`;
 export const maxDeliveriesAdvisory = `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${TASK_STREAM}.${WORKER_CONSUMER}`;

@@ -18,7 +18,8 @@ export interface NatsOptions {
 }
 
 /** The NATS flags' values, keyed by flag name (the CLI declares them in cli/nats-options.ts). */
-export type NatsFlag = 'nats' | 'nats-token' | 'nats-user' | 'nats-password' | 'nats-creds' | 'nats-tls-ca' | 'nats-tls-cert' | 'nats-tls-key';
+export type NatsFlag =
+  | 'nats' | 'nats-token' | 'nats-token-file' | 'nats-user' | 'nats-password' | 'nats-password-file' | 'nats-creds' | 'nats-tls-ca' | 'nats-tls-cert' | 'nats-tls-key';
 export type NatsValues = Partial<Record<NatsFlag, string>>;
 
 export function natsOptionsFrom(values: NatsValues, env: NodeJS.ProcessEnv, name: string): NatsOptions | null {
@@ -33,12 +34,29 @@ export function natsOptionsFrom(values: NatsValues, env: NodeJS.ProcessEnv, name
   const cert = pick('nats-tls-cert', 'TLS_CERT');
   const key = pick('nats-tls-key', 'TLS_KEY');
   if ((cert && !key) || (key && !cert)) throw new UsageError('--nats-tls-cert and --nats-tls-key go together');
+  // A secret from a file (a mounted Kubernetes secret) stays out of argv and the environment.
+  const secret = (flag: NatsFlag, envName: string): string | undefined => {
+    const fileFlag = `${flag}-file` as NatsFlag;
+    const fromFlags = values[flag] !== undefined || values[fileFlag] !== undefined;
+    const direct = fromFlags ? values[flag] : env[`ARROW_QUANT_NATS_${envName}`];
+    const file = fromFlags ? values[fileFlag] : env[`ARROW_QUANT_NATS_${envName}_FILE`];
+    if (file === undefined) return direct;
+    if (direct !== undefined) throw new UsageError(`--${flag} and --${fileFlag} exclude each other`);
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8').replace(/\r?\n$/, '');
+    } catch (e) {
+      throw new UsageError(`--${flag}-file ${file}: cannot read it (${(e as NodeJS.ErrnoException).code ?? (e as Error).message})`);
+    }
+    if (!text) throw new UsageError(`--${flag}-file ${file} is empty`);
+    return text;
+  };
   const user = pick('nats-user', 'USER');
-  const pass = pick('nats-password', 'PASSWORD');
+  const pass = secret('nats-password', 'PASSWORD');
   if ((user && !pass) || (pass && !user)) throw new UsageError('--nats-user and --nats-password go together');
   return {
     servers,
-    token: pick('nats-token', 'TOKEN'),
+    token: secret('nats-token', 'TOKEN'),
     user,
     pass,
     credsFile: pick('nats-creds', 'CREDS'),

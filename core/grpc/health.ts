@@ -21,12 +21,6 @@ export class HealthService {
     this.update(service, status);
   }
 
-  /** Forgets `service`: Check answers NOT_FOUND again, watchers see SERVICE_UNKNOWN. */
-  clearStatus(service: string): void {
-    if (this.shutDown || !this.statuses.delete(service)) return;
-    this.notify(service, 'SERVICE_UNKNOWN');
-  }
-
   status(service: string): ServingStatus | undefined {
     return this.statuses.get(service);
   }

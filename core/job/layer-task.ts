@@ -10,20 +10,24 @@ import { timeGroupParams } from '../quant/calibration.js';
 import type { ModelSource } from '../model/model-source.js';
 import type { Plan } from '../plan/plan.js';
 import { basename } from 'node:path';
+import { jobIdSchema } from '../cluster/job-id.js';
 
 const nonNegInt = z.number().int().min(0);
 const cosineBar = z.number().min(0).max(1);
+/** Bounds of a task from the network; the coordinator checks its own tasks against them before publishing. */
+export const MAX_TENSOR_DIMS = 64;
+export const MAX_TENSOR_NAME = 65_536;
 
 export const layerTaskSchema = z
   .object({
-    job_id: z.string().min(1).max(128),
+    job_id: jobIdSchema,
     layer_index: nonNegInt,
-    name: z.string(),
-    shape: z.array(nonNegInt).max(16),
+    name: z.string().min(1).max(MAX_TENSOR_NAME),
+    shape: z.array(nonNegInt).max(MAX_TENSOR_DIMS),
     dtype: z.enum(['F32', 'F16', 'BF16']),
     /** path of the safetensors file as the coordinator sees it */
-    file: z.string().min(1),
-    file_name: z.string().min(1),
+    file: z.string().min(1).max(4096),
+    file_name: z.string().min(1).max(4096),
     data_start: nonNegInt,
     byte_length: nonNegInt,
     bits: z.union([z.literal(2), z.literal(4), z.literal(8), z.literal(16)]),

@@ -116,6 +116,11 @@ export class ShardClient {
         for await (const msg of call) {
           armIdle();
           const chunk = (msg as DownloadTensorResponse).chunk;
+          // Counted as they arrive: a coordinator sending more than the layer holds is cut off at once.
+          if (expectedBytes !== undefined && written + chunk.byteLength > expectedBytes) {
+            call.cancel();
+            throw new ShardFileError(`${action}: received more than the expected ${expectedBytes} bytes (${written + chunk.byteLength} so far)`, destFile, 'write');
+          }
           try {
             await fh.writeFile(chunk);
           } catch (e) {

@@ -13,8 +13,8 @@ import type { JsMsg, KV, NatsConnection, Subscription, Consumer } from 'nats';
 import { ArrowQuantError, serializeError } from '../../core/errors.js';
 import { packageVersion } from '../../core/package-info.js';
 import { readSafetensorsHeader } from '../../core/model/safetensors-reader.js';
-import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, layerKey } from '../../core/cluster/names.js';
-import { cancelMessageSchema, decodeMessage, encodeMessage, jobStateSchema, taskMessageSchema, type TaskMessage, type WorkerEvent, type WorkerInfo } from '../../core/cluster/messages.js';
+import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, layerKey, refusalKey } from '../../core/cluster/names.js';
+import { cancelMessageSchema, decodeMessage, encodeMessage, taskMessageSchema, type TaskMessage, type WorkerEvent, type WorkerInfo } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket, taskQueueSettings, workersBucket } from '../../core/cluster/jetstream-setup.js';
 import type { LayerTask } from '../../core/job/layer-task.js';
@@ -26,6 +26,9 @@ import { ThreadPool } from '../thread-pool.js';
 import { ShardClient } from './shard-client.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
 import type { WorkerLayerEvent } from './worker-metrics.js';
+import { heldJob } from '../../core/cluster/job-lease-state.js';
+import { boundEvent, checkCoordinator, checkTaskSize, isRegularFile, taskIdentity } from './task-guard.js';
+import { bounded, closeNats } from '../../core/cluster/bounded.js';
 
 export interface WorkerServiceOptions {
   nats: NatsOptions;
@@ -34,7 +37,16 @@ export interface WorkerServiceOptions {
   modelRoots: string[];
   /** where shards and downloaded tensors are kept while in flight */
   workDir: string;
+  /** the worker's gRPC TLS; it alone decides the transport (a task cannot turn TLS off) */
   grpcTls?: ClientTlsOptions | null;
+  /** coordinator hosts this worker talks to (default: loopback without TLS, any verified host with TLS) */
+  allowCoordinators?: string[];
+  /** download tensors from coordinators of jobs that allow it (off: files outside the model roots are refused) */
+  allowDownload?: boolean;
+  /** the work dir is this worker's own (the default): removed on stop */
+  ownWorkDir?: boolean;
+  /** told when the NATS connection goes and comes back (the health service follows it) */
+  onConnection?: (connected: boolean) => void;
   id?: string;
   log?: (line: string) => void;
   /** each task's outcome, for metrics */
@@ -42,6 +54,8 @@ export interface WorkerServiceOptions {
 }
 
 const HEARTBEAT_MS = 5_000;
+/** A gRPC channel to a coordinator unused for this long is closed. */
+const CLIENT_IDLE_MS = 10 * 60_000;
 /** How long a finished layer's upload is retried before the task is released. */
 const UPLOAD_RETRY_MS = 30_000;
 
@@ -54,7 +68,7 @@ export class WorkerService {
   private jobs!: KV;
   private consumer!: Consumer;
   private cancelSub!: Subscription;
-  private readonly clients = new Map<string, ShardClient>();
+  private readonly clients = new Map<string, { client: ShardClient; used: number }>();
   private readonly cancelled = new Set<string>();
   private readonly roots: string[];
   private readonly headerCache = new Map<string, Map<string, { dataStart: number; byteLength: number; dtype: string; shape: number[] }>>();
@@ -97,7 +111,7 @@ export class WorkerService {
     mkdirSync(this.opts.workDir, { recursive: true });
     this.nc = await connectNats(this.opts.nats);
     void this.watchConnection();
-    this.pool = await ThreadPool.start(this.opts.threads);
+    this.pool = await ThreadPool.start(this.opts.threads, { onShrink: (m) => this.log(`worker ${this.id}: warning: ${m}`) });
     if (this.pool.kernelWarning) this.log(`worker ${this.id}: warning: ${this.pool.kernelWarning}`);
     this.runner = new LayerRunner(this.pool);
     const settings = taskQueueSettings();
@@ -127,7 +141,10 @@ export class WorkerService {
 
   private async watchConnection(): Promise<void> {
     for await (const s of this.nc.status()) {
-      if (s.type === 'disconnect' || s.type === 'reconnect') this.log(`worker ${this.id}: NATS ${s.type} (${s.data})`);
+      if (s.type === 'disconnect' || s.type === 'reconnect') {
+        this.log(`worker ${this.id}: NATS ${s.type} (${s.data})`);
+        this.opts.onConnection?.(s.type === 'reconnect');
+      }
     }
   }
 
@@ -167,18 +184,45 @@ export class WorkerService {
     try {
       tm = decodeMessage(taskMessageSchema, msg.data, msg.subject);
     } catch (e) {
-      this.log(`worker ${this.id}: refusing a malformed task: ${(e as Error).message}`);
+      const why = (e as Error).message.slice(0, 1000);
+      this.log(`worker ${this.id}: refusing a malformed task: ${why}`);
       // No reason text: nats-server 2.9 ignores "+TERM <reason>" and would redeliver.
       msg.term();
+      // Reported when it names a job, so that its coordinator does not wait for it forever.
+      const who = taskIdentity(msg.data);
+      if (who) await this.reportFinal({ type: 'task_refused', ...who, worker_id: this.id, reason: `worker ${this.id} refused a malformed task for layer ${who.layer_index}: ${why}` });
       return;
     }
     const task = tm.task;
     if (msg.redelivered) this.opts.onLayer?.({ type: 'redelivered' });
-    const tag = `layer ${task.layer_index} (${task.name}) of job ${task.job_id}`;
+    const tag = `layer ${task.layer_index} (${task.name.length > 200 ? `${task.name.slice(0, 200)}…` : task.name}) of job ${task.job_id}`;
     if (this.cancelled.has(tm.run_id)) {
       msg.term();
       return;
     }
+    // Only a job some live coordinator holds is worked on; the address comes from its job state.
+    let held;
+    try {
+      held = heldJob(await this.jobs.get(task.job_id));
+    } catch (e) {
+      this.log(`worker ${this.id}: cannot read the state of job ${task.job_id} (${(e as Error).message}); releasing ${tag}`);
+      msg.nak(1_000);
+      return;
+    }
+    if (!held?.live) {
+      const lease = held?.state.lease_ms ?? 0;
+      // A lease just run out may be a NATS outage the coordinator is reconnecting from: come back later.
+      if (held && held.state.state === 'running' && held.ageMs < 4 * lease) {
+        this.log(`worker ${this.id}: released ${tag}: its coordinator's lease expired ${(held.ageMs / 1000).toFixed(1)} s ago; retrying later`);
+        msg.nak(lease / 2);
+        return;
+      }
+      msg.term();
+      const why = !held ? 'no coordinator holds the job' : held.state.state !== 'running' ? `the job is ${held.state.state}` : `its coordinator's lease expired ${(held.ageMs / 1000).toFixed(1)} s ago`;
+      this.log(`worker ${this.id}: dropped ${tag}: ${why}`);
+      return;
+    }
+    const coordinator = held.state.coordinator || tm.coordinator;
     if (await this.alreadyStaged(task)) {
       await msg.ackAck().catch(() => msg.ack());
       this.log(`worker ${this.id}: skipped ${tag}: its shard is already staged`);
@@ -190,16 +234,22 @@ export class WorkerService {
     const downloadFile = join(this.opts.workDir, `${task.job_id}-${task.layer_index}-${process.pid}.tensor`);
     const t0 = performance.now();
     try {
+      checkTaskSize(task, tag, this.id);
+      checkCoordinator(coordinator, { tls: this.opts.grpcTls ?? null, allow: this.opts.allowCoordinators }, tag, this.id, task.name);
+      if (tm.tls && !this.opts.grpcTls) {
+        throw new TaskRefusedError(`worker ${this.id} refused ${tag}: its coordinator serves TLS and this worker has no gRPC TLS configured (--grpc-tls-ca)`, task.name, this.id);
+      }
       const local = this.localInput(task);
       let input: LayerTask;
       if (local) {
         input = { ...task, file: local };
-      } else if (tm.allow_download) {
-        await (await this.clientFor(tm)).download(task.job_id, task.layer_index, downloadFile, task.byte_length);
+      } else if (tm.allow_download && this.opts.allowDownload) {
+        await this.clientFor(coordinator).download(task.job_id, task.layer_index, downloadFile, task.byte_length);
         input = { ...task, file: downloadFile, data_start: 0 };
       } else {
+        const which = !tm.allow_download ? 'the job does not allow downloading' : 'this worker was not started with --allow-download';
         throw new TaskRefusedError(
-          `worker ${this.id} refused ${tag}: ${task.file} is not under its model roots (${this.roots.join(', ') || 'none'}) and the task does not allow downloading`,
+          `worker ${this.id} refused ${tag}: ${task.file} is not under its model roots (${this.roots.join(', ') || 'none'}) and ${which}`,
           task.name,
           this.id,
         );
@@ -212,7 +262,7 @@ export class WorkerService {
           msg.term();
           return;
         }
-        up = await this.uploadWithRetry(tm, await encodeShardChunks(result.record));
+        up = await this.uploadWithRetry(tm, coordinator, await encodeShardChunks(result.record));
       } finally {
         result.release();
       }
@@ -231,13 +281,34 @@ export class WorkerService {
       const event: WorkerEvent = refused
         ? { type: 'task_refused', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, reason: (e as Error).message }
         : { type: 'layer_failed', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, final, error: serializeError(e) };
-      this.nc.publish(eventsSubject(task.job_id), encodeMessage(event));
+      if (final) await this.reportFinal(event);
+      else this.publishEvent(event);
       if (final) msg.term();
       else msg.nak(1_000);
     } finally {
       clearInterval(alive);
       this.inFlight.delete(key);
       rmSync(downloadFile, { force: true });
+    }
+  }
+
+  /**
+   * A final refusal or failure is first recorded in the job state, which is what the coordinator
+   * trusts (an event alone can be forged or lost), then announced.
+   */
+  private async reportFinal(event: WorkerEvent): Promise<void> {
+    const e = boundEvent(event);
+    const ok = await bounded(this.jobs.put(refusalKey(e.job_id, e.layer_index), encodeMessage(e)), 5_000);
+    if (!ok) this.log(`worker ${this.id}: could not record ${e.type} of layer ${e.layer_index} of job ${e.job_id} in the job state`);
+    this.publishEvent(e);
+  }
+
+  /** Events are bounded in size and never throw: whatever a task holds, the worker carries on. */
+  private publishEvent(event: WorkerEvent): void {
+    try {
+      this.nc.publish(eventsSubject(event.job_id), encodeMessage(boundEvent(event)));
+    } catch (e) {
+      this.log(`worker ${this.id}: could not report ${event.type} of layer ${event.layer_index} of job ${event.job_id}: ${(e as Error).message}`);
     }
   }
 
@@ -263,6 +334,9 @@ export class WorkerService {
       return null;
     }
     if (!this.roots.some((r) => real === r || real.startsWith(r.endsWith(sep) ? r : r + sep))) return null;
+    if (!isRegularFile(real)) {
+      throw new TaskRefusedError(`worker ${this.id} refused layer ${task.layer_index} (${task.name}): ${task.file} is not a regular file`, task.name, this.id);
+    }
     let tensors = this.headerCache.get(real);
     if (!tensors) {
       tensors = new Map(readSafetensorsHeader(real).tensors.map((t) => [t.name, t]));
@@ -277,37 +351,52 @@ export class WorkerService {
 
   /**
    * The job's coordinator as the job state names it now (a restarted coordinator listens
-   * elsewhere than the one that published the task), else the task's.
+   * elsewhere than the one that published the task), else `fallback`; checked against the
+   * worker's allowed coordinators like the first.
    */
-  private async clientFor(tm: TaskMessage): Promise<ShardClient> {
-    let address = tm.coordinator;
+  private async coordinatorNow(tm: TaskMessage, fallback: string): Promise<string> {
     try {
-      const e = await this.jobs.get(tm.task.job_id);
-      if (e && e.value.length) {
-        const state = decodeMessage(jobStateSchema, e.value, 'job state');
-        if (state.state === 'running' && state.coordinator) address = state.coordinator;
+      const held = heldJob(await this.jobs.get(tm.task.job_id));
+      if (held?.live && held.state.coordinator && held.state.coordinator !== fallback) {
+        const tag = `layer ${tm.task.layer_index} of job ${tm.task.job_id}`;
+        checkCoordinator(held.state.coordinator, { tls: this.opts.grpcTls ?? null, allow: this.opts.allowCoordinators }, tag, this.id, tm.task.name);
+        return held.state.coordinator;
       }
-    } catch {
-      /* the task's address */
+    } catch (e) {
+      if (e instanceof TaskRefusedError) throw e;
     }
-    let c = this.clients.get(address);
-    if (!c) {
-      c = new ShardClient(address, tm.tls ? (this.opts.grpcTls ?? {}) : null);
-      this.clients.set(address, c);
+    return fallback;
+  }
+
+  /** The worker's own TLS configuration decides the transport, whatever the task says. */
+  private clientFor(address: string): ShardClient {
+    // Each job has its own coordinator address: channels unused for a while are closed.
+    const now = Date.now();
+    for (const [a, e] of this.clients) {
+      if (a !== address && now - e.used > CLIENT_IDLE_MS) {
+        e.client.close();
+        this.clients.delete(a);
+      }
     }
-    return c;
+    let e = this.clients.get(address);
+    if (!e) {
+      e = { client: new ShardClient(address, this.opts.grpcTls ?? null), used: now };
+      this.clients.set(address, e);
+    }
+    e.used = now;
+    return e.client;
   }
 
   /**
    * Upload, retrying transient failures for a while (the coordinator may be restarting) so that a
    * finished layer is not quantized again; the task stays alive meanwhile.
    */
-  private async uploadWithRetry(tm: TaskMessage, shard: readonly Uint8Array[]): Promise<{ duplicate: boolean }> {
+  private async uploadWithRetry(tm: TaskMessage, coordinator: string, shard: readonly Uint8Array[]): Promise<{ duplicate: boolean }> {
     const header = { job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id };
     const deadline = Date.now() + UPLOAD_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await (await this.clientFor(tm)).upload(header, shard);
+        return await this.clientFor(await this.coordinatorNow(tm, coordinator)).upload(header, shard);
       } catch (e) {
         const retryable = e instanceof ShardTransferError && e.retryable;
         if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(tm.run_id)) throw e;
@@ -330,9 +419,11 @@ export class WorkerService {
     if (timedOut) for (const m of this.inFlight.values()) m.nak();
     if (this.heartbeat) clearInterval(this.heartbeat);
     this.cancelSub?.unsubscribe();
-    await this.workers?.delete(this.id.replace(/[^\w-]/g, '_')).catch(() => undefined);
-    for (const c of this.clients.values()) c.close();
+    // NATS may be unreachable: nothing below waits on it for more than a few seconds.
+    if (this.workers) await bounded(this.workers.delete(this.id.replace(/[^\w-]/g, '_')), 2_000);
+    for (const c of this.clients.values()) c.client.close();
     await this.pool?.close();
-    await this.nc?.drain().catch(() => undefined);
+    if (this.nc) await closeNats(this.nc);
+    if (this.opts.ownWorkDir) rmSync(this.opts.workDir, { recursive: true, force: true });
   }
 }

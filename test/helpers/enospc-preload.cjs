@@ -1,0 +1,25 @@
+// Preloaded (node --require) into a CLI process by the full-disk tests: writes to a file whose
+// name matches AQ_TEST_ENOSPC_MATCH fail with ENOSPC once AQ_TEST_ENOSPC_AFTER bytes have been
+// written to it — a disk that fills up in the middle of the output, on any file system.
+const fsp = require('node:fs/promises');
+const { syncBuiltinESMExports } = require('node:module');
+const match = new RegExp(process.env.AQ_TEST_ENOSPC_MATCH || '$^');
+const after = Number(process.env.AQ_TEST_ENOSPC_AFTER || 0);
+const open = fsp.open;
+fsp.open = async function (path, ...rest) {
+  const fh = await open.call(this, path, ...rest);
+  if (!match.test(String(path))) return fh;
+  let written = 0;
+  const write = fh.write.bind(fh);
+  fh.write = async (buf, offset = 0, length = buf.byteLength - offset, position) => {
+    if (written + length > after) {
+      const e = new Error(`ENOSPC: no space left on device, write`);
+      Object.assign(e, { code: 'ENOSPC', errno: -28, syscall: 'write' });
+      throw e;
+    }
+    written += length;
+    return write(buf, offset, length, position);
+  };
+  return fh;
+};
+syncBuiltinESMExports();
