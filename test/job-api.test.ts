@@ -113,26 +113,33 @@ describe('job api', () => {
 
   test('job api - a model outside --model-root, an output outside the output root and a wrong token are refused (exit 2)', async () => {
     const c = await coordinator(join(dir, 'd2'));
-    const outside = await runCli(['submit', join(dir, 'slow-local.arrow'), '-o', 'x.arrow', ...client(c.address)]);
-    expect(outside.code).toBe(2);
-    expect(outside.stderr).toMatch(/INVALID_ARGUMENT: model ".*slow-local\.arrow" is outside the coordinator's model roots; allowed: paths under /);
-    const dotdot = await runCli(['submit', join(modelsDir, '..', 'slow-local.arrow'), '-o', 'x.arrow', ...client(c.address)]);
-    expect(dotdot.code).toBe(2);
-    expect(dotdot.stderr).toMatch(/is outside the coordinator's model roots/);
-    const out = await runCli(['submit', BF16, '-o', '../../escape.arrow', ...client(c.address)]);
-    expect(out.code).toBe(2);
-    expect(out.stderr).toMatch(/INVALID_ARGUMENT: output "\.\.\/\.\.\/escape\.arrow" is outside the coordinator's output root/);
-    const badCfg = await runCli(['submit', BF16, '-o', 'x.arrow', ...client(c.address), '--target-size-mb', '0.0001', '--mixed-precision']);
-    expect(badCfg.code).toBe(2);
-    expect(badCfg.stderr).toMatch(/INVALID_ARGUMENT/);
     const wrong = join(dir, 'wrong-token');
     writeFileSync(wrong, 'not-the-token');
-    const denied = await runCli(['submit', BF16, '-o', 'x.arrow', '--coordinator', c.address, '--auth-token-file', wrong]);
+    // independent refusals, run side by side
+    const [outside, dotdot, out, badCfg, denied, none, unknown] = await Promise.all([
+      runCli(['submit', join(dir, 'slow-local.arrow'), '-o', 'x.arrow', ...client(c.address)]),
+      runCli(['submit', join(modelsDir, '..', 'slow-local.arrow'), '-o', 'x.arrow', ...client(c.address)]),
+      runCli(['submit', BF16, '-o', '../../escape.arrow', ...client(c.address)]),
+      runCli(['submit', BF16, '-o', 'x.arrow', ...client(c.address), '--target-size-mb', '0.0001', '--mixed-precision']),
+      runCli(['submit', BF16, '-o', 'x.arrow', '--coordinator', c.address, '--auth-token-file', wrong]),
+      runCli(['status', '--coordinator', c.address], { env: { ARROW_QUANT_COORDINATOR_TOKEN: '' } }),
+      runCli(['watch', 'nosuchjob', ...client(c.address)]),
+    ]);
+    expect(outside.code).toBe(2);
+    expect(outside.stderr).toMatch(/INVALID_ARGUMENT: model ".*slow-local\.arrow" is outside the coordinator's model roots; allowed: paths under /);
+    expect(dotdot.code).toBe(2);
+    expect(dotdot.stderr).toMatch(/is outside the coordinator's model roots/);
+    expect(out.code).toBe(2);
+    expect(out.stderr).toMatch(/INVALID_ARGUMENT: output "\.\.\/\.\.\/escape\.arrow" is outside the coordinator's output root/);
+    expect(badCfg.code).toBe(2);
+    expect(badCfg.stderr).toMatch(/Submit at [\d.]+:\d+: INVALID_ARGUMENT: target_model_size_mb 0\.0001 \(100 bytes\) cannot be met/);
     expect(denied.code).toBe(2);
     expect(denied.stderr).toMatch(/UNAUTHENTICATED: the bearer token is not valid/);
-    const none = await runCli(['status', '--coordinator', c.address], { env: { ARROW_QUANT_COORDINATOR_TOKEN: '' } });
     expect(none.code).toBe(2);
     expect(none.stderr).toMatch(/UNAUTHENTICATED: missing "authorization: Bearer <token>" metadata/);
+    expect(unknown.code).toBe(2);
+    expect(unknown.stderr).toMatch(/NOT_FOUND: no job nosuchjob on this coordinator/);
+    expect(readdirSync(join(dir, 'd2', 'out'))).toEqual([]);
     // The health service answers without a token (for probes).
     const { Client } = grpcServices().health;
     const hc = new Client(c.address, credentials.createInsecure());
@@ -140,9 +147,6 @@ describe('job api', () => {
     expect(await check('')).toBe('SERVING');
     expect(await check('arrowquant.v1.Jobs')).toBe('SERVING');
     hc.close();
-    const unknown = await runCli(['watch', 'nosuchjob', ...client(c.address)]);
-    expect(unknown.code).toBe(2);
-    expect(unknown.stderr).toMatch(/NOT_FOUND: no job nosuchjob on this coordinator/);
     const ok = await runCli(['status', ...client(c.address), '--json']);
     expect(ok.code, ok.stderr).toBe(0);
     expect(JSON.parse(ok.stdout).jobs).toEqual([]);
@@ -248,5 +252,28 @@ describe('job api', () => {
     expect(second.proc.err()).toMatch(/resuming a job that was running/);
     expect(readFileSync(join(data, 'out', 'resumed.arrow')).equals(slowLocal)).toBe(true);
     expect(second.proc.err()).toMatch(/[1-9]\d* already staged/);
+  });
+
+  test('job api - a job whose cluster job another coordinator holds waits for its lease, then runs', async () => {
+    const data = join(dir, 'd7');
+    const lease = { ARROW_QUANT_JOB_LEASE_MS: '2000' };
+    const w = worker({ ARROWQUANT_KERNEL: 'reference' });
+    await w.waitFor(/ready/);
+    // A `quantize --nats` coordinator holds the cluster job of the same model and settings.
+    const holder = startCli(['quantize', slowModel, '-o', join(dir, 'held-elsewhere.arrow'), '--nats', nats.url, '--listen', '127.0.0.1:0', '--refine', 'search'], { ...ENV, ...lease });
+    procs.push(holder);
+    await holder.waitFor(/job \w+: \d+ layers/);
+    const proc = startCli(['coordinator', '--name', 'd7', '--nats', nats.url, '--listen', '127.0.0.1:0', '--shard-listen', '127.0.0.1:0', '--data', data,
+      '--model-root', modelsDir, '--auth-token-file', tokenFile, '--grace', '2'], { ...ENV, ...lease });
+    procs.push(proc);
+    const address = /[\d.]+:\d+$/.exec((await proc.waitFor(/job API listening on [\d.]+:\d+/))[0]!)![0];
+    const d = await runCli(['submit', slowModel, '-o', 'held.arrow', ...client(address), '--detach', '--refine', 'search']);
+    expect(d.code, d.stderr).toBe(0);
+    await proc.waitFor(/is held by .*; trying again in 2\.0 s \(attempt 1 of 5\)/);
+    holder.signal('SIGINT');
+    expect(await holder.exited).toBe(130);
+    const f = await runCli(['watch', d.stdout.trim(), ...client(address)]);
+    expect(f.code, f.stderr).toBe(0);
+    expect(readFileSync(join(data, 'out', 'held.arrow')).equals(slowLocal)).toBe(true);
   });
 });
