@@ -1,72 +1,93 @@
 // npm run bench:cluster
 //
-// The same synthetic ~2 GB BF16 model, on this machine: the local run with 2 threads (the
-// baseline, measured in the same run) against 2 worker processes (1 thread each) coordinated
-// over loopback NATS JetStream + gRPC. Prints both throughputs and their ratio, the bytes that
-// crossed gRPC, and the peak RSS of the coordinator and of each worker. Table on stderr, JSON on
-// stdout. Needs `nats-server` on the PATH.
+// Local runs against cluster runs on this machine, each configuration in fresh processes:
+// INT4 g128 RTN on the ~2 GB synthetic model and refine=search on the ~0.5 GB one; for each, the
+// local run with 2 threads (the baseline, measured in the same run) against 2 worker processes
+// × 1 thread and 1 worker × 2 threads, coordinated over loopback NATS JetStream + gRPC. Prints the
+// throughput ratios, the coordinator's CPU (user + system of its whole process) against the local
+// run's total CPU, the workers' CPU, peak RSS and whether every output is byte-identical to the
+// local one. AQ_BENCH_SMALL=1 runs RTN on the small model too (a quick check); AQ_BENCH_CLI runs
+// another build. Table on stderr,
+// JSON on stdout. Needs `nats-server` on the PATH.
 
-import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
-import { createServer } from 'node:net';
-import { packageRoot } from '../core/package-info.js';
-import { benchModel, runQuantize } from './run.js';
+import { benchModel } from './run.js';
+import { BENCH_LLAMA_SMALL, BenchProcess, CLI, benchModelOf, round, startNats, type ResourceReport } from './harness.js';
 
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
+interface Run {
+  elapsed_s: number;
+  input_gb_per_s: number;
+  cpu: ResourceReport;
+  summary: Record<string, unknown>;
+}
+
+async function quantize(model: string, out: string, args: string[], report: string): Promise<Run> {
+  const p = new BenchProcess([CLI(), 'quantize', model, '-o', out, '--json', ...args], report);
+  const code = await p.exited;
+  if (code !== 0) throw new Error(`quantize ${args.join(' ')} exited ${code}:\n${p.stderr}`);
+  const summary = JSON.parse(p.stdout) as { elapsed_s: number; input_gb_per_s: number };
+  return { elapsed_s: summary.elapsed_s, input_gb_per_s: summary.input_gb_per_s, cpu: p.resources(), summary };
+}
+
+async function clusterRun(model: string, dir: string, tag: string, workers: number, threads: number, refine: string) {
+  const nats = await startNats(join(dir, tag));
+  const ws = Array.from({ length: workers }, (_, i) =>
+    new BenchProcess([CLI(), 'worker', '--nats', nats.url, '--threads', String(threads), '--concurrency', '1', '--model-root', dirname(model), '--id', `bench-${tag}-${i}`], join(dir, `${tag}-w${i}.json`)),
+  );
+  try {
+    await Promise.all(ws.map((w) => w.waitFor(/ready/)));
+    const out = join(dir, `${tag}.arrow`);
+    const run = await quantize(model, out, ['--nats', nats.url, '--listen', '127.0.0.1:0', '--refine', refine], join(dir, `${tag}-coordinator.json`));
+    await Promise.all(ws.map((w) => (w.child.kill('SIGTERM'), w.exited)));
+    const workerCpu = ws.map((w) => w.resources());
+    return { ...run, out, workers: workerCpu };
+  } finally {
+    for (const w of ws) if (w.child.exitCode === null) w.child.kill('SIGKILL');
+    await nats.stop();
+  }
+}
+
+async function job(name: string, model: string, refine: string, dir: string) {
+  const local = await quantize(model, join(dir, `${name}-local.arrow`), ['--threads', '2', '--refine', refine], join(dir, `${name}-local.json`));
+  const localBytes = readFileSync(join(dir, `${name}-local.arrow`));
+  const rows = [];
+  for (const [workers, threads] of [[2, 1], [1, 2]] as const) {
+    const c = await clusterRun(model, dir, `${name}-${workers}x${threads}`, workers, threads, refine);
+    const identical = readFileSync(c.out).equals(localBytes);
+    rmSync(c.out, { force: true });
+    rows.push({
+      cluster: `${workers} workers × ${threads} thread${threads > 1 ? 's' : ''}`,
+      elapsed_s: c.elapsed_s, input_gb_per_s: c.input_gb_per_s, ratio_vs_local: round(c.input_gb_per_s / local.input_gb_per_s),
+      coordinator_cpu: c.cpu, coordinator_cpu_vs_local_total_cpu: round(c.cpu.cpu_s / local.cpu.cpu_s),
+      workers_cpu_s: c.workers.map((w) => w.cpu_s), workers_peak_rss_mb: c.workers.map((w) => w.peak_rss_mb),
+      grpc_bytes_received: c.summary.grpc_bytes_received, shards_written_directly: c.summary.shards_written_directly, shards_from_memory: c.summary.shards_from_memory, shards_from_stage_files: c.summary.shards_from_stage_files, identical,
     });
-  });
+  }
+  return { job: name, model, model_gb: round(statSync(model).size / 1e9), refine, local: { elapsed_s: local.elapsed_s, input_gb_per_s: local.input_gb_per_s, cpu: local.cpu }, clusters: rows };
 }
 
 async function main(): Promise<void> {
-  const model = await benchModel();
-  const sizeGb = statSync(model).size / 1e9;
+  const small = await benchModelOf(BENCH_LLAMA_SMALL, 'synthetic-llama-0.5g-bf16.safetensors');
+  const big = process.env.AQ_BENCH_SMALL ? small : await benchModel();
   const dir = mkdtempSync(join(tmpdir(), 'aq-bench-cluster-'));
-  const cli = join(packageRoot(), 'dist', 'cli', 'main.js');
-  const port = await freePort();
-  const nats = spawn('nats-server', ['-js', '-a', '127.0.0.1', '-p', String(port), '-sd', join(dir, 'js')], { stdio: 'ignore' });
-  const url = `nats://127.0.0.1:${port}`;
-  const workers: ReturnType<typeof spawn>[] = [];
+  const before = loadavg();
   try {
-    await new Promise((r) => setTimeout(r, 500));
-    const local = runQuantize(model, join(dir, 'local.arrow'), ['--threads', '2']);
-    const workerStats: { id: string; rss_mb: number; layers: number }[] = [];
-    for (let i = 0; i < 2; i++) {
-      const w = spawn(process.execPath, [cli, 'worker', '--nats', url, '--threads', '1', '--concurrency', '1', '--model-root', dirname(model), '--id', `bench-${i}`], {
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      let err = '';
-      w.stderr!.on('data', (d) => (err += d));
-      await new Promise<void>((resolve) => {
-        const check = () => (/ready/.test(err) ? resolve() : setTimeout(check, 50));
-        check();
-      });
-      w.on('exit', () => {
-        const m = /stopped after (\d+) layers; peak RSS (\d+) MB/.exec(err);
-        workerStats.push({ id: `bench-${i}`, layers: Number(m?.[1] ?? 0), rss_mb: Number(m?.[2] ?? 0) });
-      });
-      workers.push(w);
+    const jobs = [await job('rtn', big, 'none', dir), await job('search', small, 'search', dir)];
+    const required = { rtn: 0.6, search: 0.85 };
+    for (const j of jobs) {
+      process.stderr.write(`\n${j.job} (${j.model_gb} GB${j.refine === 'search' ? ', refine=search' : ', RTN'}): local 2 threads ${j.local.input_gb_per_s} GB/s (${j.local.elapsed_s} s, CPU ${j.local.cpu.cpu_s} s)\n`);
+      for (const r of j.clusters) {
+        process.stderr.write(
+          `  ${r.cluster.padEnd(22)} ${r.input_gb_per_s} GB/s (${r.elapsed_s} s) ratio ${r.ratio_vs_local}${r.cluster.startsWith('2') ? ` (required ≥ ${required[j.job as 'rtn' | 'search']})` : ''}; coordinator CPU ${r.coordinator_cpu.cpu_s} s = ${r.coordinator_cpu_vs_local_total_cpu}× local (required ≤ 0.5); workers CPU ${r.workers_cpu_s.join(' + ')} s; identical ${r.identical}\n`,
+        );
+      }
     }
-    const cluster = runQuantize(model, join(dir, 'cluster.arrow'), ['--nats', url, '--listen', '127.0.0.1:0']);
-    const identical = readFileSync(join(dir, 'local.arrow')).equals(readFileSync(join(dir, 'cluster.arrow')));
-    await Promise.all(workers.map((w) => new Promise((r) => (w.once('exit', r), w.kill('SIGTERM')))));
-    const ratio = cluster.input_gb_per_s / local.input_gb_per_s;
-    process.stderr.write(`\nmodel ${model}: ${sizeGb.toFixed(2)} GB BF16, INT4 g128\n`);
-    process.stderr.write(`local, 2 threads:            ${local.input_gb_per_s.toFixed(3)} GB/s  (${local.elapsed_s.toFixed(2)} s, peak RSS ${local.peak_rss_mb} MB)\n`);
-    process.stderr.write(`cluster, 2 workers × 1 thread: ${cluster.input_gb_per_s.toFixed(3)} GB/s  (${cluster.elapsed_s.toFixed(2)} s, coordinator peak RSS ${cluster.peak_rss_mb} MB)\n`);
-    process.stderr.write(`ratio cluster/local: ${ratio.toFixed(3)} (required ≥ 0.6); output identical: ${identical}\n`);
-    process.stderr.write(`bytes over gRPC: ${cluster.grpc_bytes_received} (${(Number(cluster.grpc_bytes_received) / 1e6).toFixed(1)} MB; output ${(local.bytes_out / 1e6).toFixed(1)} MB of bytes_out)\n`);
-    for (const w of workerStats) process.stderr.write(`worker ${w.id}: ${w.layers} layers, peak RSS ${w.rss_mb} MB\n`);
-    process.stdout.write(JSON.stringify({ model, model_gb: sizeGb, local, cluster, ratio, identical, workers: workerStats }, null, 2) + '\n');
+    const after = loadavg();
+    process.stderr.write(`load average ${before.map((x) => x.toFixed(2)).join(' ')} → ${after.map((x) => x.toFixed(2)).join(' ')}\n`);
+    process.stdout.write(`${JSON.stringify({ jobs, load_average: { before, after } }, null, 2)}\n`);
   } finally {
-    for (const w of workers) w.kill('SIGKILL');
-    nats.kill('SIGTERM');
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -82,7 +82,9 @@ a crash to resume.`))
     .option('--advertise <host:port>', "the address workers use (default: this host's name and the port)")
     .option('--allow-download', 'workers that cannot read the model files download tensors from here')
     .option('--stall-timeout <seconds>', 'fail the job when no layer arrives for this long, saying why (default 600)', integerAtLeast(1))
-    .option('--data <dir>', 'staging directory root (default: next to the output)');
+    .option('--data <dir>', 'staging directory root (default: next to the output)')
+    .option('--reorder-window-mb <n>', 'shard MB held in memory until their turn in the output; the rest is copied from stage files (0: all)', integerAtLeast(0), 256)
+    .option('--max-uploads <n>', 'shard uploads received at once (the others wait)', integerAtLeast(1), 4);
   addNatsOptions(quantize);
   addGrpcServerOptions(quantize);
   addConfigOptions(quantize);

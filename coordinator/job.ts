@@ -105,9 +105,21 @@ export class OrderedOutput {
     private readonly asm: ArrowFileAssembler,
   ) {}
 
-  static async create(job: PreparedJob): Promise<OrderedOutput> {
-    const widest = fileMetadata(job.cfg, job.plan, job.model, widestSummary());
-    return new OrderedOutput(job, await ArrowFileAssembler.create(job.output, schemaReservation(widest)));
+  /** `tmp`: the file written until finish() renames it into place (default `<output>.tmp-<pid>`). */
+  static async create(job: PreparedJob, tmp?: string): Promise<OrderedOutput> {
+    return new OrderedOutput(job, await ArrowFileAssembler.create(job.output, reservation(job), tmp));
+  }
+
+  /** Continue the partial file `tmp` after its first `blocks.length` layers (checked by the caller). */
+  static async reopen(job: PreparedJob, tmp: string, blocks: readonly { metaDataLength: number; bodyLength: number; offset: number }[]): Promise<OrderedOutput> {
+    const out = new OrderedOutput(job, await ArrowFileAssembler.reopen(job.output, reservation(job), tmp, blocks));
+    out.next = blocks.length;
+    return out;
+  }
+
+  /** Where the next layer's record batch message will start in the file. */
+  get nextOffset(): number {
+    return this.asm.nextOffset;
   }
 
   /** Layers written so far (the next one expected is this index). */
@@ -138,14 +150,19 @@ export class OrderedOutput {
 
   /**
    * Write every consecutive staged layer from the next one on. `staged(i)` gives its shard: bytes
-   * still in memory, else its file; null when it is not staged yet.
+   * still in memory, else its file; null when it is not staged yet. `written` hears of each
+   * shard once its bytes are in the file (or failed to get there).
    */
-  appendStaged(staged: (index: number) => Uint8Array | string | null): Promise<void> {
+  appendStaged(staged: (index: number) => Uint8Array | string | null, written?: (shard: Uint8Array | string) => void): Promise<void> {
     this.chain = this.chain.then(async () => {
       for (let shard = staged(this.next); shard !== null; shard = staged(this.next)) {
         const what = `staged shard of layer ${this.next}`;
-        if (typeof shard === 'string') await this.asm.appendShardFile(shard, what);
-        else await this.asm.appendShardBytes(shard, what);
+        try {
+          if (typeof shard === 'string') await this.asm.appendShardFile(shard, what);
+          else await this.asm.appendShardBytes(shard, what);
+        } finally {
+          written?.(shard);
+        }
         this.advance();
       }
     });
@@ -178,4 +195,15 @@ export class OrderedOutput {
     await this.chain.catch(() => undefined);
     await this.asm.abort();
   }
+
+  /** Stop writing but keep the partial file (a cluster job that can be resumed). */
+  async detach(): Promise<void> {
+    await this.chain.catch(() => undefined);
+    await this.asm.detach();
+  }
+}
+
+/** The schema region's size: a function of the plan alone, so a reopened file has the same. */
+export function reservation(job: PreparedJob): number {
+  return schemaReservation(fileMetadata(job.cfg, job.plan, job.model, widestSummary()));
 }

@@ -122,7 +122,7 @@ function toFinished(o: LayerOutcome): FinishedLayer {
   return { layerIndex: o.layerIndex, name: o.name, notes: o.notes, elements: o.elements, bits: o.bits, plannedBits: o.plannedBits, bytesIn: o.bytesIn, bytesOut: o.bytesOut, sqnrDb: o.sqnrDb, cosine: o.cosine };
 }
 
-function addTimings(a: Timings, b: Timings): Timings {
+export function addTimings(a: Timings, b: Timings): Timings {
   return { readMs: a.readMs + b.readMs, kernelMs: a.kernelMs + b.kernelMs, hashMs: a.hashMs + b.hashMs, writeMs: a.writeMs + b.writeMs };
 }
 

@@ -79,6 +79,11 @@ describe('cluster', () => {
       const summary = JSON.parse(c.out());
       expect(summary).toMatchObject({ mode: 'cluster', layers: 48, layers_published: 48, layers_resumed: 0, bytes_out: 217760 });
       expect(summary.grpc_bytes_received).toBeGreaterThan(0);
+      // the default reorder window holds every shard of this small model; one worker uploads in
+      // canonical order, so each shard is written straight into the output
+      expect(summary.shards_written_directly + summary.shards_from_memory).toBe(48);
+      expect(summary.shards_from_stage_files).toBe(0);
+      if (n === 1) expect(summary.shards_written_directly).toBe(48);
       expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
       await stopAll(ws);
       for (const w of ws) expect(w.err()).toMatch(/stopped after \d+ layers/);
@@ -123,9 +128,9 @@ describe('cluster', () => {
     for (const l of after) expect(uploadedBefore.has(l), `layer ${l} was uploaded again`).toBe(false);
     expect(s.layers_resumed).toBeGreaterThanOrEqual(uploadedBefore.size);
     expect(Buffer.compare(readFileSync(out), slowLocal)).toBe(0);
-    // the killed run's temporary output is removed by the run that took over
-    expect(second.err()).toMatch(new RegExp(`removed resume\\.arrow\\.tmp-${first.pid}, left by a run that died`));
-    expect(readdirSync(dir).filter((f) => f.startsWith('resume.arrow.tmp-'))).toEqual([]);
+    // the killed run's partial output is where the run that took over continued; nothing is left
+    if (s.layers_resumed > 0) expect(second.err()).toMatch(/layers found written in .*\.resume\.arrow\.[0-9a-f]+\.partial; continuing after them|already staged/);
+    expect(readdirSync(dir).filter((f) => f.includes('resume.arrow.') && (f.includes('.tmp-') || f.endsWith('.partial')))).toEqual([]);
   });
 
   test('cluster - NATS restarted mid-job: coordinator and workers reconnect, the job completes', async () => {
@@ -228,11 +233,8 @@ describe('cluster', () => {
       group_size: 128, data: Uint8Array.of(1), scales: Uint16Array.of(0x3c00), zero_points: Uint16Array.of(0), equalization_scales: null,
       act_bit_width: null, time_group_params: null, sqnr_db: 1, cosine: 1, planned_bit_width: 4, notes: null, data_sha256: '00'.repeat(32),
     });
-    const { writeFileSync } = await import('node:fs');
-    const bogus = join(dir, 'bogus.shard');
-    writeFileSync(bogus, good);
     const header = { job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: 'test-bad-worker' };
-    const err = await client.upload(header, bogus).catch((e) => e);
+    const err = await client.upload(header, [good]).catch((e) => e);
     expect(err).toBeInstanceOf(ShardTransferError);
     expect(String(err.message), String(err.message)).toMatch(/DATA_LOSS/);
     msg.nak();

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
@@ -24,11 +24,19 @@ const modelBytes = randomBytes(6 * MiB + 100);
 writeFileSync(modelFile, modelBytes);
 
 const layerName = (i: number) => `model.layers.${i}.mlp.up_proj.weight`;
+const MAX_SHARD = 8 * MiB;
+/** what the job's plan check says of a decoded row (none by default; one test refuses a layer) */
+let planCheck: (r: LayerRecord) => void = () => undefined;
+const source = (i: number, dataStart: number, byteLength: number): ShardLayerSource => ({
+  planHash: PLAN, name: layerName(i), file: modelFile, dataStart, byteLength, maxShardBytes: MAX_SHARD, check: (r) => planCheck(r),
+});
 // layer 20: a source range larger than 4 MiB, for DownloadTensor
-const layers = new Map<number, ShardLayerSource>(
-  Array.from({ length: 20 }, (_, i) => [i, { planHash: PLAN, name: layerName(i), file: modelFile, dataStart: 0, byteLength: 64 }] as const),
-);
-layers.set(20, { planHash: PLAN, name: layerName(20), file: modelFile, dataStart: 4097, byteLength: 5 * MiB + 3 });
+const layers = new Map<number, ShardLayerSource>(Array.from({ length: 20 }, (_, i) => [i, source(i, 0, 64)] as const));
+layers.set(20, source(20, 4097, 5 * MiB + 3));
+/** the layer the job says it writes into its output itself (no stage file) */
+const DIRECT_LAYER = 14;
+/** the job's reorder window: how many bytes it still has room for, and what is reserved */
+const memory = { room: Infinity, reserved: 0 };
 
 const staged: { index: number; shard: StagedShard }[] = [];
 /** called when the server looks a layer up, i.e. once it has read an upload's header */
@@ -44,12 +52,10 @@ function record(i: number, dataBytes: number): LayerRecord {
   };
 }
 
-/** A shard file for layer `i` (its content may claim another layer), and its bytes. */
-function shardFile(i: number, dataBytes = 4096, contentLayer = i): { path: string; bytes: Buffer; sha256: string } {
+/** A shard for layer `i` (its content may claim another layer): its bytes and SHA-256. */
+function shardOf(i: number, dataBytes = 4096, contentLayer = i): { bytes: Buffer; sha256: string } {
   const bytes = Buffer.from(encodeShard(record(contentLayer, dataBytes)));
-  const path = join(dir, `upload-${i}-${randomBytes(4).toString('hex')}.shard`);
-  writeFileSync(path, bytes);
-  return { path, bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
+  return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
 }
 
 const header = (i: number, extra: Partial<{ job_id: string; plan_hash: string }> = {}) => ({ job_id: JOB, layer_index: i, plan_hash: PLAN, worker_id: 'w1', ...extra });
@@ -113,6 +119,18 @@ beforeAll(async () => {
       onLookup?.(i);
       return layers.get(i);
     },
+    reserveMemory: (bytes) => {
+      if (bytes > memory.room) return null;
+      memory.room -= bytes;
+      memory.reserved += bytes;
+      return new Uint8Array(bytes);
+    },
+    releaseMemory: (buffer) => {
+      memory.room += buffer.byteLength;
+      memory.reserved -= buffer.byteLength;
+    },
+    writesDirectly: (i) => i === DIRECT_LAYER,
+    recordedHash: () => undefined,
     onStaged: (index, shard) => {
       staged.push({ index, shard });
     },
@@ -131,9 +149,9 @@ afterAll(async () => {
 
 describe('grpc shards', () => {
   test('grpc shards - a shard larger than 4 MiB is staged byte-identical and reported once', async () => {
-    const shard = shardFile(0, 5 * MiB);
+    const shard = shardOf(0, 5 * MiB);
     expect(shard.bytes.length).toBeGreaterThan(4 * MiB);
-    const res = await client.upload(header(0), shard.path);
+    const res = await client.upload({ ...header(0), kernel: 'avx2', threads: 3, read_ms: 1.5, kernel_ms: 20, hash_ms: 2, write_ms: 0.25 }, [shard.bytes]);
     expect(res).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
     expect(Buffer.compare(readFileSync(shardPath(stageDir, 0)), shard.bytes)).toBe(0);
     expect(staged).toHaveLength(1);
@@ -142,24 +160,86 @@ describe('grpc shards', () => {
     expect(info).toMatchObject({ path: shardPath(stageDir, 0), sha256: shard.sha256, size: shard.bytes.length, workerId: 'w1' });
     expect(info.record.layer_index).toBe(0);
     expect(info.record.layer_name).toBe(layerName(0));
+    expect(info.maker).toEqual({ kernel: 'avx2', threads: 3, timings: { readMs: 1.5, kernelMs: 20, hashMs: 2, writeMs: 0.25 } });
     expect(info.record.data.byteLength).toBe(5 * MiB);
+    // received into one buffer the job now owns (its reservation stays until the job releases it)
+    expect(Buffer.compare(Buffer.from(info.bytes!), shard.bytes)).toBe(0);
+    expect(memory.reserved).toBe(shard.bytes.length);
     expect(leftovers()).toEqual([]);
 
     // the same shard again: a harmless duplicate
-    const again = await client.upload({ ...header(0), worker_id: 'w2' }, shard.path);
+    const again = await client.upload({ ...header(0), worker_id: 'w2' }, [shard.bytes]);
     expect(again).toEqual({ duplicate: true, receivedBytes: shard.bytes.length });
     expect(staged).toHaveLength(1);
+    expect(memory.reserved).toBe(shard.bytes.length); // the duplicate's reservation was given back
 
     // another shard for the same layer: refused, the staged one untouched
-    const other = shardFile(0, 1024);
-    await expectTransferError(client.upload(header(0), other.path), 'FAILED_PRECONDITION', /layer 0 of job "job-1".*a different shard is already staged/);
+    const other = shardOf(0, 1024);
+    await expectTransferError(client.upload(header(0), [other.bytes]), 'FAILED_PRECONDITION', /layer 0 of job "job-1".*a different shard is already staged/);
     expect(Buffer.compare(readFileSync(shardPath(stageDir, 0)), shard.bytes)).toBe(0);
     expect(staged).toHaveLength(1);
     expect(leftovers()).toEqual([]);
+    memory.reserved = 0;
+  });
+
+  test('grpc shards - without room in the reorder window a shard is staged from its file alone', async () => {
+    memory.room = MiB;
+    try {
+      const shard = shardOf(9, 2 * MiB);
+      expect(await client.upload(header(9), [shard.bytes])).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
+      const info = staged.find((s) => s.index === 9)!.shard;
+      expect(info.bytes).toBeNull();
+      expect(info.record.data.byteLength).toBe(2 * MiB);
+      expect(Buffer.compare(readFileSync(shardPath(stageDir, 9)), shard.bytes)).toBe(0);
+      expect(memory).toEqual({ room: MiB, reserved: 0 });
+    } finally {
+      memory.room = Infinity;
+      // later tests count the staged layers without this one
+      rmSync(shardPath(stageDir, 9), { force: true });
+      staged.splice(staged.findIndex((s) => s.index === 9), 1);
+    }
+  });
+
+  test('grpc shards - a layer the job writes directly is received into memory only: no stage file', async () => {
+    const shard = shardOf(DIRECT_LAYER, 3 * MiB);
+    expect(await client.upload(header(DIRECT_LAYER), [shard.bytes])).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
+    const info = staged.find((s) => s.index === DIRECT_LAYER)!.shard;
+    expect(info.path).toBeNull();
+    expect(Buffer.compare(Buffer.from(info.bytes!), shard.bytes)).toBe(0);
+    expect(stagedNames()).not.toContain(`${DIRECT_LAYER}.shard`);
+    expect(leftovers()).toEqual([]);
+    // the same shard again is a duplicate (the server remembers its hash without a file)
+    expect(await client.upload(header(DIRECT_LAYER), [shard.bytes])).toEqual({ duplicate: true, receivedBytes: shard.bytes.length });
+    staged.splice(staged.findIndex((s) => s.index === DIRECT_LAYER), 1);
+    memory.reserved = 0;
+    memory.room = Infinity;
+  });
+
+  test('grpc shards - a header declaring more than the plan allows is INVALID_ARGUMENT before any byte is kept', async () => {
+    const res = await rawUpload([{ header: { ...header(10), size: MAX_SHARD + 1, sha256: 'ab'.repeat(32) } }]);
+    expectStatus(res, 'INVALID_ARGUMENT', new RegExp(`layer 10 of job "job-1".*declares ${MAX_SHARD + 1} bytes; the job's plan allows at most ${MAX_SHARD} for this layer`));
+    expect(memory.reserved).toBe(0);
+    expect(stagedNames()).not.toContain('10.shard');
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc shards - a shard the plan does not produce is FAILED_PRECONDITION naming the field', async () => {
+    planCheck = (r) => {
+      if (r.bit_width !== 8) throw new Error(`bit_width is ${r.bit_width}, the job's plan gives 8`);
+    };
+    try {
+      const shard = shardOf(11, 4096);
+      await expectTransferError(client.upload(header(11), [shard.bytes]), 'FAILED_PRECONDITION', /layer 11 of job "job-1".*does not match the job's plan: bit_width is 4, the job's plan gives 8/);
+      expect(stagedNames()).not.toContain('11.shard');
+      expect(memory.reserved).toBe(0);
+      expect(leftovers()).toEqual([]);
+    } finally {
+      planCheck = () => undefined;
+    }
   });
 
   test('grpc shards - a wrong declared SHA-256 is DATA_LOSS and nothing is staged', async () => {
-    const shard = shardFile(1, 2 * MiB);
+    const shard = shardOf(1, 2 * MiB);
     const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256: 'ab'.repeat(32) } }, ...chunks(shard.bytes)]);
     expectStatus(res, 'DATA_LOSS', new RegExp(`have SHA-256 ${shard.sha256}, the header declared ${'ab'.repeat(32)}`));
     expect(stagedNames()).toEqual(['0.shard']);
@@ -168,7 +248,7 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - a stream shorter than the declared size is DATA_LOSS', async () => {
-    const shard = shardFile(1, 2 * MiB);
+    const shard = shardOf(1, 2 * MiB);
     const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length + 10, sha256: shard.sha256 } }, ...chunks(shard.bytes)]);
     expectStatus(res, 'DATA_LOSS', new RegExp(`received ${shard.bytes.length} bytes, the header declared ${shard.bytes.length + 10}`));
     expect(stagedNames()).toEqual(['0.shard']);
@@ -176,24 +256,22 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - a shard holding another layer is DATA_LOSS', async () => {
-    const shard = shardFile(1, 4096, 2);
+    const shard = shardOf(1, 4096, 2);
     await expectTransferError(
-      client.upload(header(1), shard.path),
+      client.upload(header(1), [shard.bytes]),
       'DATA_LOSS',
       new RegExp(`the shard holds layer 2 "${layerName(2)}", expected layer 1 "${layerName(1)}"`),
     );
-    const garbage = join(dir, 'garbage.shard');
-    writeFileSync(garbage, randomBytes(3000));
-    await expectTransferError(client.upload(header(1), garbage), 'DATA_LOSS', /not a valid shard/);
+    await expectTransferError(client.upload(header(1), [randomBytes(3000)]), 'DATA_LOSS', /not a valid shard/);
     expect(stagedNames()).toEqual(['0.shard']);
     expect(leftovers()).toEqual([]);
   });
 
   test('grpc shards - a shard made for another plan is FAILED_PRECONDITION', async () => {
     // large, so that the refusal (after the header) arrives while the client is still sending
-    const shard = shardFile(1, 5 * MiB);
+    const shard = shardOf(1, 5 * MiB);
     const e = await expectTransferError(
-      client.upload(header(1, { plan_hash: 'plan-old' }), shard.path),
+      client.upload(header(1, { plan_hash: 'plan-old' }), [shard.bytes]),
       'FAILED_PRECONDITION',
       /made for plan plan-old, the job's plan is plan-abc/,
     );
@@ -203,14 +281,14 @@ describe('grpc shards', () => {
   });
 
   test('grpc shards - an unknown job or layer is NOT_FOUND', async () => {
-    const shard = shardFile(1);
-    await expectTransferError(client.upload(header(1, { job_id: 'nope' }), shard.path), 'NOT_FOUND', /unknown job "nope"/);
-    await expectTransferError(client.upload(header(99), shard.path), 'NOT_FOUND', /job "job-1" has no layer 99/);
+    const shard = shardOf(1);
+    await expectTransferError(client.upload(header(1, { job_id: 'nope' }), [shard.bytes]), 'NOT_FOUND', /unknown job "nope"/);
+    await expectTransferError(client.upload(header(99), [shard.bytes]), 'NOT_FOUND', /job "job-1" has no layer 99/);
     expect(leftovers()).toEqual([]);
   });
 
   test('grpc shards - a chunk over 1 MiB or a missing header is INVALID_ARGUMENT', async () => {
-    const shard = shardFile(1, 2 * MiB);
+    const shard = shardOf(1, 2 * MiB);
     const big = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256: shard.sha256 } }, ...chunks(shard.bytes, MAX_CHUNK_BYTES + 1)]);
     expectStatus(big, 'INVALID_ARGUMENT', new RegExp(`chunk 1 holds ${MAX_CHUNK_BYTES + 1} bytes, more than the ${MAX_CHUNK_BYTES} allowed`));
     const headless = await rawUpload(chunks(shard.bytes));
@@ -219,28 +297,66 @@ describe('grpc shards', () => {
     expectStatus(empty, 'INVALID_ARGUMENT', /ended before its header/);
     const badSha = await rawUpload([{ header: { ...header(1), size: 10, sha256: 'XYZ' } }]);
     expectStatus(badSha, 'INVALID_ARGUMENT', /sha256 "XYZ" is not 64 lowercase hex digits/);
+    const longKernel = await rawUpload([{ header: { ...header(1), size: 10, sha256: 'ab'.repeat(32), kernel: 'k'.repeat(65) } }]);
+    expectStatus(longKernel, 'INVALID_ARGUMENT', /kernel is 65 characters, at most 64 allowed/);
+    const badTime = await rawUpload([{ header: { ...header(1), size: 10, sha256: 'ab'.repeat(32), kernel_ms: -1 } }]);
+    expectStatus(badTime, 'INVALID_ARGUMENT', /kernel_ms -1 is not a duration in milliseconds/);
     expect(stagedNames()).toEqual(['0.shard']);
     expect(leftovers()).toEqual([]);
   });
 
   test('grpc shards - concurrent uploads of different layers are all staged', async () => {
-    const shards = [3, 4, 5].map((i) => ({ i, ...shardFile(i, 2 * MiB + i) }));
-    const results = await Promise.all(shards.map((s) => client.upload(header(s.i), s.path)));
+    const shards = [3, 4, 5].map((i) => ({ i, ...shardOf(i, 2 * MiB + i) }));
+    const results = await Promise.all(shards.map((s) => client.upload(header(s.i), [s.bytes])));
     expect(results).toEqual(shards.map((s) => ({ duplicate: false, receivedBytes: s.bytes.length })));
     for (const s of shards) expect(Buffer.compare(readFileSync(shardPath(stageDir, s.i)), s.bytes)).toBe(0);
     expect(staged.map((s) => s.index).sort()).toEqual([0, 3, 4, 5]);
 
     // two workers racing with the same layer (a redelivery): staged once, the other is a duplicate
-    const same = shardFile(7, 2 * MiB);
-    const race = await Promise.all([client.upload(header(7), same.path), client.upload({ ...header(7), worker_id: 'w2' }, same.path)]);
+    const same = shardOf(7, 2 * MiB);
+    const race = await Promise.all([client.upload(header(7), [same.bytes]), client.upload({ ...header(7), worker_id: 'w2' }, [same.bytes])]);
     expect(race.map((r) => r.duplicate).sort()).toEqual([false, true]);
     expect(staged.filter((s) => s.index === 7)).toHaveLength(1);
     expect(Buffer.compare(readFileSync(shardPath(stageDir, 7)), same.bytes)).toBe(0);
     expect(leftovers()).toEqual([]);
   });
 
+  test('grpc shards - beyond maxConcurrentUploads an upload waits for a slot, then RESOURCE_EXHAUSTED', async () => {
+    const limited = new ShardServer({ maxConcurrentUploads: 1, uploadSlotWaitMs: 300 });
+    const lookups: number[] = [];
+    const limitedStage = join(dir, 'limited');
+    limited.registerJob(JOB, {
+      stageDir: limitedStage, layer: (i) => (lookups.push(i), layers.get(i)), reserveMemory: (n) => new Uint8Array(n), releaseMemory: () => undefined, writesDirectly: () => false, recordedHash: () => undefined, onStaged: () => undefined,
+    });
+    const { address: at } = await limited.start('127.0.0.1:0');
+    const c = new ShardClient(at);
+    const raw = new (grpcServices().shardTransfer.Client)(at, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
+    try {
+      // the first upload takes the one slot and holds it (header and one chunk, then nothing)
+      const held = shardOf(12, 2 * MiB);
+      const call = raw.UploadShard({}, () => undefined);
+      call.on('error', () => undefined);
+      const holding = once(limited, 'upload');
+      call.write({ header: { ...header(12), size: held.bytes.length, sha256: held.sha256 } });
+      call.write(chunks(held.bytes)[0]!);
+      await new Promise<void>((resolve) => {
+        const poll = () => (lookups.includes(12) ? resolve() : setImmediate(poll));
+        poll();
+      });
+      const waiting = shardOf(13, 4096);
+      await expectTransferError(c.upload(header(13), [waiting.bytes]), 'RESOURCE_EXHAUSTED', /layer 13 of job "job-1".*no upload slot freed up within 300 ms \(1 uploads at once\)/);
+      call.cancel();
+      await holding;
+      expect(await c.upload(header(13), [waiting.bytes])).toEqual({ duplicate: false, receivedBytes: waiting.bytes.length });
+    } finally {
+      raw.close();
+      c.close();
+      await limited.stop();
+    }
+  });
+
   test('grpc shards - a client that cancels mid-stream leaves nothing behind', async () => {
-    const shard = shardFile(6, 3 * MiB);
+    const shard = shardOf(6, 3 * MiB);
     const raw = new (grpcServices().shardTransfer.Client)(address, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
     const ended = once(server, 'upload') as Promise<[UploadOutcome]>;
     const headerRead = new Promise<void>((resolve) => (onLookup = (i) => i === 6 && resolve()));
@@ -313,7 +429,7 @@ describe('grpc shards', () => {
 
   test('grpc shards - TLS: the right CA connects, an unrelated CA is refused', async () => {
     const tlsServer = new ShardServer({ tls: loadServerTls({ certFile: certs.server.certFile, keyFile: certs.server.keyFile }) });
-    tlsServer.registerJob(JOB, { stageDir, allowDownload: true, layer: (i) => layers.get(i), onStaged: () => undefined });
+    tlsServer.registerJob(JOB, { stageDir, allowDownload: true, layer: (i) => layers.get(i), reserveMemory: () => null, releaseMemory: () => undefined, writesDirectly: () => false, recordedHash: () => undefined, onStaged: () => undefined });
     const { port } = await tlsServer.start('127.0.0.1:0');
     const good = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile }));
     const byName = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile, serverNameOverride: 'localhost' }));

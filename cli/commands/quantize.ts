@@ -19,6 +19,8 @@ export interface QuantizeValues extends ConfigValues, NatsValues, GrpcTlsValues 
   'stall-timeout'?: number;
   data?: string;
   'cache-dir'?: string;
+  'reorder-window-mb': number;
+  'max-uploads': number;
 }
 
 export async function quantizeCommand([modelPath]: string[], values: QuantizeValues, io: CommandIO): Promise<number> {
@@ -41,6 +43,7 @@ export async function quantizeCommand([modelPath]: string[], values: QuantizeVal
         output: values.output, config: cfg, nats, listen: values.listen, advertise: values.advertise, grpcTls: grpcServerTls(values),
         allowDownload: values['allow-download'] ?? false, dataDir: values.data,
         stallTimeoutMs: values['stall-timeout'] === undefined ? undefined : values['stall-timeout'] * 1000, onProgress: (p) => bar?.update(p),
+        reorderWindowBytes: values['reorder-window-mb'] * (1 << 20), maxConcurrentUploads: values['max-uploads'],
         log: (l) => io.err(l + '\n'), cancel: interrupt.signalled,
       });
     } else {

@@ -1,9 +1,12 @@
 // `arrowquant quantize … --nats URL`: this process is the job's coordinator. It plans exactly as
 // the local run does, publishes one task per layer on the work-queue stream (de-duplicated by
-// <job>/<layer>/<plan-hash>), receives shards over gRPC into a staging directory keyed by the
-// job id, records each in the job's key-value state, and merges them into the same file the
-// local run writes. Killed and started again with the same model and settings (same job id),
-// it resumes: layers whose staged shard matches the recorded hash are not redone.
+// <job>/<layer>/<plan-hash>), receives shards over gRPC, records each in the job's key-value
+// state, and merges them in canonical order into the same file the local run writes. A shard
+// that is next in order when it arrives goes straight into the partial output (its one write);
+// any other is staged in a directory keyed by the job id (and kept in the reorder window until
+// its turn). Killed and started again with the same model and settings (same job id), it
+// resumes: layers found intact in the partial output or staged with the recorded hash are not
+// redone.
 
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
@@ -31,17 +34,22 @@ import { checkOwnTasks } from './task-check.js';
 import { removeStaleTemporaries } from './stale-output.js';
 import { StallDetector, clearFailures, recordedFailure, stallTimeoutMs } from './stall-detector.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
-import { ShardServer, shardPath } from './shard-server.js';
+import type { LayerTask } from '../../core/job/layer-task.js';
+import { ShardServer, shardPath, type ShardMaker } from './shard-server.js';
+import { zeroTimings } from '../../core/model/row-reader.js';
+import { ReorderWindow } from './reorder-window.js';
+import { partialOutputPath, resumePartialOutput } from './partial-output.js';
+import { checkShardRecord, maxShardBytes } from './shard-check.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
 import { applyMeasuredAllocation, usesMeasuredAllocation } from '../measured-allocation.js';
 import { LayerRunner } from '../../worker/layer-runner.js';
 import { ThreadPool, resolveThreads } from '../../worker/thread-pool.js';
-import type { Progress, RunSummary } from '../local-run.js';
+import { addTimings, type Progress, type RunSummary } from '../local-run.js';
 
 /** How long a stopping coordinator spends telling NATS (which may be unreachable) how the job ended. */
 const ABANDON_MS = 2_000;
-/** Staged shards this close to the next layer to write are kept in memory until written. */
-const IN_MEMORY_AHEAD = 4;
+/** Default reorder window: shard bytes held in memory between their upload and their turn. */
+export const DEFAULT_REORDER_WINDOW_BYTES = 256 << 20;
 
 export interface ClusterRunOptions {
   output: string;
@@ -56,6 +64,10 @@ export interface ClusterRunOptions {
   allowDownload?: boolean;
   /** staging root (default: next to the output) */
   dataDir?: string;
+  /** shard bytes kept in memory until their turn in the output (default 256 MiB); the rest is copied from stage files */
+  reorderWindowBytes?: number;
+  /** uploads receiving bytes at once (default 4) */
+  maxConcurrentUploads?: number;
   onProgress?: (p: Progress) => void;
   log?: (line: string) => void;
   /** a job that makes no progress for this long fails, saying why (default 10 min, ARROW_QUANT_STALL_TIMEOUT_MS) */
@@ -70,6 +82,10 @@ export interface ClusterRunSummary extends RunSummary {
   layers_published: number;
   workers: string[];
   grpc_bytes_received: number;
+  /** shards written to the output on arrival (their one write), from the reorder window, and copied from their stage files */
+  shards_written_directly: number;
+  shards_from_memory: number;
+  shards_from_stage_files: number;
 }
 
 export async function runClusterJob(modelPath: string, opts: ClusterRunOptions): Promise<ClusterRunSummary> {
@@ -79,7 +95,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
   const stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
   mkdirSync(stageDir, { recursive: true });
   const nc = await connectNats(opts.nats);
-  const server = new ShardServer({ tls: opts.grpcTls ?? null });
+  const server = new ShardServer({ tls: opts.grpcTls ?? null, maxConcurrentUploads: opts.maxConcurrentUploads });
+  const window = new ReorderWindow(opts.reorderWindowBytes ?? DEFAULT_REORDER_WINDOW_BYTES);
   const subs: Subscription[] = [];
   let output: OrderedOutput | null = null;
   const runId = randomBytes(8).toString('hex');
@@ -100,20 +117,28 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     }
     await clearFailures(kv, job.id);
     for (const name of removeStaleTemporaries(job.output)) log(`coordinator: removed ${name}, left by a run that died`);
-    const finished = await resumeStaged(job, stageDir, kv, log);
+    // Layers already in the partial output, then layers in the stage directory: the rest is redone.
+    const partial = partialOutputPath(job);
+    const inOutput = await resumePartialOutput(job, kv, log);
+    if (inOutput.records.length) log(`coordinator: ${inOutput.records.length} layers found written in ${partial}; continuing after them`);
+    const finished = new Map<number, FinishedLayer>(inOutput.records.map((r) => [r.layer_index, finishedFromRecord(job, r)]));
+    const recorded = new Map<number, string>(inOutput.records.map((r, k) => [r.layer_index, inOutput.hashes[k]!]));
+    await resumeStaged(job, stageDir, kv, log, finished, recorded);
     const resumed = finished.size;
-    output = await OrderedOutput.create(job);
+    output = inOutput.blocks.length ? await OrderedOutput.reopen(job, partial, inOutput.blocks) : await OrderedOutput.create(job, partial);
     const out = output;
-    // Shards that arrive while their turn is near stay in memory until written; others are read back.
-    const inMemory = new Map<number, Uint8Array>();
-    const staged = (i: number) => {
-      if (!finished.has(i)) return null;
-      const bytes = inMemory.get(i);
-      inMemory.delete(i);
-      return bytes ?? shardPath(stageDir, i);
+    // A shard received into the reorder window is written from there; any other from its stage file.
+    const staged = (i: number) => (finished.has(i) ? (window.take(i) ?? shardPath(stageDir, i)) : null);
+    const from = { direct: 0, memory: 0, stage: 0 };
+    const directly = new Set<number>();
+    const written = (shard: Uint8Array | string) => {
+      if (typeof shard === 'string') from.stage++;
+      else (directly.has(out.written) ? from.direct++ : from.memory++, window.release(shard));
     };
-    const appendReady = () => out.appendStaged(staged).catch((e) => settle.reject(e));
+    const appendReady = () => out.appendStaged(staged, written).catch((e) => settle.reject(e));
     const workers = new Set<string>();
+    const makers = new Map<string, ShardMaker>();
+    let thread = zeroTimings();
     let grpcBytes = 0;
     let bytesDone = [...finished.values()].reduce((s, l) => s + l.bytesIn, 0);
 
@@ -128,17 +153,44 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       allowDownload: opts.allowDownload ?? false,
       layer: (i) => {
         const t = job.tasks[i];
-        return t && { planHash: t.plan_hash, name: t.name, file: t.file, dataStart: t.data_start, byteLength: t.byte_length };
+        return t && {
+          planHash: t.plan_hash, name: t.name, file: t.file, dataStart: t.data_start, byteLength: t.byte_length,
+          maxShardBytes: maxShardBytes(t), check: (r) => checkShardRecord(r, t),
+        };
       },
+      reserveMemory: (bytes) => (failed ? null : window.tryReserve(bytes)),
+      releaseMemory: (buffer) => window.release(buffer),
+      writesDirectly: (i) => !failed && i === out.written && !finished.has(i),
+      recordedHash: (i) => recorded.get(i),
       // The job state records the shard before the worker hears back: a worker told "staged"
       // means a restarted coordinator will find it.
       onStaged: async (i, info) => {
         if (failed) throw new ArrowQuantError(`job ${job.id} has stopped`);
         const layer = finishedFromRecord(job, info.record);
-        if (info.bytes && i < out.written + IN_MEMORY_AHEAD) inMemory.set(i, info.bytes);
-        await kv.put(layerKey(job.id, i), encodeMessage({ sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId }));
-        finished.set(i, layer);
+        const state = { sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId };
+        if (info.path === null) {
+          // Next in the output and not staged: written there first, then recorded with its place.
+          if (out.written !== i) throw new ArrowQuantError(`layer ${i} was to be written directly but the output is at layer ${out.written}`);
+          const offset = out.nextOffset;
+          directly.add(i);
+          window.keep(i, info.bytes!);
+          finished.set(i, layer);
+          await appendReady();
+          if (out.written <= i) throw new ArrowQuantError(`layer ${i} could not be written to ${partial}`);
+          // The layer is in the output now: recording it is retried (NATS may be restarting) rather than redone.
+          await putRetrying(kv, layerKey(job.id, i), encodeMessage({ ...state, output_offset: offset }), log).catch((e: Error) => {
+            settle.reject(e);
+            throw e;
+          });
+        } else {
+          await kv.put(layerKey(job.id, i), encodeMessage(state));
+          if (info.bytes) window.keep(i, info.bytes);
+          finished.set(i, layer);
+        }
+        recorded.set(i, info.sha256);
         workers.add(info.workerId);
+        makers.set(info.workerId, info.maker);
+        thread = addTimings(thread, info.maker.timings);
         grpcBytes += info.size;
         bytesDone += layer.bytesIn;
         opts.onProgress?.({ layersDone: finished.size, layersTotal: job.tasks.length, bytesDone, bytesTotal: job.plan.totalBytesIn, layer: layer.name });
@@ -232,7 +284,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     });
     const mergeS = (performance.now() - tMerge) / 1000;
     await lease.finish('done');
-    await deleteLayerKeys(kv, job);
+    // The file is complete: a key left over is reported, and reconciled by any later run of the job.
+    await deleteLayerKeys(kv, job).catch((e: Error) => log(`coordinator: warning: ${e.message}; a later run of job ${job.id} clears it`));
     keepStage = false;
     const elapsed = (performance.now() - t0) / 1000;
     const round = (x: number) => Math.round(x * 1000) / 1000;
@@ -241,19 +294,25 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       mode: 'cluster',
       output: job.output,
       job_id: job.id,
-      kernel: 'cluster workers',
-      threads: 0,
+      // what the workers of this run reported: their kernels, their threads in all, their thread time summed
+      kernel: [...new Set([...makers.values()].map((m) => m.kernel || 'unknown'))].sort().join('+') || 'none (every layer resumed)',
+      threads: [...makers.values()].reduce((s, m) => s + m.threads, 0),
       elapsed_s: round(elapsed),
       input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
       peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-      timings_s: { read: 0, kernel: 0, hash: 0, write: 0, merge: round(mergeS) },
+      timings_s: { read: round(thread.readMs / 1e3), kernel: round(thread.kernelMs / 1e3), hash: round(thread.hashMs / 1e3), write: round(thread.writeMs / 1e3), merge: round(mergeS) },
       layers_resumed: resumed,
       layers_published: published,
       workers: [...workers].sort(),
       grpc_bytes_received: grpcBytes,
+      shards_written_directly: from.direct,
+      shards_from_memory: from.memory,
+      shards_from_stage_files: from.stage,
     };
   } catch (e) {
-    await output?.abort();
+    // A job that can be resumed keeps its partial output next to its stage directory.
+    if (keepStage) await output?.detach();
+    else await output?.abort();
     throw e;
   } finally {
     lease?.stop();
@@ -331,36 +390,87 @@ function finishedFromRecord(job: PreparedJob, r: LayerRecord): FinishedLayer {
   };
 }
 
-/** Staged shards whose hash matches the job state are kept; anything else is removed and redone. */
-async function resumeStaged(job: PreparedJob, stageDir: string, kv: KV, log: (l: string) => void): Promise<Map<number, FinishedLayer>> {
-  const finished = new Map<number, FinishedLayer>();
+/**
+ * Reconcile the job state with this run's stage directory before any task is published. A layer
+ * counts as done only if its shard is here (where this run's merge reads it), matches the hash
+ * the job state recorded and is exactly what the plan produces for it. Every other recorded
+ * layer loses its key (so no worker skips it as "already staged") and every other staged file is
+ * removed: both are redone.
+ */
+async function resumeStaged(
+  job: PreparedJob, stageDir: string, kv: KV, log: (l: string) => void, finished: Map<number, FinishedLayer>, recorded: Map<number, string>,
+): Promise<void> {
+  const missing: number[] = [];
   for (const task of job.tasks) {
-    const path = shardPath(stageDir, task.layer_index);
-    if (!existsSync(path)) continue;
-    const entry = await kv.get(layerKey(job.id, task.layer_index));
-    const bytes = readFileSync(path);
-    const sha = createHash('sha256').update(bytes).digest('hex');
-    let ok = false;
-    if (entry && entry.value.length) {
-      try {
-        ok = decodeMessage(stagedLayerSchema, entry.value, 'job state').sha256 === sha;
-      } catch {
-        ok = false;
-      }
+    const i = task.layer_index;
+    if (finished.has(i)) continue; // found in the partial output
+    const key = layerKey(job.id, i);
+    const entry = await kv.get(key);
+    const path = shardPath(stageDir, i);
+    const hash = entry && entry.value.length ? recordedHash(entry.value) : null;
+    const why = hash === null ? (existsSync(path) ? 'the job state has no record of it' : null) : staleReason(job, task, path, hash, finished);
+    if (why === null) {
+      if (hash !== null) recorded.set(i, hash);
+      continue;
     }
-    if (ok) {
-      try {
-        finished.set(task.layer_index, finishedFromRecord(job, decodeShard(bytes).record));
-      } catch {
-        ok = false;
-      }
-    }
-    if (!ok) {
-      log(`coordinator: staged shard of layer ${task.layer_index} does not match the job state; it will be redone`);
-      rmSync(path, { force: true });
+    if (why === 'missing') missing.push(i);
+    else log(`coordinator: staged shard of layer ${i} is not usable (${why}); it will be redone`);
+    rmSync(path, { force: true });
+    if (entry) await deleteKey(kv, key);
+  }
+  if (missing.length) {
+    log(`coordinator: ${missing.length} layers recorded in the job state are neither in ${partialOutputPath(job)} nor staged in ${stageDir} (layers ${missing.join(', ')}); they will be redone`);
+  }
+}
+
+/** The SHA-256 a job-state entry records, or '' when the entry is not readable. */
+function recordedHash(value: Uint8Array): string {
+  try {
+    return decodeMessage(stagedLayerSchema, value, 'job state').sha256;
+  } catch {
+    return '';
+  }
+}
+
+/** Why the staged shard at `path` cannot be used (adding it to `finished` when it can: null). */
+function staleReason(job: PreparedJob, task: LayerTask, path: string, recorded: string, finished: Map<number, FinishedLayer>): string | null {
+  if (!existsSync(path)) return 'missing';
+  const bytes = readFileSync(path);
+  const sha = createHash('sha256').update(bytes).digest('hex');
+  if (sha !== recorded) return `its SHA-256 ${sha} is not the recorded ${recorded || '(unreadable record)'}`;
+  try {
+    const record = decodeShard(bytes, `staged shard of layer ${task.layer_index}`).record;
+    checkShardRecord(record, task);
+    finished.set(task.layer_index, finishedFromRecord(job, record));
+    return null;
+  } catch (e) {
+    return (e as Error).message;
+  }
+}
+
+/** How long recording a layer already written to the output is retried before the job fails. */
+const RECORD_RETRY_MS = 30_000;
+
+async function putRetrying(kv: KV, key: string, value: Uint8Array, log: (l: string) => void): Promise<void> {
+  const deadline = Date.now() + RECORD_RETRY_MS;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await kv.put(key, value);
+      return;
+    } catch (e) {
+      if (Date.now() > deadline) throw new ArrowQuantError(`cannot record "${key}" in the job state for ${RECORD_RETRY_MS / 1000} s: ${(e as Error).message}`, { cause: e });
+      if (attempt === 0) log(`coordinator: recording "${key}" failed (${(e as Error).message}); retrying`);
+      await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
     }
   }
-  return finished;
+}
+
+async function deleteKey(kv: KV, key: string): Promise<void> {
+  try {
+    await kv.delete(key);
+  } catch (e) {
+    throw new ArrowQuantError(`cannot delete "${key}" from the job state (NATS key-value bucket): ${(e as Error).message}`, { cause: e });
+  }
 }
 
 async function onMaxDeliveries(
@@ -393,9 +503,10 @@ async function abandonJob(
 ): Promise<void> {
   nc.publish(cancelSubject(job.id), encodeMessage({ run_id: runId }));
   await lease.finish(state, message).catch(() => undefined);
-  if (forgetShards) await deleteLayerKeys(kv, job);
+  // The job's own error is what the user needs; a key left over is reconciled by a later run.
+  if (forgetShards) await deleteLayerKeys(kv, job).catch((e: Error) => process.stderr.write(`coordinator: warning: ${e.message}\n`));
 }
 
 async function deleteLayerKeys(kv: KV, job: PreparedJob): Promise<void> {
-  for (const t of job.tasks) await kv.delete(layerKey(job.id, t.layer_index)).catch(() => undefined);
+  for (const t of job.tasks) await deleteKey(kv, layerKey(job.id, t.layer_index));
 }

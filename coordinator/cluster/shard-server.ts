@@ -2,10 +2,16 @@
 // they cannot read the model themselves, download a layer's source bytes (DownloadTensor).
 // The same server answers the standard Health service.
 //
-// An upload is streamed to a temporary file in the job's stage directory while it is hashed,
-// checked (size, SHA-256, a readable shard of the expected layer) and only then renamed to
-// `<stageDir>/<index>.shard`; every rejection, cancellation or failure removes the temporary
-// file, so the stage directory only ever holds complete, verified shards.
+// An upload's declared size is bounded by what the job's plan allows for the layer before a byte
+// is received, and at most maxConcurrentUploads receive at once (the others are held by gRPC
+// flow control). Each byte is received once, hashed as it streams in and written once to a
+// temporary file in the job's stage directory; when the job's reorder window has room it is also
+// copied into one buffer that the job keeps until the merge writes it — and when the job writes
+// that layer into its output at once (it is next there), no stage file is written at all. The
+// shard is checked (size, SHA-256, a readable shard that is exactly what the plan produces for
+// the layer) and only then renamed to `<stageDir>/<index>.shard` or handed to the job; every
+// rejection, cancellation or failure removes the temporary file, so the stage directory only
+// ever holds complete, verified shards.
 
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -25,6 +31,8 @@ import {
 } from '../../core/grpc/proto.js';
 import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js';
 import { isJobId } from '../../core/cluster/job-id.js';
+import { UploadSlots } from './reorder-window.js';
+import type { Timings } from '../../core/model/row-reader.js';
 
 /** Where a staged shard of layer `index` lives. */
 export const shardPath = (stageDir: string, index: number): string => join(stageDir, `${index}.shard`);
@@ -39,16 +47,32 @@ export interface ShardLayerSource {
   file: string;
   dataStart: number;
   byteLength: number;
+  /** the largest shard the plan allows for the layer: a header declaring more is refused at once */
+  maxShardBytes: number;
+  /** throws (with a message naming the field) when the decoded row is not what the plan produces */
+  check(record: LayerRecord): void;
+}
+
+/** What the uploading worker says made the shard (informational, bounded by checkHeader). */
+export interface ShardMaker {
+  kernel: string;
+  threads: number;
+  timings: Timings;
 }
 
 export interface StagedShard {
-  path: string;
+  /** its stage file; null when the job writes it straight into its output (writesDirectly) */
+  path: string | null;
   sha256: string;
   size: number;
   workerId: string;
+  maker: ShardMaker;
   /** the decoded row; its buffers are views into the shard's bytes */
   record: LayerRecord;
-  /** the whole shard, when it was small enough to keep in memory (else read it from `path`) */
+  /**
+   * the whole shard, in the buffer reserveMemory gave when the job's reorder window had room: the
+   * job owns it from here on and releases it once the bytes are written; null: read `path`
+   */
   bytes: Uint8Array | null;
 }
 
@@ -58,6 +82,17 @@ export interface ShardJobHandle {
   /** the job was started with --allow-download: DownloadTensor serves its layers' source bytes */
   readonly allowDownload?: boolean;
   layer(index: number): ShardLayerSource | undefined;
+  /** A buffer of `bytes` in the job's reorder window, or null when it has no room (never waits). */
+  reserveMemory(bytes: number): Uint8Array | null;
+  /** Give back a buffer the job did not take over (the upload failed or was a duplicate). */
+  releaseMemory(buffer: Uint8Array): void;
+  /**
+   * Asked when an upload received into memory starts: true when the job will write this layer
+   * into its output itself before onStaged resolves (it is next there), so no stage file is written.
+   */
+  writesDirectly(index: number): boolean;
+  /** The SHA-256 the job already has for a layer (e.g. found in its output at resume), if any. */
+  recordedHash(index: number): string | undefined;
   /**
    * Called once per newly staged shard, before the worker gets its answer. If it throws
    * (or rejects), the staged file is removed and the worker gets INTERNAL, so a retry stages again.
@@ -72,6 +107,10 @@ export interface ShardServerOptions {
   idleTimeoutMs?: number;
   /** how long stop() lets running calls finish before cutting them (default 5 s) */
   graceMs?: number;
+  /** uploads receiving bytes at once, over all jobs (default 4) */
+  maxConcurrentUploads?: number;
+  /** how long an upload waits for one of those slots before RESOURCE_EXHAUSTED (default idleTimeoutMs) */
+  uploadSlotWaitMs?: number;
 }
 
 /** Emitted as 'upload' once an upload is over and its temporary file is gone. */
@@ -99,8 +138,8 @@ class Rejection extends Error {
 class Cancelled extends Error {}
 
 const SHA256_HEX = /^[0-9a-f]{64}$/;
-/** Uploads up to this size are kept in memory while they are checked. */
-const IN_MEMORY_BYTES = 256 << 20;
+/** A buffered upload is written to its stage file in pieces of this size (fewer, larger writes). */
+const STAGE_WRITE_BYTES = 8 << 20;
 
 export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   readonly health = new HealthService();
@@ -112,12 +151,14 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   private readonly inflight = new Set<Promise<void>>();
   private readonly idleTimeoutMs: number;
   private readonly graceMs: number;
+  private readonly slots: UploadSlots;
   private started = false;
 
   constructor(private readonly options: ShardServerOptions = {}) {
     super();
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.graceMs = options.graceMs ?? 5_000;
+    this.slots = new UploadSlots(options.maxConcurrentUploads ?? 4);
     const handlers: ShardTransferHandlers = {
       UploadShard: (call, callback) => this.track(this.upload(call, callback)),
       DownloadTensor: (call) => this.track(this.download(call)),
@@ -227,14 +268,38 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
     const staged = await this.stagedHash(header.job_id, handle, header.layer_index);
     if (staged !== undefined && staged !== header.sha256) throw conflict(at, staged, header.sha256);
 
-    await mkdir(handle.stageDir, { recursive: true });
+    if (header.size > layer.maxShardBytes) {
+      throw new Rejection(Status.INVALID_ARGUMENT, `${at}: the header declares ${header.size} bytes; the job's plan allows at most ${layer.maxShardBytes} for this layer`);
+    }
+
+    const waitMs = this.options.uploadSlotWaitMs ?? this.idleTimeoutMs;
+    const release = await this.slots.acquire(waitMs, () => new Rejection(Status.RESOURCE_EXHAUSTED, `${at}: no upload slot freed up within ${waitMs} ms (${this.slots.limit} uploads at once)`));
+    let buffer: Uint8Array | null = null;
+    try {
+      await mkdir(handle.stageDir, { recursive: true });
+      buffer = handle.reserveMemory(header.size);
+      const direct = buffer !== null && handle.writesDirectly(header.layer_index);
+      const res = await this.receiveInto(header, handle, layer, messages, isCancelled, progress, buffer, direct);
+      if (res.kept) buffer = null; // the job owns it now
+      return res.response;
+    } finally {
+      if (buffer) handle.releaseMemory(buffer);
+      release();
+    }
+  }
+
+  /** Receive, hash and stage the shard; with `buffer`, its bytes are also kept there for the job. */
+  private async receiveInto(
+    header: ShardHeader, handle: ShardJobHandle, layer: ShardLayerSource, messages: AsyncIterator<UploadShardRequest>, isCancelled: () => boolean,
+    progress: { receivedBytes: number }, buffer: Uint8Array | null, direct: boolean,
+  ): Promise<{ response: UploadShardResponse; kept: boolean }> {
+    const at = where(header);
     const tmp = join(handle.stageDir, `.${header.layer_index}.shard.upload-${randomUUID()}`);
-    let fh: FileHandle | null = await open(tmp, 'wx');
-    // Shards up to IN_MEMORY_BYTES are also kept in memory: checked and handed on without reading
-    // the file back.
-    const kept: Uint8Array[] | null = header.size <= IN_MEMORY_BYTES ? [] : null;
+    // direct: the bytes go from the buffer into the job's output, their one write
+    let fh: FileHandle | null = direct ? null : await open(tmp, 'wx');
     try {
       const hash = createHash('sha256');
+      let written = 0;
       for (let n = 1; ; n++) {
         const msg = await this.nextMessage(messages, isCancelled, at);
         if (msg === null) break;
@@ -243,14 +308,19 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
         if (chunk.byteLength > MAX_CHUNK_BYTES) {
           throw new Rejection(Status.INVALID_ARGUMENT, `${at}: chunk ${n} holds ${chunk.byteLength} bytes, more than the ${MAX_CHUNK_BYTES} allowed`);
         }
+        const offset = progress.receivedBytes;
         progress.receivedBytes += chunk.byteLength;
         if (progress.receivedBytes > header.size) {
           throw new Rejection(Status.DATA_LOSS, `${at}: received more than the ${header.size} bytes the header declared (${progress.receivedBytes} so far)`);
         }
         hash.update(chunk);
-        kept?.push(chunk);
-        await fh.writeFile(chunk); // writes all of it at the current position
+        if (!buffer) await fh!.writeFile(chunk); // writes all of it at the current position
+        else {
+          buffer.set(chunk, offset);
+          if (fh && progress.receivedBytes - written >= STAGE_WRITE_BYTES) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
+        }
       }
+      if (buffer && fh) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
       if (progress.receivedBytes !== header.size) {
         throw new Rejection(Status.DATA_LOSS, `${at}: received ${progress.receivedBytes} bytes, the header declared ${header.size}`);
       }
@@ -258,11 +328,12 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
       if (sha256 !== header.sha256) throw new Rejection(Status.DATA_LOSS, `${at}: the received bytes have SHA-256 ${sha256}, the header declared ${header.sha256}`);
       // No fsync per shard: a coordinator that crashes keeps the page cache, and after a machine
       // crash a resumed job re-checks every staged shard against the hash the job state recorded.
-      await fh.close();
+      await fh?.close();
       fh = null;
-      const bytes = kept ? Buffer.concat(kept, header.size) : await readFile(tmp);
-      const record = checkShard(bytes, header, layer.name);
-      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, tmp, record, progress.receivedBytes, kept ? bytes : null));
+      // Without room in the window the shard is read back once, to be checked, and then dropped;
+      // one at a time, so that beyond the window memory grows by one shard at most.
+      const record = buffer ? checkShard(buffer, header, layer) : await this.withLock('read-back', async () => checkShard(await readFile(tmp), header, layer));
+      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, direct ? null : tmp, record, progress.receivedBytes, buffer));
     } finally {
       await fh?.close().catch(() => undefined);
       await rm(tmp, { force: true });
@@ -270,22 +341,28 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   }
 
   /** Under the layer's lock: duplicate, conflict, or rename into place and tell the job. */
-  private async stage(header: ShardHeader, handle: ShardJobHandle, tmp: string, record: LayerRecord, size: number, bytes: Uint8Array | null): Promise<UploadShardResponse> {
+  private async stage(
+    header: ShardHeader, handle: ShardJobHandle, tmp: string | null, record: LayerRecord, size: number, bytes: Uint8Array | null,
+  ): Promise<{ response: UploadShardResponse; kept: boolean }> {
     const at = where(header);
     if (this.jobs.get(header.job_id) !== handle) throw new Rejection(Status.ABORTED, `${at}: the job was unregistered during the upload`);
     const staged = await this.stagedHash(header.job_id, handle, header.layer_index);
-    if (staged === header.sha256) return { duplicate: true, received_bytes: size };
+    if (staged === header.sha256) return { response: { duplicate: true, received_bytes: size }, kept: false };
     if (staged !== undefined) throw conflict(at, staged, header.sha256);
-    const path = shardPath(handle.stageDir, header.layer_index);
-    await rename(tmp, path);
+    const path = tmp === null ? null : shardPath(handle.stageDir, header.layer_index);
+    if (tmp !== null) await rename(tmp, path!);
     try {
-      await handle.onStaged(header.layer_index, { path, sha256: header.sha256, size, workerId: header.worker_id, record, bytes });
+      const maker: ShardMaker = {
+        kernel: header.kernel ?? '', threads: header.threads ?? 0,
+        timings: { readMs: header.read_ms ?? 0, kernelMs: header.kernel_ms ?? 0, hashMs: header.hash_ms ?? 0, writeMs: header.write_ms ?? 0 },
+      };
+      await handle.onStaged(header.layer_index, { path, sha256: header.sha256, size, workerId: header.worker_id, maker, record, bytes });
     } catch (e) {
-      await rm(path, { force: true });
+      if (path !== null) await rm(path, { force: true });
       throw new Rejection(Status.INTERNAL, `${at}: the coordinator could not record the staged shard: ${(e as Error).message}`);
     }
     this.hashesOf(header.job_id).set(header.layer_index, header.sha256);
-    return { duplicate: false, received_bytes: size };
+    return { response: { duplicate: false, received_bytes: size }, kept: bytes !== null };
   }
 
   private hashesOf(jobId: string): Map<number, string> {
@@ -296,7 +373,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
 
   /** SHA-256 of the staged shard of a layer, or undefined when none is staged (a file from an earlier run counts). */
   private async stagedHash(jobId: string, handle: ShardJobHandle, index: number): Promise<string | undefined> {
-    const known = this.hashesOf(jobId).get(index);
+    const known = this.hashesOf(jobId).get(index) ?? handle.recordedHash(index);
     if (known !== undefined) return known;
     const hash = createHash('sha256');
     try {
@@ -384,6 +461,11 @@ function drained(call: ServerWritableStream<DownloadTensorRequest, DownloadTenso
   });
 }
 
+async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<number> {
+  for (let done = 0; done < bytes.byteLength; ) done += (await fh.write(bytes, done, bytes.byteLength - done, null)).bytesWritten;
+  return bytes.byteLength;
+}
+
 function where(h: Pick<ShardHeader, 'job_id' | 'layer_index' | 'worker_id'> | undefined): string {
   return h ? `upload of layer ${h.layer_index} of job "${h.job_id}" from worker "${h.worker_id}"` : 'upload';
 }
@@ -405,11 +487,21 @@ function checkHeader(h: ShardHeader): ShardHeader {
   if (!h.worker_id) bad('worker_id is empty');
   if (!SHA256_HEX.test(h.sha256)) bad(`sha256 "${h.sha256}" is not 64 lowercase hex digits`);
   if (!Number.isSafeInteger(h.size) || h.size <= 0) bad(`size ${h.size} is not a positive byte count`);
+  if ((h.kernel ?? '').length > 64) bad(`kernel is ${h.kernel!.length} characters, at most 64 allowed`);
+  if (!Number.isSafeInteger(h.threads ?? 0) || (h.threads ?? 0) > 65_536) bad(`threads ${h.threads} is not a thread count`);
+  for (const f of ['read_ms', 'kernel_ms', 'hash_ms', 'write_ms'] as const) {
+    const v = h[f] ?? 0;
+    if (!Number.isFinite(v) || v < 0 || v > 1e9) bad(`${f} ${v} is not a duration in milliseconds`);
+  }
   return h;
 }
 
-/** Decodes the uploaded bytes and checks they are the layer the header names; DATA_LOSS otherwise. */
-function checkShard(bytes: Uint8Array, h: ShardHeader, expectedName: string): LayerRecord {
+/**
+ * Decodes the uploaded bytes and checks they are the layer the header names (DATA_LOSS otherwise)
+ * and exactly what the plan produces for it (FAILED_PRECONDITION otherwise).
+ */
+function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource): LayerRecord {
+  const expectedName = layer.name;
   const at = where(h);
   let record: LayerRecord;
   try {
@@ -423,6 +515,11 @@ function checkShard(bytes: Uint8Array, h: ShardHeader, expectedName: string): La
       Status.DATA_LOSS,
       `${at}: the shard holds layer ${record.layer_index} "${record.layer_name}", expected layer ${h.layer_index} "${expectedName}"`,
     );
+  }
+  try {
+    layer.check(record);
+  } catch (e) {
+    throw new Rejection(Status.FAILED_PRECONDITION, `${at}: the shard does not match the job's plan: ${(e as Error).message}`);
   }
   return record;
 }

@@ -91,6 +91,8 @@ export const stagedLayerSchema = z.object({
   bits: z.number().int(),
   cosine: z.number(),
   worker: z.string(),
+  /** where the layer's record batch message starts in the job's partial output, when it was written there directly */
+  output_offset: z.number().int().min(0).optional(),
 });
 export type StagedLayer = z.infer<typeof stagedLayerSchema>;
 

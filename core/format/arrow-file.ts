@@ -65,6 +65,21 @@ export async function encodeBatchMessage(record: LayerRecord): Promise<BatchMess
   return { chunks, metaDataLength: 8 + metaLen, bodyLength: total - 8 - metaLen };
 }
 
+/** The shard whose record batch message is `batch` (as the output file holds it). */
+export function shardOfBatchMessage(batch: Uint8Array): Uint8Array {
+  return Buffer.concat([shardSchemaMessage(), batch, EOS]);
+}
+
+/** Bytes a shard has beyond its record batch message (its schema message and end-of-stream). */
+export function shardFramingBytes(): number {
+  return shardSchemaMessage().byteLength + EOS.length;
+}
+
+/** Bytes before the first record batch message of an output file with `reservedSchemaBytes`. */
+export function outputHeaderBytes(reservedSchemaBytes: number): number {
+  return MAGIC.byteLength + reservedSchemaBytes;
+}
+
 /** A whole shard in memory (tests, small tools). */
 export function encodeShard(record: LayerRecord): Uint8Array {
   return tableToIPC(new Table([layerBatch(record)]), 'stream');
@@ -73,26 +88,6 @@ export function encodeShard(record: LayerRecord): Uint8Array {
 /** A layer's whole shard as consecutive byte views (the data is not copied). */
 export async function encodeShardChunks(record: LayerRecord): Promise<Uint8Array[]> {
   return [shardSchemaMessage(), ...(await encodeBatchMessage(record)).chunks, EOS];
-}
-
-/** Write a layer's shard to `path` atomically, streaming its buffers (no copy of the data). */
-export async function writeShardFile(record: LayerRecord, path: string): Promise<number> {
-  const chunks = await encodeShardChunks(record);
-  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  let fh: FileHandle | null = null;
-  try {
-    fh = await open(tmp, 'w');
-    let pos = 0;
-    for (const c of chunks) pos += await writeAt(fh, c, pos);
-    await fh.close();
-    fh = null;
-    await rename(tmp, path);
-    return pos;
-  } catch (e) {
-    await fh?.close().catch(() => undefined);
-    await rm(tmp, { force: true });
-    throw outputErrorFrom(path, e);
-  }
 }
 
 export interface DecodedShard {
@@ -183,14 +178,18 @@ export class ArrowFileAssembler {
   private constructor(
     readonly path: string,
     private readonly reserved: number,
+    tmp?: string,
   ) {
-    this.tmp = `${path}.tmp-${process.pid}`;
+    this.tmp = tmp ?? `${path}.tmp-${process.pid}`;
     this.offset = MAGIC.byteLength + reserved;
   }
 
-  /** `reservedSchemaBytes` from schemaReservation(); the schema message is written by finish(). */
-  static async create(path: string, reservedSchemaBytes: number): Promise<ArrowFileAssembler> {
-    const a = new ArrowFileAssembler(path, reservedSchemaBytes);
+  /**
+   * `reservedSchemaBytes` from schemaReservation(); the schema message is written by finish().
+   * `tmp`: the file written until finish() renames it (default `<path>.tmp-<pid>`).
+   */
+  static async create(path: string, reservedSchemaBytes: number, tmp?: string): Promise<ArrowFileAssembler> {
+    const a = new ArrowFileAssembler(path, reservedSchemaBytes, tmp);
     try {
       a.fh = await open(a.tmp, 'w');
       await writeAt(a.fh, MAGIC, 0);
@@ -201,8 +200,37 @@ export class ArrowFileAssembler {
     return a;
   }
 
-  get layers(): number {
-    return this.blocks.length;
+  /**
+   * Continue a partial file `tmp` whose first layers (`blocks`, consecutive from the start) were
+   * checked by the caller; anything after them is cut off.
+   */
+  static async reopen(path: string, reservedSchemaBytes: number, tmp: string, blocks: readonly { metaDataLength: number; bodyLength: number; offset: number }[]): Promise<ArrowFileAssembler> {
+    const a = new ArrowFileAssembler(path, reservedSchemaBytes, tmp);
+    try {
+      a.fh = await open(tmp, 'r+');
+      for (const b of blocks) {
+        if (b.offset !== a.offset) throw new OutputError(`partial file ${tmp}: layer ${a.blocks.length} starts at ${b.offset}, expected ${a.offset}`, path);
+        a.blocks.push(new FileBlock(b.metaDataLength, b.bodyLength, b.offset));
+        a.offset += b.metaDataLength + b.bodyLength;
+      }
+      await a.fh.truncate(a.offset);
+    } catch (e) {
+      await a.abort();
+      throw e instanceof OutputError ? e : outputErrorFrom(path, e);
+    }
+    return a;
+  }
+
+  /** Where the next layer's record batch message starts. */
+  get nextOffset(): number {
+    return this.offset;
+  }
+
+  /** Close the file and leave it where it is (a cluster job that stops keeps its partial file to resume). */
+  async detach(): Promise<void> {
+    await this.syncing?.catch(() => undefined);
+    if (this.fh) await this.fh.close().catch(() => undefined);
+    this.fh = null;
   }
 
   async append(msg: BatchMessage): Promise<void> {

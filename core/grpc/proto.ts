@@ -43,6 +43,13 @@ export interface ShardHeader {
   size: number;
   sha256: string;
   worker_id: string;
+  /** the worker's kernel and threads, and the layer's thread time (0 / "" from older workers) */
+  kernel?: string;
+  threads?: number;
+  read_ms?: number;
+  kernel_ms?: number;
+  hash_ms?: number;
+  write_ms?: number;
 }
 
 export type UploadShardRequest =

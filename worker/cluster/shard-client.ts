@@ -1,12 +1,12 @@
 // A worker's side of the gRPC data plane: uploads a shard to the job's coordinator, downloads a
-// layer's source bytes when the worker cannot read the model, and asks for health. Files are
-// streamed in 1 MiB chunks with backpressure; nothing holds a whole shard or tensor in memory.
+// layer's source bytes when the worker cannot read the model, and asks for health. A shard is
+// uploaded from the buffers the kernels wrote (views, no copies), hashed once, in 1 MiB messages
+// with backpressure; a download is streamed to its file.
 // Every failure is a ShardTransferError (the call's status, the peer) or a ShardFileError
 // (the local file).
 
 import { createHash, randomUUID } from 'node:crypto';
 import { Readable } from 'node:stream';
-import { createReadStream } from 'node:fs';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { getClientChannel, status as Status, type ClientReadableStream, type ClientWritableStream } from '@grpc/grpc-js';
 import { ShardFileError, ShardTransferError, toShardTransferError } from '../../core/grpc/errors.js';
@@ -27,7 +27,8 @@ export interface ShardClientTimeouts {
   downloadIdleMs?: number;
 }
 
-export type UploadHeader = Pick<ShardHeader, 'job_id' | 'layer_index' | 'plan_hash' | 'worker_id'>;
+export type UploadHeader = Pick<ShardHeader, 'job_id' | 'layer_index' | 'plan_hash' | 'worker_id'> &
+  Partial<Pick<ShardHeader, 'kernel' | 'threads' | 'read_ms' | 'kernel_ms' | 'hash_ms' | 'write_ms'>>;
 
 export class ShardClient {
   private readonly client: ShardTransferClient;
@@ -47,14 +48,13 @@ export class ShardClient {
   }
 
   /**
-   * Uploads a shard — a file, or its bytes as consecutive chunks in memory (size and SHA-256
-   * computed here) — for the layer of `header`. `duplicate` is true when the coordinator already
-   * had exactly this shard.
+   * Uploads a shard — its bytes as consecutive chunks in memory (size and SHA-256 computed here) —
+   * for the layer of `header`. `duplicate` is true when the coordinator already had exactly this
+   * shard.
    */
-  async upload(header: UploadHeader, shard: string | readonly Uint8Array[]): Promise<{ duplicate: boolean; receivedBytes: number }> {
-    const shardFile = typeof shard === 'string' ? shard : 'memory';
-    const action = `upload of layer ${header.layer_index} of job "${header.job_id}" (${shardFile})`;
-    const { size, sha256 } = typeof shard === 'string' ? await digestFile(shard) : digestChunks(shard);
+  async upload(header: UploadHeader, shard: readonly Uint8Array[]): Promise<{ duplicate: boolean; receivedBytes: number }> {
+    const action = `upload of layer ${header.layer_index} of job "${header.job_id}"`;
+    const { size, sha256 } = digestChunks(shard);
     let call!: ClientWritableStream<UploadShardRequest>;
     const answer = new Promise<UploadShardResponse>((resolve, reject) => {
       call = this.client.UploadShard({ deadline: this.deadline(size) }, (err, res) => (err ? reject(err) : resolve(res!)));
@@ -62,7 +62,7 @@ export class ShardClient {
     answer.catch(() => undefined); // awaited below; a rejection while still sending is handled there
     let finished = false;
     void answer.finally(() => (finished = true)).catch(() => undefined);
-    const source = typeof shard === 'string' ? createReadStream(shard, { highWaterMark: MAX_CHUNK_BYTES }) : Readable.from(sliceChunks(shard));
+    const source = Readable.from(sliceChunks(shard));
     try {
       call.write({ header: { ...header, size, sha256 } });
       for await (const chunk of source) {
@@ -72,7 +72,7 @@ export class ShardClient {
       call.end();
     } catch (e) {
       call.cancel();
-      throw new ShardFileError(`${action}: cannot read the shard: ${(e as Error).message}`, shardFile, 'read', { cause: e });
+      throw new ShardFileError(`${action}: cannot send the shard: ${(e as Error).message}`, 'memory', 'read', { cause: e });
     } finally {
       source.destroy();
     }
@@ -189,20 +189,6 @@ function* sliceChunks(chunks: readonly Uint8Array[]): Generator<Buffer> {
       const n = Math.min(MAX_CHUNK_BYTES, c.byteLength - off);
       yield Buffer.from(c.buffer, c.byteOffset + off, n);
     }
-  }
-}
-
-async function digestFile(file: string): Promise<{ size: number; sha256: string }> {
-  try {
-    const hash = createHash('sha256');
-    let size = 0;
-    for await (const buf of createReadStream(file, { highWaterMark: MAX_CHUNK_BYTES })) {
-      hash.update(buf as Buffer);
-      size += (buf as Buffer).byteLength;
-    }
-    return { size, sha256: hash.digest('hex') };
-  } catch (e) {
-    throw new ShardFileError(`cannot read shard ${file}: ${(e as Error).message}`, file, 'read', { cause: e });
   }
 }
 

@@ -29,6 +29,7 @@ import type { WorkerLayerEvent } from './worker-metrics.js';
 import { heldJob } from '../../core/cluster/job-lease-state.js';
 import { boundEvent, checkCoordinator, checkTaskSize, isRegularFile, taskIdentity } from './task-guard.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
+import type { Timings } from '../../core/model/row-reader.js';
 
 export interface WorkerServiceOptions {
   nats: NatsOptions;
@@ -160,6 +161,8 @@ export class WorkerService {
   }
 
   private async lane(n: number): Promise<void> {
+    // A lane quantizes its next layer while the previous one uploads (one upload at a time).
+    let uploading: Promise<void> = Promise.resolve();
     while (!this.stopping) {
       let msg: JsMsg | null;
       try {
@@ -175,11 +178,17 @@ export class WorkerService {
         msg.nak();
         break;
       }
-      await this.handle(msg);
+      let quantized!: () => void;
+      const computed = new Promise<void>((resolve) => (quantized = resolve));
+      // handle() reports its own failures; a rejection here must not fail the next layer
+      uploading = this.handle(msg, uploading, quantized).catch((e: Error) => this.log(`worker ${this.id}: lane ${n}: ${e.message}`)).finally(quantized);
+      await computed;
     }
+    await uploading;
   }
 
-  private async handle(msg: JsMsg): Promise<void> {
+  /** `previous` is the lane's upload in flight; `quantized` is called once this layer's row is made. */
+  private async handle(msg: JsMsg, previous: Promise<void> = Promise.resolve(), quantized: () => void = () => undefined): Promise<void> {
     let tm: TaskMessage;
     try {
       tm = decodeMessage(taskMessageSchema, msg.data, msg.subject);
@@ -256,13 +265,15 @@ export class WorkerService {
       }
       // The shard goes from the buffers the threads filled straight into the upload.
       const result = await this.runner.run(input);
+      quantized();
       let up: { duplicate: boolean };
       try {
+        await previous;
         if (this.cancelled.has(tm.run_id)) {
           msg.term();
           return;
         }
-        up = await this.uploadWithRetry(tm, coordinator, await encodeShardChunks(result.record));
+        up = await this.uploadWithRetry(tm, coordinator, await encodeShardChunks(result.record), result.outcome.timings);
       } finally {
         result.release();
       }
@@ -391,8 +402,11 @@ export class WorkerService {
    * Upload, retrying transient failures for a while (the coordinator may be restarting) so that a
    * finished layer is not quantized again; the task stays alive meanwhile.
    */
-  private async uploadWithRetry(tm: TaskMessage, coordinator: string, shard: readonly Uint8Array[]): Promise<{ duplicate: boolean }> {
-    const header = { job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id };
+  private async uploadWithRetry(tm: TaskMessage, coordinator: string, shard: readonly Uint8Array[], t: Timings): Promise<{ duplicate: boolean }> {
+    const header = {
+      job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id,
+      kernel: this.pool.kernel, threads: this.pool.size, read_ms: t.readMs, kernel_ms: t.kernelMs, hash_ms: t.hashMs, write_ms: t.writeMs,
+    };
     const deadline = Date.now() + UPLOAD_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
