@@ -5,6 +5,7 @@ import { Command, Option } from 'commander';
 import { SAMPLE_LLAMA } from '../core/model/synthetic-llama.js';
 import { addGrpcClientOptions, addGrpcServerOptions } from './grpc-options.js';
 import { addNatsOptions } from './nats-options.js';
+import { addCoordinatorClientOptions } from './coordinator-options.js';
 import { collect, integerAtLeast } from './option-values.js';
 import { addConfigOptions } from './options.js';
 import type { CommandIO } from './commands/io.js';
@@ -108,18 +109,60 @@ seconds) and exits.`))
   addNatsOptions(worker);
   addGrpcClientOptions(worker);
 
+  // coordinator, submit, watch
+  const coordinator = command('coordinator', 'run the coordinator service: a gRPC job API, jobs queued and run on the cluster', async () => (await import('./commands/coordinator.js')).coordinatorCommand)
+    .description(prose(`A long-running coordinator (docs/cluster.md, "The job API"): serves the job API (Submit, Watch, Get, List,
+Cancel) and the gRPC health service on --listen, queues submitted jobs and runs them in turn on
+the cluster's workers, keeping job state in NATS JetStream so that a restarted coordinator resumes
+queued and running jobs. Models are accepted only under a --model-root, outputs only under the
+output root. SIGTERM stops taking jobs and gives running ones --grace seconds; what is still
+running then is resumed by the next coordinator.`))
+    .requiredOption('--listen <host:port>', 'where the job API and the health service listen')
+    .requiredOption('--data <dir>', 'staging directory root (and the default output root, DIR/out)')
+    .option('--model-root <dir>', 'a directory whose models jobs may read (repeatable; at least one)', collect)
+    .option('--output-root <dir>', 'outputs only under this directory (default: --data DIR/out)')
+    .option('--max-concurrent-jobs <n>', 'jobs running at a time', integerAtLeast(1), 1)
+    .option('--auth-token-file <file>', 'require this bearer token (also ARROW_QUANT_COORDINATOR_TOKEN)')
+    .option('--shard-listen <host:port>', 'where workers upload shards', '0.0.0.0:0')
+    .option('--advertise <host:port>', "the shard address workers use (default: this host's name and the port)")
+    .option('--allow-download', 'workers that cannot read the model files download tensors from here')
+    .option('--metrics-listen <host:port>', 'serve Prometheus metrics at http://HOST:PORT/metrics')
+    .addOption(new Option('--log-format <format>', 'log lines on stderr').choices(['text', 'json']).default('text'))
+    .option('--grace <seconds>', 'seconds running jobs get on SIGTERM', integerAtLeast(0), 30)
+    .option('--name <name>', 'the service name: its jobs are kept in the NATS bucket aq-coordinator-NAME (run one coordinator per name)', 'default');
+  addNatsOptions(coordinator);
+  addGrpcServerOptions(coordinator);
+
+  const submit = command('submit', 'submit a job to a coordinator service and follow it', async () => (await import('./commands/submit.js')).submitCommand)
+    .argument('[model]', "the model's path on the coordinator (under one of its --model-root directories)")
+    .description(prose(`Sends a job to an \`arrowquant coordinator\` and follows it: a progress bar on a terminal, JSON
+events with --json. The exit code is the job's, as a local quantize would give (0/1/2/3/130);
+SIGINT cancels the job. --detach prints the job id and returns; --follow JOB follows an existing job.`))
+    .option('-o, --output <file>', "the Arrow file to write, on the coordinator (relative paths are under its output root)")
+    .option('--detach', 'print the job id and return at once')
+    .option('--follow <job>', 'follow an existing job instead of submitting one');
+  json(submit, 'print every job event as one JSON line on stdout');
+  addCoordinatorClientOptions(submit);
+  addConfigOptions(submit);
+  const watch = command('watch', 'follow a job of a coordinator service (as submit --follow)', async () => (await import('./commands/submit.js')).watchCommand)
+    .argument('<job>', 'the job id (as printed by submit --detach and status)');
+  json(watch, 'print every job event as one JSON line on stdout');
+  addCoordinatorClientOptions(watch);
+
   // status, cancel
-  const status = command('status', 'cluster workers and jobs, from NATS', async () => (await import('./commands/status.js')).statusCommand)
+  const status = command('status', 'cluster workers and jobs, from NATS or a coordinator service', async () => (await import('./commands/status.js')).statusCommand)
     .argument('[job]', 'only this job')
     .description(prose(`The cluster's live workers (id, host, kernel, threads, concurrency, in flight, layers done) and
 its jobs (state, layers staged so far), read from NATS.`));
   json(status, 'print {"workers": [...], "jobs": [...]} on stdout');
   addNatsOptions(status);
+  addCoordinatorClientOptions(status);
   const cancel = command('cancel', 'cancel a cluster job', async () => (await import('./commands/status.js')).cancelCommand)
     .argument('<job>', 'the job id (as printed by quantize and status)')
     .description(prose(`Asks the coordinator of JOB to cancel it: its pending tasks are withdrawn, workers drop its
 layers, and the coordinator exits with code 130 leaving no output.`));
   addNatsOptions(cancel);
+  addCoordinatorClientOptions(cancel);
 
   // inspect, verify, dequantize
   const inspect = command('inspect', 'per-layer table of an output file and its summary', async () => (await import('./commands/inspect.js')).inspectCommand)

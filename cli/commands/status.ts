@@ -9,10 +9,12 @@ import { closeNats } from '../../core/cluster/bounded.js';
 import { formatTable } from '../table.js';
 import { printable } from '../printable.js';
 import type { CommandIO } from './io.js';
+import type { CoordinatorClientValues } from '../job-client.js';
 
 
 /** Workers (from their liveness entries) and jobs (from the job state), read from NATS. */
-export async function statusCommand([jobId]: string[], values: NatsValues & { json?: boolean }, io: CommandIO): Promise<number> {
+export async function statusCommand([jobId]: string[], values: NatsValues & CoordinatorClientValues & { json?: boolean }, io: CommandIO): Promise<number> {
+  if (values.coordinator) return (await import('./job-status.js')).coordinatorStatusCommand(jobId ? [jobId] : [], values, io);
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-status');
   if (!nats) throw new UsageError(`missing --nats URL\nsee arrowquant status --help`);
   if (jobId) checkJobId(jobId, 'arrowquant status');
@@ -40,11 +42,7 @@ export async function statusCommand([jobId]: string[], values: NatsValues & { js
     for (const s of states) if (!jobId || s.job_id === jobId) jobs.push({ ...s, layers_staged: staged.get(s.job_id) ?? 0 });
     if (jobId && jobs.length === 0) throw new UsageError(`no job ${jobId} in the cluster's job state`);
     workers.sort((a, b) => a.id.localeCompare(b.id));
-    io.err(`${workers.length} worker(s)\n`);
-    if (workers.length) {
-      io.err(formatTable(['id', 'host', 'kernel', 'threads', 'concurrency', 'in flight', 'layers done', 'version'],
-        workers.map((w) => [printable(w.id), printable(w.host), w.kernel, w.threads, w.concurrency, w.in_flight, w.layers_done, printable(w.version)])) + '\n');
-    }
+    printWorkers(workers, io);
     io.err(`\n${jobs.length} job(s)\n`);
     if (jobs.length) {
       io.err(formatTable(['job', 'model', 'state', 'layers staged', 'coordinator', 'message'],
@@ -54,6 +52,15 @@ export async function statusCommand([jobId]: string[], values: NatsValues & { js
     return 0;
   } finally {
     await closeNats(nc);
+  }
+}
+
+/** The workers table (live workers: kernel, i.e. SIMD level, threads and load). */
+export function printWorkers(workers: Pick<WorkerInfo, 'id' | 'host' | 'kernel' | 'threads' | 'concurrency' | 'in_flight' | 'layers_done' | 'version'>[], io: CommandIO): void {
+  io.err(`${workers.length} worker(s)\n`);
+  if (workers.length) {
+    io.err(formatTable(['id', 'host', 'kernel', 'threads', 'concurrency', 'in flight', 'layers done', 'version'],
+      workers.map((w) => [printable(w.id), printable(w.host), w.kernel, w.threads, w.concurrency, w.in_flight, w.layers_done, printable(w.version)])) + '\n');
   }
 }
 
@@ -68,7 +75,8 @@ async function allKeys(kv: KV): Promise<string[]> {
 }
 
 /** Ask a job's coordinator to cancel it; it withdraws the tasks and tells the workers. */
-export async function cancelCommand([job]: string[], values: NatsValues, io: CommandIO): Promise<number> {
+export async function cancelCommand([job]: string[], values: NatsValues & CoordinatorClientValues, io: CommandIO): Promise<number> {
+  if (values.coordinator) return (await import('./job-status.js')).coordinatorCancelCommand([job], values, io);
   const nats = natsOptionsFrom(values, io.env, 'arrowquant-cancel');
   if (!nats) throw new UsageError(`missing --nats URL\nsee arrowquant cancel --help`);
   checkJobId(job, 'arrowquant cancel');

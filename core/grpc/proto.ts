@@ -115,15 +115,17 @@ export type ClientConstructor<C> = new (address: string, credentials: grpc.Chann
 export interface GrpcServices {
   shardTransfer: { definition: grpc.ServiceDefinition; Client: ClientConstructor<ShardTransferClient> };
   health: { definition: grpc.ServiceDefinition; Client: ClientConstructor<HealthClient> };
+  /** the coordinator service's job API (proto/arrowquant/v1/jobs.proto; typed in core/grpc/jobs-proto.ts) */
+  jobs: { definition: grpc.ServiceDefinition; Client: ClientConstructor<grpc.Client> };
 }
 
 let services: GrpcServices | null = null;
 
-/** The two services of proto/, loaded once (from the package root, in source and in dist/). */
+/** The services of proto/, loaded once (from the package root, in source and in dist/). */
 export function grpcServices(): GrpcServices {
   if (services) return services;
   const protoDir = join(packageRoot(), 'proto');
-  const definition = protoLoader.loadSync(['arrowquant/v1/arrowquant.proto', 'grpc/health/v1/health.proto'], {
+  const definition = protoLoader.loadSync(['arrowquant/v1/arrowquant.proto', 'arrowquant/v1/jobs.proto', 'grpc/health/v1/health.proto'], {
     includeDirs: [protoDir],
     keepCase: true,
     longs: Number,
@@ -132,7 +134,7 @@ export function grpcServices(): GrpcServices {
     oneofs: true,
   });
   const loaded = grpc.loadPackageDefinition(definition) as unknown as {
-    arrowquant: { v1: { ShardTransfer: grpc.ServiceClientConstructor } };
+    arrowquant: { v1: { ShardTransfer: grpc.ServiceClientConstructor; Jobs: grpc.ServiceClientConstructor } };
     grpc: { health: { v1: { Health: grpc.ServiceClientConstructor } } };
   };
   const st = loaded.arrowquant.v1.ShardTransfer;
@@ -140,6 +142,7 @@ export function grpcServices(): GrpcServices {
   services = {
     shardTransfer: { definition: st.service, Client: st as unknown as ClientConstructor<ShardTransferClient> },
     health: { definition: health.service, Client: health as unknown as ClientConstructor<HealthClient> },
+    jobs: { definition: loaded.arrowquant.v1.Jobs.service, Client: loaded.arrowquant.v1.Jobs },
   };
   return services;
 }
