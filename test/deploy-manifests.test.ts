@@ -105,7 +105,7 @@ describe.runIf(HAVE_KUBECTL || IN_CI)('deploy manifests', () => {
 
   test('deploy manifests - every pod is non-root with a read-only root, no escalation, no capabilities and an fsGroup', () => {
     const pods = podSpecs(all());
-    expect(pods.length).toBe(7); // 2 overlays × (workers + NATS) + 3 jobs
+    expect(pods.length).toBe(9); // 2 overlays × (workers + coordinator + NATS) + 3 jobs
     for (const { owner, spec } of pods) {
       expect(spec.securityContext, owner).toMatchObject({ runAsNonRoot: true, fsGroup: 1000 });
       expect(spec.securityContext.runAsUser, owner).toBeGreaterThan(0);
@@ -169,6 +169,52 @@ describe.runIf(HAVE_KUBECTL || IN_CI)('deploy manifests', () => {
     }
   });
 
+  test('deploy manifests - one coordinator service (Recreate) whose Service, probes, metrics and shard port match its flags', () => {
+    const flag = (args: string[], name: string) => args[args.indexOf(name) + 1]!;
+    const port = (hostPort: string) => Number(hostPort.split(':').at(-1));
+    for (const dir of OVERLAYS) {
+      const d = find(dir, 'Deployment', 'arrowquant-coordinator');
+      expect(d.spec.replicas, dir).toBe(1);
+      expect(d.spec.strategy, dir).toEqual({ type: 'Recreate' });
+      const pod = d.spec.template;
+      expect(pod.metadata.labels).toMatchObject(d.spec.selector.matchLabels);
+      const c = pod.spec.containers[0];
+      expect(c.args[0]).toBe('coordinator');
+      const jobs = port(flag(c.args, '--listen'));
+      const shards = port(flag(c.args, '--shard-listen'));
+      const metrics = port(flag(c.args, '--metrics-listen'));
+      expect(flag(c.args, '--advertise')).toBe(`$(POD_IP):${shards}`);
+      expect(c.env).toContainEqual({ name: 'POD_IP', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } });
+      expect(c.env).toContainEqual({ name: 'ARROW_QUANT_COORDINATOR_TOKEN', valueFrom: { secretKeyRef: { name: 'arrowquant-coordinator-auth', key: 'token' } } });
+      expect(c.ports).toEqual([{ name: 'jobs', containerPort: jobs }, { name: 'shards', containerPort: shards }, { name: 'metrics', containerPort: metrics }]);
+      expect(c.readinessProbe.grpc.port).toBe(jobs); // the health service is on the job API's port
+      expect(c.livenessProbe.grpc.port).toBe(jobs);
+      expect(pod.metadata.annotations['prometheus.io/port']).toBe(String(metrics));
+      // the workers' policy lets them reach this pod's shard port
+      const policy = find(dir, 'NetworkPolicy', 'arrowquant-worker');
+      const rule = policy.spec.egress.find((r: any) => r.to.some((t: any) => t.podSelector?.matchLabels?.['app.kubernetes.io/component'] === 'coordinator'));
+      expect(pod.metadata.labels).toMatchObject(rule.to[0].podSelector.matchLabels);
+      expect(rule.ports).toEqual([{ protocol: 'TCP', port: shards }]);
+      // models read-only, outputs and staging on the output volume
+      expect(c.volumeMounts).toContainEqual({ name: 'models', mountPath: flag(c.args, '--model-root'), readOnly: true });
+      expect(c.volumeMounts).toContainEqual({ name: 'output', mountPath: flag(c.args, '--output-root') });
+      expect(flag(c.args, '--data').startsWith(`${flag(c.args, '--output-root')}/`)).toBe(true);
+      expect(pod.spec.volumes).toContainEqual({ name: 'models', persistentVolumeClaim: { claimName: 'arrowquant-models', readOnly: true } });
+      expect(pod.spec.volumes).toContainEqual({ name: 'output', persistentVolumeClaim: { claimName: 'arrowquant-output' } });
+
+      const svc = find(dir, 'Service', 'arrowquant-coordinator');
+      expect(svc.spec.selector).toEqual(d.spec.selector.matchLabels);
+      expect(svc.spec.ports).toEqual([
+        { name: 'jobs', port: jobs, targetPort: 'jobs', appProtocol: 'grpc' },
+        { name: 'metrics', port: metrics, targetPort: 'metrics' },
+      ]);
+    }
+    // the Service does not send job API calls to a quantize Job's pod (also component: coordinator)
+    const svc = find('deploy/overlays/dev', 'Service', 'arrowquant-coordinator');
+    const [jobPod] = podSpecs(rendered.get('deploy/jobs/quantize')!);
+    expect(Object.entries(svc.spec.selector).every(([k, v]) => jobPod!.labels[k] === v)).toBe(false);
+  });
+
   test('deploy manifests - prod NATS and its clients use TLS; every Secret referenced is one deploy/README.md creates', () => {
     const config = find('deploy/overlays/prod', 'ConfigMap', 'arrowquant-config').data;
     expect(config.ARROW_QUANT_NATS_URL).toBe('tls://nats:4222');
@@ -180,9 +226,10 @@ describe.runIf(HAVE_KUBECTL || IN_CI)('deploy manifests', () => {
     }
     expect(find('deploy/overlays/prod', 'ConfigMap', 'nats-config').data['nats.conf']).toMatch(/tls \{\s+cert_file: \/etc\/nats\/tls\/tls\.crt/);
 
-    expect(referencedSecrets(all())).toEqual(new Set(['arrowquant-nats-auth', 'arrowquant-nats-tls']));
+    expect(referencedSecrets(all())).toEqual(new Set(['arrowquant-coordinator-auth', 'arrowquant-nats-auth', 'arrowquant-nats-tls']));
     const readme = readFileSync(join(ROOT, 'deploy', 'README.md'), 'utf8');
     expect(readme).toMatch(/kubectl create secret generic arrowquant-nats-auth [^\n]*--from-literal=token=/);
+    expect(readme).toMatch(/kubectl create secret generic arrowquant-coordinator-auth [^\n]*--from-literal=token=/);
     expect(readme).toMatch(/kubectl create secret generic arrowquant-nats-tls [^\n]*--from-file=ca\.crt=[^\n]*--from-file=tls\.crt=[^\n]*--from-file=tls\.key=/);
   });
 
@@ -203,7 +250,7 @@ describe.runIf(HAVE_KUBECTL || IN_CI)('deploy manifests', () => {
         }
       }
     }
-    expect(commands.map((c) => c[0]).sort()).toEqual(['quantize', 'quantize', 'sample-model', 'status', 'verify', 'worker', 'worker']);
+    expect(commands.map((c) => c[0]).sort()).toEqual(['coordinator', 'coordinator', 'quantize', 'quantize', 'sample-model', 'status', 'verify', 'worker', 'worker']);
     // parsed by the CLI's own parser up to the point where the command would run (with --help,
     // commander would not report unknown options)
     for (const args of commands) {
