@@ -199,5 +199,7 @@ describe.runIf((HAVE_PODMAN && HAVE_KUBECTL) || IN_CI)('deploy podman play', () 
     expect(text).toMatch(new RegExp(`^arrowquant_coordinator_bytes_out_total ${summary.bytes_out}$`, 'm'));
     expect(text).toMatch(/^arrowquant_coordinator_jobs\{state="done"\} 1$/m);
     expect(text).toMatch(/^arrowquant_coordinator_queue_depth 0$/m);
+    expect(text).toMatch(/^arrowquant_coordinator_layer_duration_seconds_count 48$/m);
+    expect(text).toMatch(/^arrowquant_coordinator_uploads_in_flight 0$/m);
   }, 600_000);
 });

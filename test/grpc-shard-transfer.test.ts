@@ -355,7 +355,7 @@ describe('grpc shards', () => {
     }
   });
 
-  test('grpc shards - a client that cancels mid-stream leaves nothing behind', async () => {
+  test('grpc shards - a client that cancels mid-stream leaves nothing behind; it counts as in flight until then', async () => {
     const shard = shardOf(6, 3 * MiB);
     const raw = new (grpcServices().shardTransfer.Client)(address, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
     const ended = once(server, 'upload') as Promise<[UploadOutcome]>;
@@ -366,10 +366,12 @@ describe('grpc shards', () => {
     call.write(chunks(shard.bytes)[0]!);
     await headerRead;
     onLookup = null;
+    expect(server.uploadsInFlight).toBe(1);
     call.cancel();
     const [outcome] = await ended;
     raw.close();
     expect(outcome).toMatchObject({ jobId: JOB, layerIndex: 6, outcome: 'cancelled' });
+    expect(server.uploadsInFlight).toBe(0);
     expect(stagedNames()).not.toContain('6.shard');
     expect(leftovers()).toEqual([]);
   });

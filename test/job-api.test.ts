@@ -103,6 +103,10 @@ describe('job api', () => {
     expect(text).toMatch(/^arrowquant_coordinator_bytes_out_total 217760$/m);
     expect(text).toMatch(/^arrowquant_coordinator_jobs\{state="done"\} 1$/m);
     expect(text).toMatch(/^arrowquant_coordinator_queue_depth 0$/m);
+    // every layer's publish-to-staged time observed once; no upload left in flight
+    expect(text).toMatch(/^arrowquant_coordinator_layer_duration_seconds_count 48$/m);
+    expect(Number(/^arrowquant_coordinator_layer_duration_seconds_sum (\S+)$/m.exec(text)![1])).toBeGreaterThan(0);
+    expect(text).toMatch(/^arrowquant_coordinator_uploads_in_flight 0$/m);
     // --log-format json: one object a line
     const logLine = c.proc.err().split('\n').find((l) => l.includes('job done'))!;
     expect(JSON.parse(logLine)).toMatchObject({ level: 'info', msg: expect.stringContaining('job done: wrote'), job: last.job.job_id });

@@ -57,7 +57,7 @@ export async function coordinatorCommand(_args: string[], values: CoordinatorVal
   try {
     await ensureTaskQueue(nc);
     const workers = await workersBucket(nc);
-    let snapshot = () => ({ queueDepth: 0, byState: { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 } });
+    let snapshot = () => ({ queueDepth: 0, byState: { queued: 0, running: 0, done: 0, failed: 0, cancelled: 0 }, uploadsInFlight: 0 });
     metrics = values['metrics-listen'] ? new CoordinatorMetrics(() => snapshot()) : null;
     queue = await JobQueue.start({
       nats, nc, name: values.name, paths, dataDir: values.data, maxConcurrent: values['max-concurrent-jobs'],

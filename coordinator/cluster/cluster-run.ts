@@ -69,6 +69,10 @@ export interface ClusterRunOptions {
   /** uploads receiving bytes at once (default 4) */
   maxConcurrentUploads?: number;
   onProgress?: (p: Progress) => void;
+  /** a layer published by this run was staged, `seconds` after its task was published (queue wait, quantize, upload) */
+  onLayerStaged?: (index: number, seconds: number) => void;
+  /** the run's shard server once it listens, and null once the run is over (for an uploads-in-flight gauge) */
+  onShardServer?: (server: { readonly uploadsInFlight: number } | null) => void;
   log?: (line: string) => void;
   /** a job that makes no progress for this long fails, saying why (default 10 min, ARROW_QUANT_STALL_TIMEOUT_MS) */
   stallTimeoutMs?: number;
@@ -143,6 +147,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     let thread = zeroTimings();
     let grpcBytes = 0;
     let bytesDone = [...finished.values()].reduce((s, l) => s + l.bytesIn, 0);
+    /** when each layer's task was published by this run (performance.now()) */
+    const publishedAt = new Map<number, number>();
 
     let settle!: { resolve: () => void; reject: (e: unknown) => void };
     let failed = false;
@@ -196,11 +202,14 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
         grpcBytes += info.size;
         bytesDone += layer.bytesIn;
         opts.onProgress?.({ layersDone: finished.size, layersTotal: job.tasks.length, bytesDone, bytesTotal: job.plan.totalBytesIn, layer: layer.name });
+        const sent = publishedAt.get(i);
+        if (sent !== undefined) opts.onLayerStaged?.(i, (performance.now() - sent) / 1000);
         void appendReady();
         if (finished.size === job.tasks.length) settle.resolve();
       },
     });
     const { port } = await server.start(opts.listen);
+    opts.onShardServer?.(server);
     const advertise = opts.advertise ? withPort(opts.advertise, port) : advertisedAddress(opts.listen, port);
     await lease.update({ coordinator: advertise });
     if (!opts.grpcTls && !isLoopback(opts.listen)) {
@@ -252,6 +261,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       if (failed) break;
       if (finished.has(task.layer_index)) continue;
       const msg: TaskMessage = { task, run_id: runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false };
+      publishedAt.set(task.layer_index, performance.now());
       await publishTask(nc, msg, runId);
       published++;
     }
@@ -323,6 +333,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     for (const s of subs) s.unsubscribe();
     // a stopped job's uploads are not worth waiting for: their layers are dropped or redone
     await server.stop(stoppedEarly ? 1_000 : undefined);
+    opts.onShardServer?.(null);
     await closeNats(nc, 1_500);
     if (!keepStage) await rm(stageDir, { recursive: true, force: true });
   }

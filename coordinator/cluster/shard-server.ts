@@ -150,6 +150,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   private readonly stagedHashes = new Map<string, Map<number, string>>();
   private readonly locks = new Map<string, Promise<void>>();
   private readonly inflight = new Set<Promise<void>>();
+  private uploads = 0;
   private readonly idleTimeoutMs: number;
   private readonly graceMs: number;
   private readonly slots: UploadSlots;
@@ -166,6 +167,11 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
     };
     this.server.addService(grpcServices().shardTransfer.definition, handlers);
     this.health.addTo(this.server);
+  }
+
+  /** UploadShard calls running now (receiving, waiting for a slot, or being staged). */
+  get uploadsInFlight(): number {
+    return this.uploads;
   }
 
   registerJob(jobId: string, handle: ShardJobHandle): void {
@@ -221,20 +227,28 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
     call.on('cancelled', () => (cancelled = true));
     let header: ShardHeader | undefined;
     const progress = { receivedBytes: 0 };
+    // counted until its outcome is emitted, so a listener of 'upload' sees it gone
+    this.uploads++;
+    let counted = true;
+    const ended = (o: UploadOutcome) => {
+      if (counted) this.uploads--;
+      counted = false;
+      this.emit('upload', o);
+    };
     try {
       const first = await this.nextMessage(messages, () => cancelled);
       if (first === null) throw new Rejection(Status.INVALID_ARGUMENT, 'the upload ended before its header: the first message must carry the header');
       if (!first.header) throw new Rejection(Status.INVALID_ARGUMENT, 'the first message of an upload must carry the header, not a chunk');
       header = checkHeader(first.header);
       const res = await this.receive(header, messages, () => cancelled, progress);
-      this.emit('upload', outcome(header, res.duplicate ? 'duplicate' : 'staged', progress.receivedBytes));
+      ended(outcome(header, res.duplicate ? 'duplicate' : 'staged', progress.receivedBytes));
       callback(null, res);
     } catch (e) {
-      const ended = cancelled || e instanceof Cancelled;
+      const stopped = cancelled || e instanceof Cancelled;
       const rejection = e instanceof Rejection ? e : new Rejection(Status.INTERNAL, `${where(header)}: ${(e as Error).message}`);
       const base = header ?? { job_id: '', layer_index: -1, worker_id: '' };
-      this.emit('upload', { ...outcome(base, ended ? 'cancelled' : 'rejected', progress.receivedBytes), ...(ended ? {} : { code: statusName(rejection.code), details: rejection.details }) });
-      if (!ended) callback({ code: rejection.code, details: rejection.details });
+      ended({ ...outcome(base, stopped ? 'cancelled' : 'rejected', progress.receivedBytes), ...(stopped ? {} : { code: statusName(rejection.code), details: rejection.details }) });
+      if (!stopped) callback({ code: rejection.code, details: rejection.details });
     } finally {
       await messages.return?.().catch(() => undefined);
     }

@@ -74,6 +74,8 @@ export const MAX_FINISHED_JOBS = 1000;
 export class JobQueue {
   private readonly jobs = new Map<string, JobRecord>();
   private readonly running = new Map<string, { cancel: () => void; done: Promise<void> }>();
+  /** the shard servers of running jobs, by job id (for the uploads-in-flight gauge) */
+  private readonly shardServers = new Map<string, { readonly uploadsInFlight: number }>();
   private readonly listeners = new Map<string, Set<Listener>>();
   private nextSeq = 0;
   private stopping = false;
@@ -152,10 +154,12 @@ export class JobQueue {
     return queued.findIndex((r) => r.job_id === jobId) + 1;
   }
 
-  snapshot(): { queueDepth: number; byState: Record<JobStateName, number> } {
+  snapshot(): { queueDepth: number; byState: Record<JobStateName, number>; uploadsInFlight: number } {
     const byState = Object.fromEntries(JOB_STATES.map((s) => [s, 0])) as Record<JobStateName, number>;
     for (const r of this.jobs.values()) byState[r.state]++;
-    return { queueDepth: byState.queued, byState };
+    let uploadsInFlight = 0;
+    for (const s of this.shardServers.values()) uploadsInFlight += s.uploadsInFlight;
+    return { queueDepth: byState.queued, byState, uploadsInFlight };
   }
 
   /** Cancels a queued job at once, a running one through its driver; a finished one is left as it is. */
@@ -267,6 +271,8 @@ export class JobQueue {
         dataDir: join(opts.dataDir, 'stage'),
         cancel: cancelled,
         log: (l) => opts.log.info(l.replace(/^coordinator: /, ''), { job: id }),
+        onLayerStaged: (_i, seconds) => opts.metrics?.layerDuration.observe(seconds),
+        onShardServer: (s) => (s ? this.shardServers.set(id, s) : this.shardServers.delete(id)),
         onProgress: (p) => {
           if (p.layersDone > lastLayers) opts.metrics?.layersDone.inc(p.layersDone - lastLayers);
           if (p.bytesDone > lastBytes) opts.metrics?.bytesIn.inc(p.bytesDone - lastBytes);
