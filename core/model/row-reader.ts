@@ -1,9 +1,10 @@
 // Reading row ranges of a tensor straight from its safetensors file: each read is the tensor's
 // own byte range (never the whole file), through cached file handles into reused buffers.
 
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ModelFormatError } from '../errors.js';
+import { openRegularFileSync } from './open-regular.js';
 import { dtypeSize, type SourceDtype } from '../quant/dtype.js';
 
 /** Rows per read: about this many input bytes, a multiple of 8 rows. */
@@ -60,7 +61,7 @@ export class RowReader {
   private async reader(file: string): Promise<(buf: Buffer, off: number, len: number, pos: number) => number | Promise<number>> {
     if (this.sync) {
       let fd = this.fds.get(file);
-      if (fd === undefined) this.fds.set(file, (fd = openSync(file, 'r')));
+      if (fd === undefined) this.fds.set(file, (fd = openRegularFileSync(file)));
       return (buf, off, len, pos) => readSync(fd!, buf, off, len, pos);
     }
     let fh = this.handles.get(file);
