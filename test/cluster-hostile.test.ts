@@ -1,7 +1,7 @@
 // Cluster mode against hostile input and faults (issue 10): a task is untrusted input, and
 // nothing waits forever. Real nats-server, real worker and coordinator processes.
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, readdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
@@ -10,13 +10,14 @@ import { resolveConfig } from '../core/config/load.js';
 import { prepareJob } from '../coordinator/job.js';
 import { decodeMessage, encodeMessage, workerEventSchema, MAX_EVENT_TEXT, type WorkerEvent } from '../core/cluster/messages.js';
 import { MalformedMessageError } from '../core/cluster/errors.js';
+import { taskSubject } from '../core/cluster/names.js';
 import { checkOwnTasks } from '../coordinator/cluster/task-check.js';
 import { ShardClient } from '../worker/cluster/shard-client.js';
 import { ShardTransferError } from '../core/grpc/errors.js';
 import { generateTestCerts, type TestCerts } from './helpers/certs.js';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
-import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
+import { FIXTURE_MODELS, ROOT, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 import { holdJob, taskMessage } from './helpers/job-holder.js';
 import { fuzzTaskMessages } from './helpers/task-fuzz.js';
@@ -117,6 +118,36 @@ describe('cluster hostile', () => {
       await nc.close();
     }
   }, 240_000);
+
+  test('cluster hostile - a model file swapped for a FIFO right after the worker first checks it: no open blocks, the worker then serves a real job', async () => {
+    const root = join(dir, 'swap-root');
+    mkdirSync(root);
+    const swapped = join(root, 'swap.safetensors');
+    copyFileSync(BF16, swapped);
+    const fifo = join(dir, 'swap.fifo');
+    execFileSync('mkfifo', [fifo]);
+    const w = worker(['--model-root', root], {
+      NODE_OPTIONS: `--require ${join(ROOT, 'test', 'helpers', 'fifo-swap-preload.cjs')}`,
+      AQ_TEST_SWAP_MATCH: 'swap-root/swap\\.safetensors$',
+      AQ_TEST_SWAP_FIFO: fifo,
+    });
+    await w.waitFor(/ready/);
+    const nc: NatsConnection = await connect({ servers: nats.url });
+    try {
+      await holdJob(nc, 'swapheld', '127.0.0.1:9');
+      const real = prepareJob(swapped, resolveConfig({}), join(dir, 'unused-swap.arrow')).tasks[0]!;
+      await nc.jetstream().publish(taskSubject('swapheld'), encodeMessage(taskMessage(real, 'swapheld', '127.0.0.1:9')));
+      // refused or failed, never opened blocking (before: the thread's open waited forever for a writer)
+      await w.waitFor(/layer 0 \(.+\) of job swapheld: .*swap\.safetensors is not a regular file/, 1, 20_000);
+      expect(existsSync(fifo)).toBe(false);
+      const out = join(dir, 'after-swap.arrow');
+      const c = coordinator(BF16, out);
+      expect(await c.exited, c.err()).toBe(0);
+      expect(Buffer.compare(readFileSync(out), localBf16)).toBe(0);
+    } finally {
+      await nc.close();
+    }
+  }, 120_000);
 
   test('cluster hostile - a task cannot weaken TLS, downloads need --allow-download on both sides, a live job cannot be claimed twice', async () => {
     const certs: TestCerts = await generateTestCerts();

@@ -21,4 +21,20 @@ describe('full disk injected', () => {
     expect(r.stderr).toMatch(/cannot write .*out\.arrow: the disk is full \(no space left on device\)/);
     expect(readdirSync(dir)).toEqual([]);
   });
+
+  test('full disk injected - a failed background datasync of the output: exit 1 naming the cause and the path, no temp file left', async () => {
+    const out = join(dir, 'synced.arrow');
+    const r = await runCli(['quantize', join(FIXTURE_MODELS, 'stories260K-bf16.safetensors'), '-o', out, '--threads', '2'], {
+      env: {
+        NODE_OPTIONS: `--require ${join(ROOT, 'test', 'helpers', 'enospc-preload.cjs')}`,
+        AQ_TEST_ENOSPC_MATCH: 'synced\\.arrow\\.tmp-\\d+$',
+        AQ_TEST_DATASYNC_EIO: '1',
+        ARROW_QUANT_FLUSH_BEHIND_BYTES: String(64 << 10),
+      },
+      timeoutMs: 60_000,
+    });
+    expect(r.code, r.stderr).toBe(1);
+    expect(r.stderr).toMatch(/cannot write .*synced\.arrow: syncing it to disk failed \(EIO: i\/o error, fdatasync\)/);
+    expect(readdirSync(dir)).toEqual([]);
+  });
 });

@@ -164,6 +164,12 @@ export function schemaReservation(widest: Map<string, string>): number {
 const COPY_BUFFER_BYTES = 4 << 20;
 const FLUSH_BEHIND_BYTES = 128 << 20;
 
+/** Bytes written between background datasyncs (ARROW_QUANT_FLUSH_BEHIND_BYTES, at least 64 KiB). */
+export function flushBehindBytes(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.ARROW_QUANT_FLUSH_BEHIND_BYTES);
+  return Number.isInteger(v) && v >= 64 << 10 ? v : FLUSH_BEHIND_BYTES;
+}
+
 /**
  * Writes the output file, layer by layer in canonical order; it appears at `path` only when
  * complete (temporary name + rename); on any failure nothing is left behind.
@@ -250,20 +256,24 @@ export class ArrowFileAssembler {
 
   private syncing: Promise<void> | null = null;
   private syncedUpTo = 0;
+  /** A background datasync's failure: the data may not be on disk, so the next append or finish fails with it. */
+  private syncError: OutputError | null = null;
+  private readonly flushEvery = flushBehindBytes();
 
   /**
    * Start writing dirty pages to disk in the background every so often, so that the final
    * fsync does not wait for the whole file at once.
    */
   private flushBehind(): void {
-    if (this.syncing || this.offset - this.syncedUpTo < FLUSH_BEHIND_BYTES) return;
+    if (this.syncing || this.offset - this.syncedUpTo < this.flushEvery) return;
     const upTo = this.offset;
     this.syncing = this.fh!.datasync().then(
       () => {
         this.syncedUpTo = upTo;
         this.syncing = null;
       },
-      () => {
+      (e: unknown) => {
+        this.syncError ??= new OutputError(`cannot write ${this.path}: syncing it to disk failed (${(e as Error).message})`, this.path, { cause: e });
         this.syncing = null;
       },
     );
@@ -327,6 +337,7 @@ export class ArrowFileAssembler {
       region.writeInt32LE(this.reserved - 8, 4);
       await writeAt(this.fh!, region, MAGIC.byteLength);
       await this.syncing;
+      this.throwSyncError();
       await this.fh!.sync();
       await this.fh!.close();
       this.fh = null;
@@ -341,8 +352,13 @@ export class ArrowFileAssembler {
     await rm(this.tmp, { force: true });
   }
 
+  private throwSyncError(): void {
+    if (this.syncError !== null) throw this.syncError;
+  }
+
   private async guard(fn: () => Promise<void>): Promise<void> {
     try {
+      this.throwSyncError();
       await fn();
     } catch (e) {
       await this.abort();

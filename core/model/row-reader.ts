@@ -1,13 +1,40 @@
 // Reading row ranges of a tensor straight from its safetensors file: each read is the tensor's
-// own byte range (never the whole file), through cached file handles into reused buffers.
+// own byte range (never the whole file), through cached file handles into reused buffers. The
+// cache is a small LRU: a model of many shards read by long-lived threads holds a few fds, not
+// one per file for ever.
 
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, readSync } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
 import { ModelFormatError } from '../errors.js';
+import { openRegularFileSync } from './open-regular.js';
 import { dtypeSize, type SourceDtype } from '../quant/dtype.js';
 
 /** Rows per read: about this many input bytes, a multiple of 8 rows. */
 export const CHUNK_BYTES = 2 << 20;
+
+/** Files a reader keeps open at once (the least recently read is closed first). */
+export const MAX_OPEN_FILES = 4;
+
+/** `key`'s value, made the most recently used. */
+function recent<V>(map: Map<string, V>, key: string): V | undefined {
+  const v = map.get(key);
+  if (v !== undefined) {
+    map.delete(key);
+    map.set(key, v);
+  }
+  return v;
+}
+
+/** Add `v` as the most recently used, closing the least recently used beyond MAX_OPEN_FILES. */
+function admit<V>(map: Map<string, V>, key: string, v: V, close: (old: V) => void): V {
+  map.set(key, v);
+  for (const [k, old] of map) {
+    if (map.size <= MAX_OPEN_FILES) break;
+    map.delete(k);
+    close(old);
+  }
+  return v;
+}
 
 export interface Timings {
   readMs: number;
@@ -59,13 +86,11 @@ export class RowReader {
 
   private async reader(file: string): Promise<(buf: Buffer, off: number, len: number, pos: number) => number | Promise<number>> {
     if (this.sync) {
-      let fd = this.fds.get(file);
-      if (fd === undefined) this.fds.set(file, (fd = openSync(file, 'r')));
-      return (buf, off, len, pos) => readSync(fd!, buf, off, len, pos);
+      const fd = recent(this.fds, file) ?? admit(this.fds, file, openRegularFileSync(file), closeSync);
+      return (buf, off, len, pos) => readSync(fd, buf, off, len, pos);
     }
-    let fh = this.handles.get(file);
-    if (!fh) this.handles.set(file, (fh = await open(file, 'r')));
-    const h = fh;
+    // reads are one at a time (one buffer), so an evicted handle is never being read
+    const h = recent(this.handles, file) ?? admit(this.handles, file, await open(file, 'r'), (old) => void old.close().catch(() => undefined));
     return async (buf, off, len, pos) => (await h.read(buf, off, len, pos)).bytesRead;
   }
 

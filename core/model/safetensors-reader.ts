@@ -5,7 +5,8 @@
 // "__metadata__"?: {string: string}}, then the data buffer. Offsets are relative to the data
 // buffer, which every tensor must cover exactly: no overlap, no gap, nothing past the end.
 
-import { closeSync, openSync, readSync, fstatSync } from 'node:fs';
+import { closeSync, readSync, fstatSync } from 'node:fs';
+import { openRegularFileSync } from './open-regular.js';
 import { basename } from 'node:path';
 import { ModelFormatError } from '../errors.js';
 import { SOURCE_DTYPES, dtypeSize, type SourceDtype } from '../quant/dtype.js';
@@ -42,7 +43,7 @@ export interface SafetensorsHeader {
 
 /** Read and validate the header of one .safetensors file (reads only the header bytes). */
 export function readSafetensorsHeader(file: string): SafetensorsHeader {
-  const fd = openSync(file, 'r');
+  const fd = openRegularFileSync(file);
   try {
     const fileSize = fstatSync(fd).size;
     // the 9th byte too: a header starts with '{', which tells a non-safetensors file from a truncated one

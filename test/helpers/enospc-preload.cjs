@@ -1,14 +1,25 @@
 // Preloaded (node --require) into a CLI process by the full-disk tests: writes to a file whose
 // name matches AQ_TEST_ENOSPC_MATCH fail with ENOSPC once AQ_TEST_ENOSPC_AFTER bytes have been
-// written to it — a disk that fills up in the middle of the output, on any file system.
+// written to it — a disk that fills up in the middle of the output, on any file system. With
+// AQ_TEST_DATASYNC_EIO=1 it is the file's datasync that fails (EIO) instead: data lost on the way
+// to the disk after the writes succeeded.
 const fsp = require('node:fs/promises');
 const { syncBuiltinESMExports } = require('node:module');
 const match = new RegExp(process.env.AQ_TEST_ENOSPC_MATCH || '$^');
 const after = Number(process.env.AQ_TEST_ENOSPC_AFTER || 0);
+const datasyncFails = process.env.AQ_TEST_DATASYNC_EIO === '1';
 const open = fsp.open;
 fsp.open = async function (path, ...rest) {
   const fh = await open.call(this, path, ...rest);
   if (!match.test(String(path))) return fh;
+  if (datasyncFails) {
+    fh.datasync = async () => {
+      const e = new Error('EIO: i/o error, fdatasync');
+      Object.assign(e, { code: 'EIO', errno: -5, syscall: 'fdatasync' });
+      throw e;
+    };
+    return fh;
+  }
   let written = 0;
   const write = fh.write.bind(fh);
   fh.write = async (buf, offset = 0, length = buf.byteLength - offset, position) => {

@@ -4,7 +4,6 @@
 // must agree with each other before anything is allocated or downloaded.
 
 import { BlockList, isIP } from 'node:net';
-import { statSync } from 'node:fs';
 import { TaskRefusedError } from '../../core/cluster/errors.js';
 import { MAX_EVENT_TEXT, type WorkerEvent } from '../../core/cluster/messages.js';
 import { isJobId } from '../../core/cluster/job-id.js';
@@ -76,15 +75,6 @@ export function checkTaskSize(task: LayerTask, tag: string, worker: string): voi
       `worker ${worker} refused ${tag}: shape [${task.shape.join(', ')}] × ${task.dtype} is ${expected} bytes but the task says byte_length ${task.byte_length}`,
       task.name, worker,
     );
-  }
-}
-
-/** A path the worker may open without blocking: a regular file (a FIFO or device would block the event loop). */
-export function isRegularFile(path: string): boolean {
-  try {
-    return statSync(path).isFile();
-  } catch {
-    return false;
   }
 }
 

@@ -6,11 +6,11 @@
 // at any moment loses nothing, JetStream redelivers its tasks.
 
 import { hostname } from 'node:os';
-import { mkdirSync, realpathSync, rmSync } from 'node:fs';
+import { closeSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
 import { join, sep } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import type { JsMsg, KV, NatsConnection, Subscription, Consumer } from 'nats';
-import { ArrowQuantError, serializeError } from '../../core/errors.js';
+import { ArrowQuantError, ModelFormatError, serializeError } from '../../core/errors.js';
 import { packageVersion } from '../../core/package-info.js';
 import { readSafetensorsHeader } from '../../core/model/safetensors-reader.js';
 import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, layerKey, refusalKey } from '../../core/cluster/names.js';
@@ -27,7 +27,8 @@ import { ShardClient } from './shard-client.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
 import type { WorkerLayerEvent } from './worker-metrics.js';
 import { heldJob } from '../../core/cluster/job-lease-state.js';
-import { boundEvent, checkCoordinator, checkTaskSize, isRegularFile, taskIdentity } from './task-guard.js';
+import { boundEvent, checkCoordinator, checkTaskSize, taskIdentity } from './task-guard.js';
+import { openRegularFileSync } from '../../core/model/open-regular.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
 import type { Timings } from '../../core/model/row-reader.js';
 
@@ -345,7 +346,11 @@ export class WorkerService {
       return null;
     }
     if (!this.roots.some((r) => real === r || real.startsWith(r.endsWith(sep) ? r : r + sep))) return null;
-    if (!isRegularFile(real)) {
+    // Every task: the file can have been swapped for a FIFO since its header was cached.
+    try {
+      closeSync(openRegularFileSync(real));
+    } catch (e) {
+      if (!(e instanceof ModelFormatError)) return null;
       throw new TaskRefusedError(`worker ${this.id} refused layer ${task.layer_index} (${task.name}): ${task.file} is not a regular file`, task.name, this.id);
     }
     let tensors = this.headerCache.get(real);
