@@ -6,10 +6,6 @@ import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect, type JsMsg, type NatsConnection } from 'nats';
-import { resolveConfig } from '../core/config/load.js';
-import { runLocalJob } from '../coordinator/local-run.js';
-import { writeSafetensors } from '../core/model/safetensors-writer.js';
-import { syntheticLlamaTensors } from '../core/model/synthetic-llama.js';
 import { TASK_STREAM, WORKER_CONSUMER, layerKey } from '../core/cluster/names.js';
 import { decodeMessage, taskMessageSchema, type TaskMessage } from '../core/cluster/messages.js';
 import { jobsBucket } from '../core/cluster/jetstream-setup.js';
@@ -22,7 +18,7 @@ import { ThreadPool } from '../worker/thread-pool.js';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
-import { tempDir } from './helpers/models.js';
+import { tempDir, writeSlowModel } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-cluster-shards-');
 const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20' };
@@ -40,10 +36,7 @@ const modelsDir = join(dir, 'models');
 beforeAll(async () => {
   nats = await startNatsServer();
   mkdirSync(modelsDir);
-  slowModel = join(modelsDir, 'slow.safetensors');
-  await writeSafetensors(slowModel, syntheticLlamaTensors({ hidden: 256, intermediate: 688, layers: 3, vocab: 512, heads: 8, kvHeads: 8 }, 'BF16', 11));
-  await runLocalJob(slowModel, { output: join(dir, 'slow-local.arrow'), config: resolveConfig({ refine: 'search' }) });
-  slowLocal = readFileSync(join(dir, 'slow-local.arrow'));
+  ({ model: slowModel, local: slowLocal } = await writeSlowModel(dir, modelsDir, 3));
 });
 
 afterEach(async () => {

@@ -5,10 +5,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
 import { resolveConfig } from '../core/config/load.js';
-import { runLocalJob } from '../coordinator/local-run.js';
 import { prepareJob } from '../coordinator/job.js';
-import { writeSafetensors } from '../core/model/safetensors-writer.js';
-import { syntheticLlamaTensors } from '../core/model/synthetic-llama.js';
 import { TASK_STREAM, WORKER_CONSUMER, eventsSubject } from '../core/cluster/names.js';
 import { decodeMessage, encodeMessage, taskMessageSchema, workerEventSchema } from '../core/cluster/messages.js';
 import { ShardClient } from '../worker/cluster/shard-client.js';
@@ -17,7 +14,7 @@ import { encodeShard } from '../core/format/arrow-file.js';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
-import { tempDir } from './helpers/models.js';
+import { tempDir, writeSlowModel } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-cluster-');
 // Short ack wait so that a killed worker's task comes back quickly; heartbeats keep live ones.
@@ -34,12 +31,7 @@ const modelsDir = join(dir, 'models');
 beforeAll(async () => {
   nats = await startNatsServer();
   mkdirSync(modelsDir);
-  // Large enough that with the TypeScript reference kernel and the clipping search a layer takes
-  // a while: kills land in the middle of work.
-  slowModel = join(modelsDir, 'slow.safetensors');
-  await writeSafetensors(slowModel, syntheticLlamaTensors({ hidden: 256, intermediate: 688, layers: 3, vocab: 512, heads: 8, kvHeads: 8 }, 'BF16', 11));
-  await runLocalJob(slowModel, { output: join(dir, 'slow-local.arrow'), config: resolveConfig({ refine: 'search' }) });
-  slowLocal = readFileSync(join(dir, 'slow-local.arrow'));
+  ({ model: slowModel, local: slowLocal } = await writeSlowModel(dir, modelsDir, 3));
 });
 
 afterEach(async () => {

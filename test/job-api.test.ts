@@ -10,7 +10,7 @@ import { syntheticLlamaTensors } from '../core/model/synthetic-llama.js';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
-import { tempDir } from './helpers/models.js';
+import { tempDir, writeSlowModel } from './helpers/models.js';
 import { generateTestCerts } from './helpers/certs.js';
 import { credentials } from '@grpc/grpc-js';
 import { grpcServices } from '../core/grpc/proto.js';
@@ -37,10 +37,7 @@ beforeAll(async () => {
   writeFileSync(tokenFile, `${TOKEN}\n`);
   // With the TypeScript reference kernel and the clipping search a layer of this model takes a
   // while on a worker: cancels and kills land in the middle of the job.
-  slowModel = join(modelsDir, 'slow.safetensors');
-  await writeSafetensors(slowModel, syntheticLlamaTensors({ hidden: 256, intermediate: 688, layers: 2, vocab: 512, heads: 8, kvHeads: 8 }, 'BF16', 11));
-  await runLocalJob(slowModel, { output: join(dir, 'slow-local.arrow'), config: resolveConfig({ refine: 'search' }) });
-  slowLocal = readFileSync(join(dir, 'slow-local.arrow'));
+  ({ model: slowModel, local: slowLocal } = await writeSlowModel(dir, modelsDir, 2));
   slowerModel = join(modelsDir, 'slower.safetensors');
   await writeSafetensors(slowerModel, syntheticLlamaTensors({ hidden: 512, intermediate: 1376, layers: 2, vocab: 512, heads: 8, kvHeads: 8 }, 'BF16', 12));
   const local = join(dir, 'bf16-local.arrow');
