@@ -7,6 +7,7 @@ import type { LayerBits } from '../core/config/schema.js';
 import type { QuantBits } from '../core/quant/reference.js';
 import type { LayerStats } from '../core/quant/layer-stats.js';
 import type { Encoding } from '../core/plan/candidates.js';
+import { runInLanes } from './run/lanes.js';
 import { MeasurementCache, methodIdentity, sourceSha256, type MeasurementKey } from './measurement-cache.js';
 
 /** What measures a layer: LayerRunner.measure (local threads), or anything with its contract. */
@@ -50,11 +51,7 @@ export class LayerMeasurements {
   /** Measure everything wanted, `concurrency` layers at a time. */
   async run(measurer: LayerMeasurer, concurrency: number): Promise<void> {
     const layers = [...this.wanted.keys()].sort((a, b) => a - b);
-    let next = 0;
-    const lane = async () => {
-      while (next < layers.length) await this.measureLayer(measurer, layers[next++]!);
-    };
-    await Promise.all(Array.from({ length: Math.max(1, concurrency) }, lane));
+    await runInLanes(layers.length, concurrency, (k) => this.measureLayer(measurer, layers[k]!));
   }
 
   private async measureLayer(measurer: LayerMeasurer, layer: number): Promise<void> {

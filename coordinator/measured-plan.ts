@@ -3,20 +3,14 @@
 
 import type { ArrowQuantConfig } from '../core/config/schema.js';
 import type { Plan } from '../core/plan/plan.js';
-import { LayerRunner } from '../worker/layer-runner.js';
-import { ThreadPool, resolveThreads } from '../worker/thread-pool.js';
+import { withLocalMeasurer } from './run/local-measure.js';
 import { prepareJobForPlan } from './job.js';
 import { applyMeasuredAllocation, type MeasuredAllocationOptions } from './measured-allocation.js';
 
 export async function measuredPlan(modelPath: string, cfg: ArrowQuantConfig, opts: MeasuredAllocationOptions = {}): Promise<Plan> {
   const job = prepareJobForPlan(modelPath, cfg);
-  const pool = await ThreadPool.start(resolveThreads(cfg.num_threads));
-  try {
-    const measured = await applyMeasuredAllocation(job, new LayerRunner(pool), pool.size + 1, opts);
-    const m = measured.plan.measurements;
-    const how = m && m.measured === 0 ? 'every measurement came from the cache' : 'weights were read to measure each layer';
-    return { ...measured.plan, warnings: [...measured.plan.warnings, `allocation_strategy measured: ${how}`] };
-  } finally {
-    await pool.close();
-  }
+  const measured = await withLocalMeasurer(cfg.num_threads, (measurer, concurrency) => applyMeasuredAllocation(job, measurer, concurrency, opts));
+  const m = measured.plan.measurements;
+  const how = m && m.measured === 0 ? 'every measurement came from the cache' : 'weights were read to measure each layer';
+  return { ...measured.plan, warnings: [...measured.plan.warnings, `allocation_strategy measured: ${how}`] };
 }

@@ -8,33 +8,28 @@
 // resumes: layers found intact in the partial output or staged with the recorded hash are not
 // redone.
 
-import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import { hostname } from 'node:os';
-import type { KV, NatsConnection, Subscription } from 'nats';
+import type { NatsConnection, Subscription } from 'nats';
 import type { ArrowQuantConfig } from '../../core/config/schema.js';
-import { ArrowQuantError, JobCancelledError, deserializeError } from '../../core/errors.js';
-import { decodeShard } from '../../core/format/arrow-file.js';
-import { recordBytesOut, type LayerRecord } from '../../core/format/layer-schema.js';
-import { matrixView } from '../../core/model/model-source.js';
+import { ArrowQuantError, JobCancelledError } from '../../core/errors.js';
 import {
   TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, taskMessageId, taskSubject,
 } from '../../core/cluster/names.js';
 import {
-  cancelMessageSchema, decodeMessage, encodeMessage, stagedLayerSchema, taskMessageSchema, workerEventSchema, type TaskMessage,
+  cancelMessageSchema, decodeMessage, encodeMessage, taskMessageSchema, workerEventSchema, type TaskMessage,
 } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js';
-import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/errors.js';
+import { DeliveriesExhaustedError } from '../../core/cluster/errors.js';
 import { JobLease } from './job-lease.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
 import { checkOwnTasks } from './task-check.js';
 import { removeStaleTemporaries } from './stale-output.js';
 import { StallDetector, clearFailures, recordedFailure, stallTimeoutMs } from './stall-detector.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
-import type { LayerTask } from '../../core/job/layer-task.js';
 import { ShardServer, shardPath, type ShardMaker } from './shard-server.js';
 import { zeroTimings } from '../../core/model/row-reader.js';
 import { ReorderWindow } from './reorder-window.js';
@@ -42,9 +37,12 @@ import { partialOutputPath, resumePartialOutput } from './partial-output.js';
 import { checkShardRecord, maxShardBytes } from './shard-check.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
 import { applyMeasuredAllocation, usesMeasuredAllocation } from '../measured-allocation.js';
-import { LayerRunner } from '../../worker/layer-runner.js';
-import { ThreadPool, resolveThreads } from '../../worker/thread-pool.js';
-import { addTimings, type Progress, type RunSummary } from '../local-run.js';
+import { advertisedAddress, isLoopback, withPort } from './coordinator-address.js';
+import { resumeStaged } from './staged-resume.js';
+import { abandonJob, deleteLayerKeys, putRetrying } from './job-state.js';
+import { withLocalMeasurer } from '../run/local-measure.js';
+import { finishedFromRecord } from '../run/finished-layer.js';
+import { addTimings, runSummary, type Progress, type RunSummary } from '../run/run-summary.js';
 
 /** How long a stopping coordinator spends telling NATS (which may be unreachable) how the job ended. */
 const ABANDON_MS = 2_000;
@@ -299,20 +297,15 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     // The file is complete: a key left over is reported, and reconciled by any later run of the job.
     await deleteLayerKeys(kv, job).catch((e: Error) => log(`coordinator: warning: ${e.message}; a later run of job ${job.id} clears it`));
     keepStage = false;
-    const elapsed = (performance.now() - t0) / 1000;
-    const round = (x: number) => Math.round(x * 1000) / 1000;
-    return {
-      ...summary,
-      mode: 'cluster',
-      output: job.output,
-      job_id: job.id,
+    const work = {
       // what the workers of this run reported: their kernels, their threads in all, their thread time summed
       kernel: [...new Set([...makers.values()].map((m) => m.kernel || 'unknown'))].sort().join('+') || 'none (every layer resumed)',
       threads: [...makers.values()].reduce((s, m) => s + m.threads, 0),
-      elapsed_s: round(elapsed),
-      input_gb_per_s: round(job.plan.totalBytesIn / 1e9 / elapsed),
-      peak_rss_mb: Math.round(process.resourceUsage().maxRSS / 1024),
-      timings_s: { read: round(thread.readMs / 1e3), kernel: round(thread.kernelMs / 1e3), hash: round(thread.hashMs / 1e3), write: round(thread.writeMs / 1e3), merge: round(mergeS) },
+      timings: thread,
+    };
+    return {
+      ...runSummary(job, summary, work, { elapsedS: (performance.now() - t0) / 1000, mergeS }),
+      mode: 'cluster',
       layers_resumed: resumed,
       layers_published: published,
       workers: [...workers].sort(),
@@ -361,133 +354,7 @@ async function publishTask(nc: NatsConnection, msg: TaskMessage, runId: string):
 /** The measured allocation quantizes every candidate layer three times: here, on local threads. */
 async function measuredIfNeeded(job: PreparedJob): Promise<PreparedJob> {
   if (!usesMeasuredAllocation(job)) return job;
-  const pool = await ThreadPool.start(resolveThreads(job.cfg.num_threads));
-  try {
-    return await applyMeasuredAllocation(job, new LayerRunner(pool), pool.size + 1);
-  } finally {
-    await pool.close();
-  }
-}
-
-/** "host" or "host:0" in --advertise means this host name with the port actually bound. */
-function withPort(advertise: string, port: number): string {
-  const m = /^(.*):(\d+)$/.exec(advertise);
-  if (!m) return `${advertise}:${port}`;
-  return m[2] === '0' ? `${m[1]}:${port}` : advertise;
-}
-
-function isLoopback(listen: string): boolean {
-  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[|\]$/g, '');
-  return host === 'localhost' || host === '::1' || /^127\./.test(host);
-}
-
-function advertisedAddress(listen: string, port: number): string {
-  const host = listen.slice(0, listen.lastIndexOf(':'));
-  const h = host === '0.0.0.0' || host === '::' || host === '[::]' || host === '' ? hostname() : host;
-  return `${h}:${port}`;
-}
-
-/** What a staged shard says about its layer (the coordinator trusts the shard, not the worker). */
-function finishedFromRecord(job: PreparedJob, r: LayerRecord): FinishedLayer {
-  const { rows, cols } = matrixView(r.shape);
-  const t = job.tasks[r.layer_index]!;
-  return {
-    layerIndex: r.layer_index,
-    name: r.layer_name,
-    notes: r.notes ? [r.notes] : [],
-    elements: rows * cols,
-    bits: r.bit_width,
-    plannedBits: r.planned_bit_width,
-    bytesIn: t.byte_length,
-    bytesOut: recordBytesOut(r),
-    sqnrDb: r.sqnr_db,
-    cosine: r.cosine,
-  };
-}
-
-/**
- * Reconcile the job state with this run's stage directory before any task is published. A layer
- * counts as done only if its shard is here (where this run's merge reads it), matches the hash
- * the job state recorded and is exactly what the plan produces for it. Every other recorded
- * layer loses its key (so no worker skips it as "already staged") and every other staged file is
- * removed: both are redone.
- */
-async function resumeStaged(
-  job: PreparedJob, stageDir: string, kv: KV, log: (l: string) => void, finished: Map<number, FinishedLayer>, recorded: Map<number, string>,
-): Promise<void> {
-  const missing: number[] = [];
-  for (const task of job.tasks) {
-    const i = task.layer_index;
-    if (finished.has(i)) continue; // found in the partial output
-    const key = layerKey(job.id, i);
-    const entry = await kv.get(key);
-    const path = shardPath(stageDir, i);
-    const hash = entry && entry.value.length ? recordedHash(entry.value) : null;
-    const why = hash === null ? (existsSync(path) ? 'the job state has no record of it' : null) : staleReason(job, task, path, hash, finished);
-    if (why === null) {
-      if (hash !== null) recorded.set(i, hash);
-      continue;
-    }
-    if (why === 'missing') missing.push(i);
-    else log(`coordinator: staged shard of layer ${i} is not usable (${why}); it will be redone`);
-    rmSync(path, { force: true });
-    if (entry) await deleteKey(kv, key);
-  }
-  if (missing.length) {
-    log(`coordinator: ${missing.length} layers recorded in the job state are neither in ${partialOutputPath(job)} nor staged in ${stageDir} (layers ${missing.join(', ')}); they will be redone`);
-  }
-}
-
-/** The SHA-256 a job-state entry records, or '' when the entry is not readable. */
-function recordedHash(value: Uint8Array): string {
-  try {
-    return decodeMessage(stagedLayerSchema, value, 'job state').sha256;
-  } catch {
-    return '';
-  }
-}
-
-/** Why the staged shard at `path` cannot be used (adding it to `finished` when it can: null). */
-function staleReason(job: PreparedJob, task: LayerTask, path: string, recorded: string, finished: Map<number, FinishedLayer>): string | null {
-  if (!existsSync(path)) return 'missing';
-  const bytes = readFileSync(path);
-  const sha = createHash('sha256').update(bytes).digest('hex');
-  if (sha !== recorded) return `its SHA-256 ${sha} is not the recorded ${recorded || '(unreadable record)'}`;
-  try {
-    const record = decodeShard(bytes, `staged shard of layer ${task.layer_index}`).record;
-    checkShardRecord(record, task);
-    finished.set(task.layer_index, finishedFromRecord(job, record));
-    return null;
-  } catch (e) {
-    return (e as Error).message;
-  }
-}
-
-/** How long recording a layer already written to the output is retried before the job fails. */
-const RECORD_RETRY_MS = 30_000;
-
-/** Retries until recorded, the deadline, or the job has stopped (a cancelled job must not wait on NATS). */
-async function putRetrying(kv: KV, key: string, value: Uint8Array, log: (l: string) => void, stopped: () => boolean): Promise<void> {
-  const deadline = Date.now() + RECORD_RETRY_MS;
-  for (let attempt = 0; ; attempt++) {
-    try {
-      await kv.put(key, value);
-      return;
-    } catch (e) {
-      if (stopped()) throw new ArrowQuantError(`the job stopped before "${key}" could be recorded: ${(e as Error).message}`, { cause: e });
-      if (Date.now() > deadline) throw new ArrowQuantError(`cannot record "${key}" in the job state for ${RECORD_RETRY_MS / 1000} s: ${(e as Error).message}`, { cause: e });
-      if (attempt === 0) log(`coordinator: recording "${key}" failed (${(e as Error).message}); retrying`);
-      await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
-    }
-  }
-}
-
-async function deleteKey(kv: KV, key: string): Promise<void> {
-  try {
-    await kv.delete(key);
-  } catch (e) {
-    throw new ArrowQuantError(`cannot delete "${key}" from the job state (NATS key-value bucket): ${(e as Error).message}`, { cause: e });
-  }
+  return withLocalMeasurer(job.cfg.num_threads, (measurer, concurrency) => applyMeasuredAllocation(job, measurer, concurrency));
 }
 
 async function onMaxDeliveries(
@@ -508,22 +375,4 @@ async function onMaxDeliveries(
   } catch (e) {
     log(`coordinator: could not read a max-deliveries advisory: ${(e as Error).message}`);
   }
-}
-
-/**
- * Tell workers to drop this run's layers and record the outcome. Its pending tasks stay queued: no
- * subject-filtered purge (on nats-server 2.9 it moves the shared consumer past other jobs' tasks);
- * workers drop a task whose job no live coordinator holds as soon as it is delivered.
- */
-async function abandonJob(
-  nc: NatsConnection, kv: KV, lease: JobLease, job: PreparedJob, runId: string, state: 'failed' | 'cancelled', message: string, forgetShards: boolean,
-): Promise<void> {
-  nc.publish(cancelSubject(job.id), encodeMessage({ run_id: runId }));
-  await lease.finish(state, message).catch(() => undefined);
-  // The job's own error is what the user needs; a key left over is reconciled by a later run.
-  if (forgetShards) await deleteLayerKeys(kv, job).catch((e: Error) => process.stderr.write(`coordinator: warning: ${e.message}\n`));
-}
-
-async function deleteLayerKeys(kv: KV, job: PreparedJob): Promise<void> {
-  for (const t of job.tasks) await deleteKey(kv, layerKey(job.id, t.layer_index));
 }
