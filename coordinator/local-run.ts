@@ -7,12 +7,13 @@ import { JobCancelledError } from '../core/errors.js';
 import { LayerRunner } from '../worker/layer-runner.js';
 import { ThreadPool, resolveThreads } from '../worker/thread-pool.js';
 import { zeroTimings } from '../core/model/row-reader.js';
-import { OrderedOutput, prepareJob } from './job.js';
-import { applyMeasuredAllocation } from './measured-allocation.js';
+import { OrderedOutput, type PreparedJob } from './job.js';
 import { encodeBatchMessage } from '../core/format/arrow-file.js';
-import { addTimings, runSummary, type Progress, type RunSummary } from './run/run-summary.js';
+import type { LayerMeasurer } from './layer-measurements.js';
+import { addTimings, type Progress, type RunSummary } from './run/run-summary.js';
 import { finishedFromOutcome } from './run/finished-layer.js';
 import { runInLanes } from './run/lanes.js';
+import { runJob, type Execution, type JobExecutor } from './run/driver.js';
 
 export type { Progress, RunSummary } from './run/run-summary.js';
 
@@ -30,22 +31,39 @@ export interface LocalRunOptions {
   measurementCacheDir?: string | null;
 }
 
-export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Promise<RunSummary> {
-  const t0 = performance.now();
-  let job = prepareJob(modelPath, opts.config, opts.output);
-  const pool = await ThreadPool.start(resolveThreads(opts.config.num_threads));
-  if (pool.kernelWarning) opts.onWarning?.(pool.kernelWarning);
-  let output: OrderedOutput | null = null;
-  let cancelled = false;
-  void opts.cancel?.then(() => {
-    cancelled = true;
-    void pool.close();
-  });
-  try {
-    const runner = new LayerRunner(pool, opts.pieceBytes);
-    job = await applyMeasuredAllocation(job, runner, pool.size + 1, { cacheDir: opts.measurementCacheDir });
-    output = await OrderedOutput.create(job);
-    const out = output;
+export function runLocalJob(modelPath: string, opts: LocalRunOptions): Promise<RunSummary> {
+  return runJob(modelPath, opts, new LocalExecutor(opts));
+}
+
+/** Layers quantized on this process's thread pool, which also measures them for the measured allocation. */
+export class LocalExecutor implements JobExecutor<object> {
+  private pool: ThreadPool | null = null;
+  private runner: LayerRunner | null = null;
+  private output: OrderedOutput | null = null;
+  private jobId = '';
+  private cancelled = false;
+
+  constructor(private readonly opts: LocalRunOptions) {}
+
+  async start(job: PreparedJob): Promise<void> {
+    this.jobId = job.id;
+    const pool = (this.pool = await ThreadPool.start(resolveThreads(job.cfg.num_threads)));
+    if (pool.kernelWarning) this.opts.onWarning?.(pool.kernelWarning);
+    void this.opts.cancel?.then(() => {
+      this.cancelled = true;
+      void pool.close();
+    });
+    this.runner = new LayerRunner(pool, this.opts.pieceBytes);
+  }
+
+  withMeasurer<T>(use: (measurer: LayerMeasurer, concurrency: number) => Promise<T>): Promise<T> {
+    return use(this.runner!, this.pool!.size + 1);
+  }
+
+  async execute(job: PreparedJob): Promise<Execution> {
+    const pool = this.pool!;
+    const runner = this.runner!;
+    const out = (this.output = await OrderedOutput.create(job));
     let writeMs = 0;
     let done = { count: 0, bytes: 0 };
     // A layer's lane ends only once the layer is written, so at most `lanes` layers are in memory.
@@ -72,20 +90,25 @@ export async function runLocalJob(modelPath: string, opts: LocalRunOptions): Pro
       },
       (o) => {
         done = { count: done.count + 1, bytes: done.bytes + o.bytesIn };
-        opts.onProgress?.({ layersDone: done.count, layersTotal: job.tasks.length, bytesDone: done.bytes, bytesTotal: job.plan.totalBytesIn, layer: o.name });
+        this.opts.onProgress?.({ layersDone: done.count, layersTotal: job.tasks.length, bytesDone: done.bytes, bytesTotal: job.plan.totalBytesIn, layer: o.name });
       },
     );
-    if (cancelled) throw new JobCancelledError(job.id);
-    const tFinish = performance.now();
-    const summary = await output.finish(outcomes.map(finishedFromOutcome));
-    const mergeS = (performance.now() - tFinish) / 1000;
+    if (this.cancelled) throw new JobCancelledError(job.id);
     const threadTime = outcomes.reduce((acc, o) => addTimings(acc, o.timings), zeroTimings());
-    const work = { kernel: pool.kernel, threads: pool.size, timings: { ...threadTime, writeMs } };
-    return runSummary(job, summary, work, { elapsedS: (performance.now() - t0) / 1000, mergeS });
-  } catch (e) {
-    await output?.abort();
-    throw cancelled ? new JobCancelledError(job.id) : e;
-  } finally {
-    await pool.close();
+    // the write time is this process's, appending each layer to the file
+    return { output: out, layers: outcomes.map(finishedFromOutcome), work: { kernel: pool.kernel, threads: pool.size, timings: { ...threadTime, writeMs } } };
+  }
+
+  async completed(): Promise<object> {
+    return {};
+  }
+
+  async failed(e: unknown): Promise<unknown> {
+    await this.output?.abort();
+    return this.cancelled ? new JobCancelledError(this.jobId) : e;
+  }
+
+  async close(): Promise<void> {
+    await this.pool?.close();
   }
 }
