@@ -12,11 +12,11 @@ import { randomBytes } from 'node:crypto';
 import { mkdirSync } from 'node:fs';
 import { rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
-import type { NatsConnection, Subscription } from 'nats';
+import type { KV, NatsConnection, Subscription } from 'nats';
 import type { ArrowQuantConfig } from '../../core/config/schema.js';
 import { ArrowQuantError, JobCancelledError } from '../../core/errors.js';
 import {
-  TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, taskMessageId, taskSubject,
+  TASK_STREAM, cancelSubject, eventsSubject, maxDeliveriesAdvisory, taskMessageId, taskSubject,
 } from '../../core/cluster/names.js';
 import {
   cancelMessageSchema, decodeMessage, encodeMessage, taskMessageSchema, workerEventSchema, type TaskMessage,
@@ -30,19 +30,20 @@ import { checkOwnTasks } from './task-check.js';
 import { removeStaleTemporaries } from './stale-output.js';
 import { StallDetector, clearFailures, recordedFailure, stallTimeoutMs } from './stall-detector.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
-import { ShardServer, shardPath, type ShardMaker } from './shard-server.js';
-import { zeroTimings } from '../../core/model/row-reader.js';
+import { ShardServer } from './shard-server.js';
 import { ReorderWindow } from './reorder-window.js';
 import { partialOutputPath, resumePartialOutput } from './partial-output.js';
-import { checkShardRecord, maxShardBytes } from './shard-check.js';
-import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
-import { applyMeasuredAllocation, usesMeasuredAllocation } from '../measured-allocation.js';
+import { OrderedOutput, type FinishedLayer, type PreparedJob } from '../job.js';
+import type { LayerMeasurer } from '../layer-measurements.js';
+import { runJob, type Execution, type JobExecutor } from '../run/driver.js';
+import { JobSettlement } from './job-settlement.js';
+import { ShardIntake } from './shard-intake.js';
 import { advertisedAddress, isLoopback, withPort } from './coordinator-address.js';
 import { resumeStaged } from './staged-resume.js';
-import { abandonJob, deleteLayerKeys, putRetrying } from './job-state.js';
+import { abandonJob, deleteLayerKeys } from './job-state.js';
 import { withLocalMeasurer } from '../run/local-measure.js';
 import { finishedFromRecord } from '../run/finished-layer.js';
-import { addTimings, runSummary, type Progress, type RunSummary } from '../run/run-summary.js';
+import type { Progress, RunSummary } from '../run/run-summary.js';
 
 /** How long a stopping coordinator spends telling NATS (which may be unreachable) how the job ended. */
 const ABANDON_MS = 2_000;
@@ -90,131 +91,130 @@ export interface ClusterRunSummary extends RunSummary {
   shards_from_stage_files: number;
 }
 
-export async function runClusterJob(modelPath: string, opts: ClusterRunOptions): Promise<ClusterRunSummary> {
-  const t0 = performance.now();
-  const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const job = await measuredIfNeeded(prepareJob(modelPath, opts.config, opts.output));
-  const stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
-  mkdirSync(stageDir, { recursive: true });
-  const nc = await connectNats(opts.nats);
-  const server = new ShardServer({ tls: opts.grpcTls ?? null, maxConcurrentUploads: opts.maxConcurrentUploads });
-  const window = new ReorderWindow(opts.reorderWindowBytes ?? DEFAULT_REORDER_WINDOW_BYTES);
-  const subs: Subscription[] = [];
-  let output: OrderedOutput | null = null;
-  const runId = randomBytes(8).toString('hex');
-  let keepStage = true;
+export function runClusterJob(modelPath: string, opts: ClusterRunOptions): Promise<ClusterRunSummary> {
+  return runJob(modelPath, opts, new ClusterExecutor(opts));
+}
+
+/** What a cluster run adds to the summary. */
+type ClusterFigures = Omit<ClusterRunSummary, keyof RunSummary>;
+
+/**
+ * Layers quantized by the cluster's workers: the job's lease and state in NATS, its tasks on the
+ * work queue, its shards through the shard server into the (possibly resumed) partial output.
+ */
+export class ClusterExecutor implements JobExecutor<ClusterFigures> {
+  private readonly log: (line: string) => void;
+  private readonly runId = randomBytes(8).toString('hex');
+  private readonly settlement = new JobSettlement();
+  private readonly subs: Subscription[] = [];
+  private job!: PreparedJob;
+  private stageDir = '';
+  private nc: NatsConnection | null = null;
+  private kv: KV | null = null;
+  private server: ShardServer | null = null;
+  private lease: JobLease | null = null;
+  private stall: StallDetector | null = null;
+  private output: OrderedOutput | null = null;
+  private intake: ShardIntake | null = null;
+  private resumed = 0;
+  private published = 0;
+  /** the stage directory (and partial output) stay for a later run to resume */
+  private keepStage = true;
   /** the job ended without its file (failed, cancelled, interrupted) */
-  let stoppedEarly = false;
-  let lease: JobLease | null = null;
-  let stall: StallDetector | null = null;
-  let failJob: (e: Error) => void = () => undefined;
-  try {
-    checkOwnTasks(job, runId, nc.info?.max_payload);
+  private stoppedEarly = false;
+  /** a failure from here on tells the workers and the job state that the job is over */
+  private abandonOnFailure = false;
+
+  constructor(private readonly opts: ClusterRunOptions) {
+    this.log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
+  }
+
+  async start(): Promise<void> {}
+
+  /** The measured allocation quantizes every candidate layer three times: here, on local threads (the seam for measuring on the workers). */
+  withMeasurer<T>(use: (measurer: LayerMeasurer, concurrency: number) => Promise<T>): Promise<T> {
+    return withLocalMeasurer(this.opts.config.num_threads, use);
+  }
+
+  async execute(job: PreparedJob): Promise<Execution> {
+    const { opts } = this;
+    this.job = job;
+    this.stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
+    mkdirSync(this.stageDir, { recursive: true });
+    const nc = (this.nc = await connectNats(opts.nats));
+    this.server = new ShardServer({ tls: opts.grpcTls ?? null, maxConcurrentUploads: opts.maxConcurrentUploads });
+    checkOwnTasks(job, this.runId, nc.info?.max_payload);
     await ensureTaskQueue(nc);
-    const kv = await jobsBucket(nc);
+    const kv = (this.kv = await jobsBucket(nc));
+    await this.claim(kv);
+    const intake = (this.intake = await this.resume(kv));
+    const advertise = await this.serveShards(intake);
+    this.subscribe(kv, intake);
+    void intake.appendReady();
+    if (intake.layersDone === job.tasks.length) this.settlement.succeed();
+    await this.publishTasks(intake, advertise);
+    this.log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${this.resumed} already staged, ${this.published} published; shards to ${advertise}`);
+    this.stall = new StallDetector({
+      nc, kv, workersKv: await workersBucket(nc), jobId: job.id, layers: job.tasks.length, done: () => intake.layersDone, isDone: (i) => intake.isDone(i),
+      fail: (e) => this.settlement.fail(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(),
+    });
+    this.stall.start();
+    this.abandonOnFailure = true;
+    await this.settlement.done;
+    await intake.appendReady();
+    return { output: this.output!, layers: intake.layers(), work: intake.work() };
+  }
+
+  /** Hold the job's lease; clear what an earlier run of it left that this run cannot use. */
+  private async claim(kv: KV): Promise<void> {
+    const { job, log } = this;
     const jobState = { job_id: job.id, model: job.model.name, output: job.output, layers_total: job.tasks.length, state: 'running' as const, coordinator: '' };
-    lease = await JobLease.claim(kv, jobState, runId, (e) => failJob(e));
-    if (lease.previous && lease.previous.state.output !== job.output) {
+    this.lease = await JobLease.claim(kv, jobState, this.runId, (e) => this.settlement.fail(e));
+    if (this.lease.previous && this.lease.previous.state.output !== job.output) {
       // A dead run of this job wrote another file: its layer records describe its stage, not ours.
-      log(`coordinator: job ${job.id}: clearing the state of an earlier run that wrote ${lease.previous.state.output}`);
+      log(`coordinator: job ${job.id}: clearing the state of an earlier run that wrote ${this.lease.previous.state.output}`);
       await deleteLayerKeys(kv, job);
     }
     await clearFailures(kv, job.id);
     for (const name of removeStaleTemporaries(job.output)) log(`coordinator: removed ${name}, left by a run that died`);
-    // Layers already in the partial output, then layers in the stage directory: the rest is redone.
+  }
+
+  /** Layers already in the partial output, then layers in the stage directory: the rest is redone. */
+  private async resume(kv: KV): Promise<ShardIntake> {
+    const { job, log, opts } = this;
     const partial = partialOutputPath(job);
     const inOutput = await resumePartialOutput(job, kv, log);
     if (inOutput.records.length) log(`coordinator: ${inOutput.records.length} layers found written in ${partial}; continuing after them`);
     const finished = new Map<number, FinishedLayer>(inOutput.records.map((r) => [r.layer_index, finishedFromRecord(job, r)]));
     const recorded = new Map<number, string>(inOutput.records.map((r, k) => [r.layer_index, inOutput.hashes[k]!]));
-    await resumeStaged(job, stageDir, kv, log, finished, recorded);
-    const resumed = finished.size;
-    output = inOutput.blocks.length ? await OrderedOutput.reopen(job, partial, inOutput.blocks) : await OrderedOutput.create(job, partial);
-    const out = output;
-    // A shard received into the reorder window is written from there; any other from its stage file.
-    const staged = (i: number) => (finished.has(i) ? (window.take(i) ?? shardPath(stageDir, i)) : null);
-    const from = { direct: 0, memory: 0, stage: 0 };
-    const directly = new Set<number>();
-    const written = (shard: Uint8Array | string) => {
-      if (typeof shard === 'string') from.stage++;
-      else (directly.has(out.written) ? from.direct++ : from.memory++, window.release(shard));
-    };
-    const appendReady = () => out.appendStaged(staged, written).catch((e) => settle.reject(e));
-    const workers = new Set<string>();
-    const makers = new Map<string, ShardMaker>();
-    let thread = zeroTimings();
-    let grpcBytes = 0;
-    let bytesDone = [...finished.values()].reduce((s, l) => s + l.bytesIn, 0);
-    /** when each layer's task was published by this run (performance.now()) */
-    const publishedAt = new Map<number, number>();
-
-    let settle!: { resolve: () => void; reject: (e: unknown) => void };
-    let failed = false;
-    const done = new Promise<void>((resolve, reject) => (settle = { resolve, reject: (e) => ((failed = true), reject(e)) }));
-    done.catch(() => undefined); // it may fail while tasks are still being published; handled where awaited
-    failJob = settle.reject;
-
-    server.registerJob(job.id, {
-      stageDir,
-      allowDownload: opts.allowDownload ?? false,
-      layer: (i) => {
-        const t = job.tasks[i];
-        return t && {
-          planHash: t.plan_hash, name: t.name, file: t.file, dataStart: t.data_start, byteLength: t.byte_length,
-          maxShardBytes: maxShardBytes(t), check: (r) => checkShardRecord(r, t),
-        };
-      },
-      reserveMemory: (bytes) => (failed ? null : window.tryReserve(bytes)),
-      releaseMemory: (buffer) => window.release(buffer),
-      writesDirectly: (i) => !failed && i === out.written && !finished.has(i),
-      recordedHash: (i) => recorded.get(i),
-      // The job state records the shard before the worker hears back: a worker told "staged"
-      // means a restarted coordinator will find it.
-      onStaged: async (i, info) => {
-        if (failed) throw new ArrowQuantError(`job ${job.id} has stopped`);
-        const layer = finishedFromRecord(job, info.record);
-        const state = { sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId };
-        if (info.path === null) {
-          // Next in the output and not staged: written there first, then recorded with its place.
-          if (out.written !== i) throw new ArrowQuantError(`layer ${i} was to be written directly but the output is at layer ${out.written}`);
-          const offset = out.nextOffset;
-          directly.add(i);
-          window.keep(i, info.bytes!);
-          finished.set(i, layer);
-          await appendReady();
-          if (out.written <= i) throw new ArrowQuantError(`layer ${i} could not be written to ${partial}`);
-          // The layer is in the output now: recording it is retried (NATS may be restarting) rather than redone.
-          await putRetrying(kv, layerKey(job.id, i), encodeMessage({ ...state, output_offset: offset }), log, () => failed).catch((e: Error) => {
-            settle.reject(e);
-            throw e;
-          });
-        } else {
-          await kv.put(layerKey(job.id, i), encodeMessage(state));
-          if (info.bytes) window.keep(i, info.bytes);
-          finished.set(i, layer);
-        }
-        recorded.set(i, info.sha256);
-        workers.add(info.workerId);
-        makers.set(info.workerId, info.maker);
-        thread = addTimings(thread, info.maker.timings);
-        grpcBytes += info.size;
-        bytesDone += layer.bytesIn;
-        opts.onProgress?.({ layersDone: finished.size, layersTotal: job.tasks.length, bytesDone, bytesTotal: job.plan.totalBytesIn, layer: layer.name });
-        const sent = publishedAt.get(i);
-        if (sent !== undefined) opts.onLayerStaged?.(i, (performance.now() - sent) / 1000);
-        void appendReady();
-        if (finished.size === job.tasks.length) settle.resolve();
-      },
+    await resumeStaged(job, this.stageDir, kv, log, finished, recorded);
+    this.resumed = finished.size;
+    const out = (this.output = inOutput.blocks.length ? await OrderedOutput.reopen(job, partial, inOutput.blocks) : await OrderedOutput.create(job, partial));
+    const window = new ReorderWindow(opts.reorderWindowBytes ?? DEFAULT_REORDER_WINDOW_BYTES);
+    return new ShardIntake(job, this.stageDir, kv, out, window, this.settlement, finished, recorded, {
+      allowDownload: opts.allowDownload ?? false, onProgress: opts.onProgress, onLayerStaged: opts.onLayerStaged, log,
     });
-    const { port } = await server.start(opts.listen);
-    opts.onShardServer?.(server);
-    const advertise = opts.advertise ? withPort(opts.advertise, port) : advertisedAddress(opts.listen, port);
-    await lease.update({ coordinator: advertise });
-    if (!opts.grpcTls && !isLoopback(opts.listen)) {
-      log(`coordinator: warning: shard transfer listens on ${opts.listen} in plaintext: shards${opts.allowDownload ? ' and source weights' : ''} cross the network unencrypted and unauthenticated (--grpc-tls-cert/--grpc-tls-key)`);
-    }
+  }
 
-    subs.push(
+  /** The shard server listens with this job registered; the address workers are told. */
+  private async serveShards(intake: ShardIntake): Promise<string> {
+    const { opts, server } = this;
+    server!.registerJob(this.job.id, intake);
+    const { port } = await server!.start(opts.listen);
+    opts.onShardServer?.(server!);
+    const advertise = opts.advertise ? withPort(opts.advertise, port) : advertisedAddress(opts.listen, port);
+    await this.lease!.update({ coordinator: advertise });
+    if (!opts.grpcTls && !isLoopback(opts.listen)) {
+      this.log(`coordinator: warning: shard transfer listens on ${opts.listen} in plaintext: shards${opts.allowDownload ? ' and source weights' : ''} cross the network unencrypted and unauthenticated (--grpc-tls-cert/--grpc-tls-key)`);
+    }
+    return advertise;
+  }
+
+  /** Workers' failure events, cancels of the job, and the task queue's max-deliveries advisories. */
+  private subscribe(kv: KV, intake: ShardIntake): void {
+    const { job, log, settlement } = this;
+    const nc = this.nc!;
+    this.subs.push(
       nc.subscribe(eventsSubject(job.id), {
         callback: (_e, m) => {
           let ev;
@@ -224,12 +224,12 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
             log(`coordinator: ignoring ${(err as Error).message}`);
             return;
           }
-          if (finished.has(ev.layer_index)) return;
+          if (intake.isDone(ev.layer_index)) return;
           if (ev.type === 'task_refused' || ev.final) {
             // Only what the worker recorded in the job state fails the job: a plain message cannot.
             const layer = ev.layer_index;
             void recordedFailure(kv, job.id, layer).then(
-              (err) => (err ? settle.reject(err) : log(`coordinator: ignoring a ${ev.type} event for layer ${layer} that the job state does not confirm`)),
+              (err) => (err ? settlement.fail(err) : log(`coordinator: ignoring a ${ev.type} event for layer ${layer} that the job state does not confirm`)),
               (err: Error) => log(`coordinator: cannot check a ${ev.type} event for layer ${layer}: ${err.message}`),
             );
           } else {
@@ -240,95 +240,81 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       nc.subscribe(cancelSubject(job.id), {
         callback: (_e, m) => {
           try {
-            if (!decodeMessage(cancelMessageSchema, m.data, m.subject).run_id) settle.reject(new JobCancelledError(job.id));
+            if (!decodeMessage(cancelMessageSchema, m.data, m.subject).run_id) settlement.fail(new JobCancelledError(job.id));
           } catch (err) {
             log(`coordinator: ignoring ${(err as Error).message}`);
           }
         },
       }),
       nc.subscribe(maxDeliveriesAdvisory, {
-        callback: (_e, m) => void onMaxDeliveries(nc, m.data, job.id, finished, settle.reject, log),
+        callback: (_e, m) => void onMaxDeliveries(nc, m.data, job.id, (i) => intake.isDone(i), (e) => settlement.fail(e), log),
       }),
     );
-    opts.cancel?.then(() => settle.reject(new JobCancelledError(job.id)));
+    this.opts.cancel?.then(() => settlement.fail(new JobCancelledError(job.id)));
+  }
 
-    let published = 0;
-    void appendReady();
-    if (finished.size === job.tasks.length) settle.resolve();
-    for (const task of job.tasks) {
-      if (failed) break;
-      if (finished.has(task.layer_index)) continue;
-      const msg: TaskMessage = { task, run_id: runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false };
-      publishedAt.set(task.layer_index, performance.now());
-      await publishTask(nc, msg, runId);
-      published++;
+  /** One task per layer not done yet, in canonical order, until the job fails. */
+  private async publishTasks(intake: ShardIntake, advertise: string): Promise<void> {
+    const { opts } = this;
+    for (const task of this.job.tasks) {
+      if (this.settlement.failed) break;
+      if (intake.isDone(task.layer_index)) continue;
+      const msg: TaskMessage = { task, run_id: this.runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false };
+      intake.published(task.layer_index);
+      await publishTask(this.nc!, msg, this.runId);
+      this.published++;
     }
-    log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${resumed} already staged, ${published} published; shards to ${advertise}`);
-    stall = new StallDetector({
-      nc, kv, workersKv: await workersBucket(nc), jobId: job.id, layers: job.tasks.length, done: () => finished.size, isDone: (i) => finished.has(i),
-      fail: (e) => settle.reject(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(),
-    });
-    stall.start();
+  }
 
-    try {
-      await done;
-    } catch (e) {
-      // Whatever stopped the job, its pending tasks go and workers drop its in-flight layers.
-      // A failure of the input (exit 2/3) or a cancel also forgets the staged shards; anything
-      // else keeps them so that running the same command again resumes.
-      const forget = e instanceof JobCancelledError || (e instanceof ArrowQuantError && e.exitCode >= 2);
-      keepStage = !forget;
-      server.unregisterJob(job.id); // no more uploads for this run
-      await bounded(abandonJob(nc, kv, lease, job, runId, e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message, forget), ABANDON_MS);
-      if (keepStage) log(`coordinator: job ${job.id} stopped; its staged shards stay in ${stageDir} — run the same command again to resume`);
-      throw e;
-    }
-
-    const tMerge = performance.now();
-    await appendReady();
-    const summary = await out.finish([...finished.values()]).catch(async (e: unknown) => {
-      keepStage = !(e instanceof ArrowQuantError && e.exitCode >= 2);
-      server.unregisterJob(job.id);
-      await bounded(abandonJob(nc, kv, lease!, job, runId, 'failed', (e as Error).message, !keepStage), ABANDON_MS);
-      throw e;
-    });
-    const mergeS = (performance.now() - tMerge) / 1000;
-    await lease.finish('done');
+  async completed(): Promise<ClusterFigures> {
+    const { job, intake } = this;
+    this.abandonOnFailure = false;
+    await this.lease!.finish('done');
     // The file is complete: a key left over is reported, and reconciled by any later run of the job.
-    await deleteLayerKeys(kv, job).catch((e: Error) => log(`coordinator: warning: ${e.message}; a later run of job ${job.id} clears it`));
-    keepStage = false;
-    const work = {
-      // what the workers of this run reported: their kernels, their threads in all, their thread time summed
-      kernel: [...new Set([...makers.values()].map((m) => m.kernel || 'unknown'))].sort().join('+') || 'none (every layer resumed)',
-      threads: [...makers.values()].reduce((s, m) => s + m.threads, 0),
-      timings: thread,
-    };
+    await deleteLayerKeys(this.kv!, job).catch((e: Error) => this.log(`coordinator: warning: ${e.message}; a later run of job ${job.id} clears it`));
+    this.keepStage = false;
     return {
-      ...runSummary(job, summary, work, { elapsedS: (performance.now() - t0) / 1000, mergeS }),
       mode: 'cluster',
-      layers_resumed: resumed,
-      layers_published: published,
-      workers: [...workers].sort(),
-      grpc_bytes_received: grpcBytes,
-      shards_written_directly: from.direct,
-      shards_from_memory: from.memory,
-      shards_from_stage_files: from.stage,
+      layers_resumed: this.resumed,
+      layers_published: this.published,
+      workers: intake!.workerIds,
+      grpc_bytes_received: intake!.bytesReceived,
+      shards_written_directly: intake!.from.direct,
+      shards_from_memory: intake!.from.memory,
+      shards_from_stage_files: intake!.from.stage,
     };
-  } catch (e) {
-    stoppedEarly = true;
-    // A job that can be resumed keeps its partial output next to its stage directory.
-    if (keepStage) await output?.detach();
-    else await output?.abort();
-    throw e;
-  } finally {
-    lease?.stop();
-    stall?.stop();
-    for (const s of subs) s.unsubscribe();
+  }
+
+  /**
+   * Whatever stopped the job, its pending tasks go and workers drop its in-flight layers. A
+   * failure of the input (exit 2/3) or a cancel also forgets the staged shards; anything else
+   * keeps them (and the partial output) so that running the same command again resumes.
+   */
+  async failed(e: unknown): Promise<unknown> {
+    this.stoppedEarly = true;
+    if (this.abandonOnFailure) {
+      const forget = e instanceof ArrowQuantError && e.exitCode >= 2;
+      this.keepStage = !forget;
+      this.server!.unregisterJob(this.job.id); // no more uploads for this run
+      await bounded(abandonJob(this.nc!, this.kv!, this.lease!, this.job, this.runId, e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message, forget), ABANDON_MS);
+      if (this.keepStage) this.log(`coordinator: job ${this.job.id} stopped; its staged shards stay in ${this.stageDir} — run the same command again to resume`);
+    }
+    if (this.keepStage) await this.output?.detach();
+    else await this.output?.abort();
+    return e;
+  }
+
+  async close(): Promise<void> {
+    this.lease?.stop();
+    this.stall?.stop();
+    for (const s of this.subs) s.unsubscribe();
     // a stopped job's uploads are not worth waiting for: their layers are dropped or redone
-    await server.stop(stoppedEarly ? 1_000 : undefined);
-    opts.onShardServer?.(null);
-    await closeNats(nc, 1_500);
-    if (!keepStage) await rm(stageDir, { recursive: true, force: true });
+    if (this.server) {
+      await this.server.stop(this.stoppedEarly ? 1_000 : undefined);
+      this.opts.onShardServer?.(null);
+    }
+    if (this.nc) await closeNats(this.nc, 1_500);
+    if (!this.keepStage && this.stageDir) await rm(this.stageDir, { recursive: true, force: true });
   }
 }
 
@@ -351,14 +337,8 @@ async function publishTask(nc: NatsConnection, msg: TaskMessage, runId: string):
   }
 }
 
-/** The measured allocation quantizes every candidate layer three times: here, on local threads. */
-async function measuredIfNeeded(job: PreparedJob): Promise<PreparedJob> {
-  if (!usesMeasuredAllocation(job)) return job;
-  return withLocalMeasurer(job.cfg.num_threads, (measurer, concurrency) => applyMeasuredAllocation(job, measurer, concurrency));
-}
-
 async function onMaxDeliveries(
-  nc: NatsConnection, data: Uint8Array, jobId: string, finished: Map<number, FinishedLayer>, fail: (e: unknown) => void, log: (l: string) => void,
+  nc: NatsConnection, data: Uint8Array, jobId: string, isDone: (index: number) => boolean, fail: (e: unknown) => void, log: (l: string) => void,
 ): Promise<void> {
   try {
     const adv = JSON.parse(new TextDecoder().decode(data)) as { stream_seq?: number; deliveries?: number };
@@ -366,7 +346,7 @@ async function onMaxDeliveries(
     const jsm = await nc.jetstreamManager();
     const sm = await jsm.streams.getMessage(TASK_STREAM, { seq: adv.stream_seq });
     const tm = decodeMessage(taskMessageSchema, sm.data, sm.subject);
-    if (tm.task.job_id !== jobId || finished.has(tm.task.layer_index)) return;
+    if (tm.task.job_id !== jobId || isDone(tm.task.layer_index)) return;
     fail(new DeliveriesExhaustedError(
       `layer ${tm.task.layer_index} (${tm.task.name}) failed ${adv.deliveries ?? 'the maximum number of'} deliveries; see the workers' logs`,
       tm.task.name,
