@@ -10,7 +10,7 @@ import { zeroTimings } from '../core/model/row-reader.js';
 import { OrderedOutput, type PreparedJob } from './job.js';
 import { encodeBatchMessage } from '../core/format/arrow-file.js';
 import type { LayerMeasurer } from './layer-measurements.js';
-import { addTimings, type Progress, type RunSummary } from './run/run-summary.js';
+import { ProgressCounter, addTimings, type Progress, type RunSummary } from './run/run-summary.js';
 import { finishedFromOutcome } from './run/finished-layer.js';
 import { runInLanes } from './run/lanes.js';
 import { runJob, type Execution, type JobExecutor } from './run/driver.js';
@@ -65,7 +65,7 @@ export class LocalExecutor implements JobExecutor<object> {
     const runner = this.runner!;
     const out = (this.output = await OrderedOutput.create(job));
     let writeMs = 0;
-    let done = { count: 0, bytes: 0 };
+    const progress = new ProgressCounter(job, this.opts.onProgress);
     // A layer's lane ends only once the layer is written, so at most `lanes` layers are in memory.
     const outcomes = await runInLanes(
       job.tasks.length,
@@ -88,10 +88,7 @@ export class LocalExecutor implements JobExecutor<object> {
         }
         return r.outcome;
       },
-      (o) => {
-        done = { count: done.count + 1, bytes: done.bytes + o.bytesIn };
-        this.opts.onProgress?.({ layersDone: done.count, layersTotal: job.tasks.length, bytesDone: done.bytes, bytesTotal: job.plan.totalBytesIn, layer: o.name });
-      },
+      (o) => progress.layerDone(o.name, o.bytesIn),
     );
     if (this.cancelled) throw new JobCancelledError(job.id);
     const threadTime = outcomes.reduce((acc, o) => addTimings(acc, o.timings), zeroTimings());

@@ -10,7 +10,7 @@ import { encodeMessage } from '../../core/cluster/messages.js';
 import { zeroTimings } from '../../core/model/row-reader.js';
 import type { FinishedLayer, OrderedOutput, PreparedJob } from '../job.js';
 import { finishedFromRecord } from '../run/finished-layer.js';
-import { addTimings, type Progress, type WorkFigures } from '../run/run-summary.js';
+import { ProgressCounter, addTimings, type Progress, type WorkFigures } from '../run/run-summary.js';
 import type { JobSettlement } from './job-settlement.js';
 import { putRetrying } from './job-state.js';
 import { partialOutputPath } from './partial-output.js';
@@ -41,7 +41,7 @@ export class ShardIntake implements ShardJobHandle {
   private readonly makers = new Map<string, ShardMaker>();
   private thread = zeroTimings();
   private grpcBytes = 0;
-  private bytesDone: number;
+  private readonly progress: ProgressCounter;
   /** when each layer's task was published by this run (performance.now()) */
   private readonly publishedAt = new Map<number, number>();
 
@@ -58,7 +58,7 @@ export class ShardIntake implements ShardJobHandle {
     private readonly opts: ShardIntakeOptions,
   ) {
     this.allowDownload = opts.allowDownload;
-    this.bytesDone = [...finished.values()].reduce((s, l) => s + l.bytesIn, 0);
+    this.progress = new ProgressCounter(job, opts.onProgress, { layers: finished.size, bytes: [...finished.values()].reduce((s, l) => s + l.bytesIn, 0) });
   }
 
   get layersDone(): number {
@@ -133,8 +133,7 @@ export class ShardIntake implements ShardJobHandle {
     this.makers.set(info.workerId, info.maker);
     this.thread = addTimings(this.thread, info.maker.timings);
     this.grpcBytes += info.size;
-    this.bytesDone += layer.bytesIn;
-    this.opts.onProgress?.({ layersDone: this.finished.size, layersTotal: job.tasks.length, bytesDone: this.bytesDone, bytesTotal: job.plan.totalBytesIn, layer: layer.name });
+    this.progress.layerDone(layer.name, layer.bytesIn);
     const sent = this.publishedAt.get(i);
     if (sent !== undefined) this.opts.onLayerStaged?.(i, (performance.now() - sent) / 1000);
     void this.appendReady();

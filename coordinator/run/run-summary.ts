@@ -16,6 +16,27 @@ export interface Progress {
   layer: string;
 }
 
+/** Counts a run's finished layers for its onProgress listener (layers done before it included). */
+export class ProgressCounter {
+  private layers: number;
+  private bytes: number;
+
+  constructor(
+    private readonly job: PreparedJob,
+    private readonly listener: ((p: Progress) => void) | undefined,
+    already: { layers: number; bytes: number } = { layers: 0, bytes: 0 },
+  ) {
+    this.layers = already.layers;
+    this.bytes = already.bytes;
+  }
+
+  layerDone(name: string, bytesIn: number): void {
+    this.layers++;
+    this.bytes += bytesIn;
+    this.listener?.({ layersDone: this.layers, layersTotal: this.job.tasks.length, bytesDone: this.bytes, bytesTotal: this.job.plan.totalBytesIn, layer: name });
+  }
+}
+
 /** The command's own summary: the file's summary plus how this run went (never in the file). */
 export interface RunSummary extends FileSummary {
   output: string;
