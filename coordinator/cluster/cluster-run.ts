@@ -129,7 +129,10 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
     this.log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   }
 
-  async start(): Promise<void> {}
+  /** Connected before the measured allocation, so that its candidates can be measured on the workers. */
+  async start(): Promise<void> {
+    this.nc = await connectNats(this.opts.nats);
+  }
 
   /** The measured allocation quantizes every candidate layer three times: here, on local threads (the seam for measuring on the workers). */
   withMeasurer<T>(use: (measurer: LayerMeasurer, concurrency: number) => Promise<T>): Promise<T> {
@@ -141,7 +144,7 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
     this.job = job;
     this.stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
     mkdirSync(this.stageDir, { recursive: true });
-    const nc = (this.nc = await connectNats(opts.nats));
+    const nc = this.nc!;
     this.server = new ShardServer({ tls: opts.grpcTls ?? null, maxConcurrentUploads: opts.maxConcurrentUploads });
     checkOwnTasks(job, this.runId, nc.info?.max_payload);
     await ensureTaskQueue(nc);
