@@ -1,10 +1,14 @@
 // The one job driver: the concurrency loop it runs layers with, the summary builder, and local
 // and cluster runs of the fixture model (a real nats-server, a real worker process) reporting
 // through that one builder — same keys, same rounding, the cluster's own figures real.
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { ArrowQuantError } from '../core/errors.js';
+import { ArrowQuantError, QualityBarError } from '../core/errors.js';
+import type { PreparedJob } from '../coordinator/job.js';
+import type { LayerMeasurer } from '../coordinator/layer-measurements.js';
+import { LocalExecutor, type LocalRunOptions } from '../coordinator/local-run.js';
+import { runJob, type Execution } from '../coordinator/run/driver.js';
 import { runInLanes } from '../coordinator/run/lanes.js';
 import { runSummary } from '../coordinator/run/run-summary.js';
 import { prepareJobForPlan } from '../coordinator/job.js';
@@ -33,7 +37,61 @@ afterAll(async () => {
   cleanup();
 });
 
+/** The local executor, recording which of its steps the driver called, in order. */
+class RecordingExecutor extends LocalExecutor {
+  readonly calls: string[] = [];
+  constructor(opts: LocalRunOptions) {
+    super(opts);
+  }
+  override start(job: PreparedJob): Promise<void> {
+    this.calls.push('start');
+    return super.start(job);
+  }
+  override withMeasurer<T>(use: (measurer: LayerMeasurer, concurrency: number) => Promise<T>): Promise<T> {
+    this.calls.push('withMeasurer');
+    return super.withMeasurer(use);
+  }
+  override execute(job: PreparedJob): Promise<Execution> {
+    this.calls.push('execute');
+    return super.execute(job);
+  }
+  override completed(): Promise<object> {
+    this.calls.push('completed');
+    return super.completed();
+  }
+  override failed(e: unknown): Promise<unknown> {
+    this.calls.push(`failed: ${(e as Error).constructor.name}`);
+    return super.failed(e);
+  }
+  override close(): Promise<void> {
+    this.calls.push('close');
+    return super.close();
+  }
+}
+
 describe('job driver', () => {
+  test('job driver - steps in order: measured only when asked; a failed check reaches failed() and close(), and leaves no file', async () => {
+    const plain = { output: join(dir, 'plain.arrow'), config: resolveConfig({}), measurementCacheDir: null };
+    const a = new RecordingExecutor(plain);
+    expect((await runJob(BF16, plain, a)).layers).toBe(48);
+    expect(a.calls).toEqual(['start', 'execute', 'completed', 'close']);
+
+    const measured = { ...plain, output: join(dir, 'measured.arrow'), config: resolveConfig({ enable_mixed_precision: true, allocation_strategy: 'measured', target_model_size_mb: 0.22 }) };
+    const b = new RecordingExecutor(measured);
+    expect((await runJob(BF16, measured, b)).allocation?.strategy).toBe('measured');
+    expect(b.calls).toEqual(['start', 'withMeasurer', 'execute', 'completed', 'close']);
+
+    // every layer is written, then the job-level quality bar (checked before the footer) fails
+    const barred = { ...plain, output: join(dir, 'barred.arrow'), config: resolveConfig({ bit_width: 2, min_layer_cosine: { 2: 0 }, min_accuracy: 0.9999 }) };
+    const c = new RecordingExecutor(barred);
+    const err = await runJob(BF16, barred, c).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(QualityBarError);
+    expect((err as Error).message).toMatch(/parameter-weighted mean cosine of the quantized layers is 0\.\d+, below min_accuracy 0\.9999/);
+    expect(c.calls).toEqual(['start', 'execute', 'failed: QualityBarError', 'close']);
+    expect(existsSync(barred.output)).toBe(false);
+    expect(readdirSync(dir).filter((f) => f.startsWith('barred'))).toEqual([]);
+  });
+
   test('job driver - lanes: at most `limit` run at once, results in index order', async () => {
     let running = 0;
     let most = 0;
