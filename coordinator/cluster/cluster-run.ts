@@ -41,9 +41,7 @@ import { ReorderWindow } from './reorder-window.js';
 import { partialOutputPath, resumePartialOutput } from './partial-output.js';
 import { checkShardRecord, maxShardBytes } from './shard-check.js';
 import { OrderedOutput, prepareJob, type FinishedLayer, type PreparedJob } from '../job.js';
-import { applyMeasuredAllocation, usesMeasuredAllocation } from '../measured-allocation.js';
-import { LayerRunner } from '../../worker/layer-runner.js';
-import { ThreadPool, resolveThreads } from '../../worker/thread-pool.js';
+import { measureOnWorkers } from './measure-on-workers.js';
 import { addTimings, type Progress, type RunSummary } from '../local-run.js';
 
 /** How long a stopping coordinator spends telling NATS (which may be unreachable) how the job ended. */
@@ -74,6 +72,8 @@ export interface ClusterRunOptions {
   /** the run's shard server once it listens, and null once the run is over (for an uploads-in-flight gauge) */
   onShardServer?: (server: { readonly uploadsInFlight: number } | null) => void;
   log?: (line: string) => void;
+  /** allocation_strategy measured: the coordinator's measurement cache (null: none; default: defaultCacheDir()) */
+  measurementCacheDir?: string | null;
   /** a job that makes no progress for this long fails, saying why (default 10 min, ARROW_QUANT_STALL_TIMEOUT_MS) */
   stallTimeoutMs?: number;
   /** resolves when the job should be cancelled (e.g. SIGINT) */
@@ -95,7 +95,7 @@ export interface ClusterRunSummary extends RunSummary {
 export async function runClusterJob(modelPath: string, opts: ClusterRunOptions): Promise<ClusterRunSummary> {
   const t0 = performance.now();
   const log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
-  const job = await measuredIfNeeded(prepareJob(modelPath, opts.config, opts.output));
+  let job = prepareJob(modelPath, opts.config, opts.output);
   const stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
   mkdirSync(stageDir, { recursive: true });
   const nc = await connectNats(opts.nats);
@@ -122,6 +122,9 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       await deleteLayerKeys(kv, job);
     }
     await clearFailures(kv, job.id);
+    // Measured on the workers, now that the job is held (the plan, hence every task, may change).
+    job = await measureOnWorkers(job, { nc, kv, runId, lease, stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(), log, cancel: opts.cancel, cacheDir: opts.measurementCacheDir });
+    checkOwnTasks(job, runId, nc.info?.max_payload);
     for (const name of removeStaleTemporaries(job.output)) log(`coordinator: removed ${name}, left by a run that died`);
     // Layers already in the partial output, then layers in the stage directory: the rest is redone.
     const partial = partialOutputPath(job);
@@ -355,17 +358,6 @@ async function publishTask(nc: NatsConnection, msg: TaskMessage, runId: string):
     await jsm.streams.getMessage(TASK_STREAM, { seq: ack.seq });
   } catch {
     await js.publish(taskSubject(t.job_id), encodeMessage(msg), { msgID: `${id}/${runId}` });
-  }
-}
-
-/** The measured allocation quantizes every candidate layer three times: here, on local threads. */
-async function measuredIfNeeded(job: PreparedJob): Promise<PreparedJob> {
-  if (!usesMeasuredAllocation(job)) return job;
-  const pool = await ThreadPool.start(resolveThreads(job.cfg.num_threads));
-  try {
-    return await applyMeasuredAllocation(job, new LayerRunner(pool), pool.size + 1);
-  } finally {
-    await pool.close();
   }
 }
 

@@ -1,0 +1,141 @@
+// allocation_strategy: measured in cluster mode: the candidate measurements run as measure tasks
+// on real worker processes (a real nats-server), the plan — hence the file — is the local run's
+// byte for byte, the coordinator's measurement cache still answers, and every way a measurement
+// can fail ends the job with an error naming the layer or what was waited for.
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { connect } from 'nats';
+import { jobsBucket } from '../core/cluster/jetstream-setup.js';
+import { measureKeys } from '../core/cluster/names.js';
+import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
+import { startCli, stopAll, type Proc } from './helpers/processes.js';
+import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
+import { tempDir } from './helpers/models.js';
+
+const { dir, cleanup } = tempDir('aq-cluster-measure-');
+const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20', ARROW_QUANT_JOB_LEASE_MS: '4000' };
+const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
+const MEASURED = ['--mixed-precision', '--strategy', 'measured', '--target-size-mb', '0.22'];
+/** The coordinator's log line after measuring. */
+const SUMMARY = /(\d+) measurements by workers \((\d+) measure tasks\)(?:, (\d+) from (\d+) results an earlier run left)?, (\d+) from the cache/;
+
+let nats: NatsTestServer;
+let procs: Proc[] = [];
+const emptyRoot = join(dir, 'elsewhere');
+
+beforeAll(async () => {
+  nats = await startNatsServer();
+  mkdirSync(emptyRoot);
+});
+
+afterEach(async () => {
+  await stopAll(procs);
+  procs = [];
+});
+
+afterAll(async () => {
+  await nats?.stop();
+  cleanup();
+});
+
+function worker(root = FIXTURE_MODELS, env: NodeJS.ProcessEnv = {}): Proc {
+  const p = startCli(['worker', '--nats', nats.url, '--concurrency', '1', '--threads', '1', '--model-root', root, '--grace', '5'], { ...ENV, ...env });
+  procs.push(p);
+  return p;
+}
+
+function coordinator(out: string, args: string[]): Proc {
+  const p = startCli(['quantize', BF16, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json', ...MEASURED, ...args], ENV);
+  procs.push(p);
+  return p;
+}
+
+const measuredLines = (w: Proc) => w.err().match(/: measured layer \d+ /g)?.length ?? 0;
+
+async function measureKeysLeft(jobId: string): Promise<string[]> {
+  const nc = await connect({ servers: nats.url });
+  try {
+    const keys: string[] = [];
+    for await (const k of await (await jobsBucket(nc)).keys(measureKeys(jobId))) keys.push(k);
+    return keys;
+  } finally {
+    await nc.close();
+  }
+}
+
+describe('cluster measure', () => {
+  test('cluster measure - no worker at all: the measurement ends at the stall timeout, saying what it waited for', async () => {
+    const c = coordinator(join(dir, 'stalled.arrow'), ['--cache-dir', join(dir, 'stalled-cache'), '--stall-timeout', '2']);
+    expect(await c.exited).toBe(1);
+    expect(c.err()).toMatch(/no measurement result from the workers for [23] s \(\d+ outstanding, e\.g\. layer \d+ \([^)]+\) at group size \d+, v[12]\): no live workers/);
+  }, 60_000);
+
+  test(`cluster measure - two workers measure every candidate, the file is the local run's, and the coordinator's cache answers a second run`, async () => {
+    const local = join(dir, 'local.arrow');
+    const localRun = await runCli(['quantize', BF16, '-o', local, ...MEASURED, '--cache-dir', join(dir, 'local-cache'), '--json']);
+    expect(localRun.code, localRun.stderr).toBe(0);
+    const plan = await runCli(['plan', BF16, ...MEASURED, '--cache-dir', join(dir, 'plan-cache'), '--json']);
+    const asked = JSON.parse(plan.stdout).measurements as { measured: number; cached: number };
+
+    const ws = [worker(), worker()];
+    await Promise.all(ws.map((w) => w.waitFor(/ready/)));
+    const cache = join(dir, 'coordinator-cache');
+    const out = join(dir, 'cluster.arrow');
+    const c = coordinator(out, ['--cache-dir', cache]);
+    expect(await c.exited, c.err()).toBe(0);
+    expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+    const m = SUMMARY.exec(c.err());
+    expect(m, c.err()).not.toBeNull();
+    const [byWorkers, tasks, cached] = [Number(m![1]), Number(m![2]), Number(m![5])];
+    // every (layer, width, group, encoding) the plan asks for, nothing from the empty cache: all by the workers
+    expect(byWorkers).toBe(asked.measured + asked.cached);
+    expect(cached).toBe(0);
+    expect(tasks).toBeGreaterThan(48);
+    // each measure task ran on a worker, and both took some; no result is left in the job state
+    expect(ws.map(measuredLines).reduce((a, b) => a + b, 0)).toBe(tasks);
+    for (const w of ws) expect(measuredLines(w)).toBeGreaterThan(0);
+    const summary = JSON.parse(c.out());
+    expect(summary).toMatchObject({ mode: 'cluster', layers: 48, bytes_out: JSON.parse(localRun.stdout).bytes_out });
+    expect(await measureKeysLeft(summary.job_id)).toEqual([]);
+
+    // the same job again with the same coordinator cache: no measure task at all
+    const before = ws.map(measuredLines);
+    const again = join(dir, 'cluster-again.arrow');
+    const c2 = coordinator(again, ['--cache-dir', cache]);
+    expect(await c2.exited, c2.err()).toBe(0);
+    expect(c2.err()).toMatch(new RegExp(`0 measurements by workers \\(0 measure tasks\\), ${byWorkers} from the cache`));
+    expect(ws.map(measuredLines)).toEqual(before);
+    expect(Buffer.compare(readFileSync(again), readFileSync(local))).toBe(0);
+  }, 120_000);
+
+  test('cluster measure - a worker SIGKILLed while measuring: its task is redelivered, the file is the local run\'s', async () => {
+    const slow = { ARROWQUANT_KERNEL: 'reference' };
+    const local = join(dir, 'search-local.arrow');
+    expect((await runCli(['quantize', BF16, '-o', local, ...MEASURED, '--refine', 'search', '--cache-dir', join(dir, 'search-local-cache')])).code).toBe(0);
+    const a = worker(FIXTURE_MODELS, slow);
+    const b = worker(FIXTURE_MODELS, slow);
+    await Promise.all([a.waitFor(/ready/), b.waitFor(/ready/)]);
+    const out = join(dir, 'search-cluster.arrow');
+    const c = coordinator(out, ['--refine', 'search', '--cache-dir', join(dir, 'search-cluster-cache')]);
+    await a.waitFor(/: measured layer/);
+    a.signal('SIGKILL'); // it has already pulled its next measure task
+    expect(await a.exited).toBe('SIGKILL');
+    expect(await c.exited, c.err()).toBe(0);
+    expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+    expect(c.err()).toMatch(SUMMARY);
+  }, 120_000);
+
+  test(`cluster measure - a worker that cannot read the model refuses the measure task: the job fails naming the layer`, async () => {
+    const w = worker(emptyRoot);
+    await w.waitFor(/ready/);
+    const c = coordinator(join(dir, 'refused.arrow'), ['--cache-dir', join(dir, 'refused-cache')]);
+    expect(await c.exited).toBe(1);
+    expect(c.err()).toMatch(/refused the measurement of layer \d+ \([^)]+\), group size \d+, v[12], of job \w+: \S+ is not under its model roots; a measurement reads the model file in place/);
+    expect(w.err()).toMatch(/refused the measurement of layer \d+/);
+    const st = await runCli(['status', '--nats', nats.url, '--json']);
+    expect(st.code, st.stderr).toBe(0);
+    expect(JSON.parse(st.stdout).jobs.find((j: { output: string }) => j.output.endsWith('refused.arrow'))).toMatchObject({ state: 'failed' });
+  }, 60_000);
+
+});
