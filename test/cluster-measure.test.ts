@@ -7,7 +7,11 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect } from 'nats';
 import { jobsBucket } from '../core/cluster/jetstream-setup.js';
-import { measureKeys } from '../core/cluster/names.js';
+import { measureKey, measureKeys, measureSubject } from '../core/cluster/names.js';
+import { encodeMessage } from '../core/cluster/messages.js';
+import { measureId } from '../core/cluster/measure-messages.js';
+import { resolveConfig } from '../core/config/load.js';
+import { prepareJob } from '../coordinator/job.js';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
@@ -138,4 +142,45 @@ describe('cluster measure', () => {
     expect(JSON.parse(st.stdout).jobs.find((j: { output: string }) => j.output.endsWith('refused.arrow'))).toMatchObject({ state: 'failed' });
   }, 60_000);
 
+
+  test('cluster measure - hostile: malformed measure tasks are refused by the worker, which stays up; an unreadable result left by a run is asked again, one written for this run fails the job naming the key', async () => {
+    const w = worker();
+    await w.waitFor(/ready/);
+    const job = prepareJob(BF16, resolveConfig({ enable_mixed_precision: true, allocation_strategy: 'measured', target_model_size_mb: 0.22 }), join(dir, 'forged.arrow'));
+    const task = { ...job.tasks[2]!, group_size: 32 as const };
+    const good = { task, widths: [2, 4, 8], measure_id: measureId(task, [2, 4, 8]), run_id: 'ab'.repeat(8) };
+    const nc = await connect({ servers: nats.url });
+    const js = nc.jetstream();
+    const forged = [
+      new TextEncoder().encode('{not json'),
+      encodeMessage({ ...good, widths: [8, 4] }),
+      encodeMessage({ ...good, widths: [] }),
+      encodeMessage({ ...good, coordinator: '127.0.0.1:1' }),
+      encodeMessage({ ...good, task: { ...task, byte_length: -1 } }),
+    ];
+    for (const data of forged) await js.publish(measureSubject('forgedjob'), data);
+    await w.waitFor(/refusing a malformed task/, forged.length);
+    expect(w.err()).toMatch(/message on aq\.tasks\.forgedjob\.measure: not valid JSON/);
+    expect(w.err()).toMatch(/message on aq\.tasks\.forgedjob\.measure: widths: widths must be ascending and distinct/);
+    expect(w.err()).toMatch(/message on aq\.tasks\.forgedjob\.measure: widths: Too small: expected array to have >=1 items/);
+    expect(w.err()).toMatch(/message on aq\.tasks\.forgedjob\.measure: message: Unrecognized key: "coordinator"/);
+    expect(w.err()).toMatch(/message on aq\.tasks\.forgedjob\.measure: task\.byte_length: Too small: expected number to be >=0/);
+    expect(w.err()).not.toMatch(/: measured layer/);
+
+    await stopAll([w]);
+    expect(w.err()).toMatch(/stopped after 0 layers/);
+
+    // A result left in the job state that is not one is removed and asked again; one written
+    // in answer to this run's task fails the job naming the key.
+    const key = measureKey(job.id, 2, 'v1', 32);
+    const bad = encodeMessage({ measure_id: good.measure_id, worker: 'mallory', stats: [{ bits: 2, w2: 1, e2: -1, wq: 0, q2: 0 }] });
+    const kv = await jobsBucket(nc);
+    await kv.put(key, bad);
+    const c = coordinator(join(dir, 'forged.arrow'), ['--cache-dir', join(dir, 'forged-cache')]);
+    await c.waitFor(/ignoring an unreadable measurement of layer 2 .* left in the job state .*stats\.0\.e2: Too small: expected number to be >=0\); measuring it again/);
+    await kv.put(key, bad);
+    await nc.close();
+    expect(await c.exited).toBe(2);
+    expect(c.err()).toContain(`measurement of layer 2 (${task.name}) at group size 32, v1: message on job state ${key}: stats.0.e2: Too small: expected number to be >=0`);
+  }, 60_000);
 });

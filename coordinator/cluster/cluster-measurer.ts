@@ -86,7 +86,7 @@ export class ClusterMeasurer implements LayerMeasurer {
     const result = new Promise<Map<QuantBits, LayerStats>>((resolve) => this.outstanding.set(key, { task, widths, id: msg.measure_id, published: false, resolve }));
     // A run killed while measuring leaves its results: the same question needs no task.
     const earlier = await this.o.kv.get(key);
-    if (earlier && earlier.operation === 'PUT') this.accept(key, earlier.value);
+    if (earlier && earlier.operation === 'PUT' && earlier.value.length) await this.takeLeftover(key, earlier.value);
     const o = this.outstanding.get(key);
     if (!o) this.counts.reused++; // answered by that read or by the watch meanwhile
     else if (!this.failure) {
@@ -135,27 +135,43 @@ export class ClusterMeasurer implements LayerMeasurer {
     return data;
   }
 
-  /** Takes a result for an outstanding key: true when it answered it; a result that cannot be read fails the measurement. */
-  private accept(key: string, value: Uint8Array): boolean {
+  /** The sums a result holds for an outstanding key; null for another question's answer; why it cannot be read. */
+  private read(key: string, value: Uint8Array): Map<QuantBits, LayerStats> | null | string {
     const o = this.outstanding.get(key);
-    if (!o || !value.length) return false;
-    let stats: Map<QuantBits, LayerStats> | string;
+    if (!o || !value.length) return null;
     try {
       const r = decodeMessage(measureResultSchema, value, `job state ${key}`);
-      if (r.measure_id !== o.id) return false; // another question's answer (a different plan of the same job id)
-      stats = resultStats(r, o.widths);
+      if (r.measure_id !== o.id) return null; // another question's answer (a different plan of the same job id)
+      const stats = resultStats(r, o.widths);
+      return typeof stats === 'string' ? `result in job state ${key}: ${stats}` : stats;
     } catch (e) {
-      this.fail(new MalformedMessageError(`measurement of ${label(o.task)}: ${(e as Error).message}`, key));
-      return false;
+      return (e as Error).message;
     }
-    if (typeof stats === 'string') {
-      this.fail(new MalformedMessageError(`measurement of ${label(o.task)} in job state ${key}: ${stats}`, key));
-      return false;
-    }
+  }
+
+  private answer(key: string, stats: Map<QuantBits, LayerStats>): void {
+    const o = this.outstanding.get(key)!;
     this.outstanding.delete(key);
     this.lastProgress = Date.now();
     o.resolve(stats);
-    return true;
+  }
+
+  /** A result written after the task was published: one that cannot be read fails the measurement (and is removed, so that a new run asks again). */
+  private accept(key: string, value: Uint8Array): void {
+    const stats = this.read(key, value);
+    if (stats instanceof Map) return this.answer(key, stats);
+    if (typeof stats !== 'string') return;
+    void this.o.kv.delete(key).catch(() => undefined);
+    this.fail(new MalformedMessageError(`measurement of ${label(this.outstanding.get(key)!.task)}: ${stats}`, key));
+  }
+
+  /** A result an earlier run left: taken when it answers the question; one that cannot be read is removed and the question asked again. */
+  private async takeLeftover(key: string, value: Uint8Array): Promise<void> {
+    const stats = this.read(key, value);
+    if (stats instanceof Map) return this.answer(key, stats);
+    if (typeof stats !== 'string') return;
+    await this.o.kv.delete(key);
+    this.o.log(`coordinator: ignoring an unreadable measurement of ${label(this.outstanding.get(key)!.task)} left in the job state (${stats}); measuring it again`);
   }
 
   private outstandingLayer(layer: number): Outstanding | undefined {
