@@ -113,7 +113,8 @@ export class ClusterMeasurer implements LayerMeasurer {
     for (const k of keys) await this.o.kv.delete(k);
   }
 
-  private fail(e: Error): void {
+  /** Ends the measurement with `e` (the job's lease was lost, say): every measure() waiting rejects with it. */
+  fail(e: Error): void {
     if (this.failure) return;
     this.failure = e;
     this.rejectFailed(e);

@@ -123,7 +123,9 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     }
     await clearFailures(kv, job.id);
     // Measured on the workers, now that the job is held (the plan, hence every task, may change).
-    job = await measureOnWorkers(job, { nc, kv, runId, lease, stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(), log, cancel: opts.cancel, cacheDir: opts.measurementCacheDir });
+    job = await measureOnWorkers(job, {
+      nc, kv, runId, lease, stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(), log, cancel: opts.cancel, cacheDir: opts.measurementCacheDir, onStart: (stop) => (failJob = stop),
+    });
     checkOwnTasks(job, runId, nc.info?.max_payload);
     for (const name of removeStaleTemporaries(job.output)) log(`coordinator: removed ${name}, left by a run that died`);
     // Layers already in the partial output, then layers in the stage directory: the rest is redone.

@@ -27,6 +27,8 @@ export interface WorkerMeasurementOptions {
   stallMs: number;
   log: (line: string) => void;
   cancel?: Promise<void>;
+  /** given the way to stop the measurement, e.g. when the job's lease is lost */
+  onStart?: (stop: (e: Error) => void) => void;
   /** measurement cache directory; null: none; default: defaultCacheDir() */
   cacheDir?: string | null;
 }
@@ -37,6 +39,7 @@ export async function measureOnWorkers(job: PreparedJob, o: WorkerMeasurementOpt
   const measurer = await ClusterMeasurer.start({
     nc: o.nc, kv: o.kv, workersKv: await workersBucket(o.nc), jobId: job.id, runId: o.runId, stallMs: o.stallMs, log: o.log, cancel: o.cancel,
   });
+  o.onStart?.((e) => measurer.fail(e));
   try {
     const lanes = Math.max(1, Math.min(MAX_LAYERS_IN_FLIGHT, job.plan.layers.length));
     const measured = await applyMeasuredAllocation(job, measurer, lanes, o.cacheDir === undefined ? {} : { cacheDir: o.cacheDir });
