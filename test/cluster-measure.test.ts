@@ -6,7 +6,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect } from 'nats';
-import { jobsBucket } from '../core/cluster/jetstream-setup.js';
+import { ensureTaskQueue, jobsBucket, workersBucket } from '../core/cluster/jetstream-setup.js';
 import { measureKey, measureKeys, measureSubject } from '../core/cluster/names.js';
 import { encodeMessage } from '../core/cluster/messages.js';
 import { measureId } from '../core/cluster/measure-messages.js';
@@ -14,7 +14,7 @@ import { resolveConfig } from '../core/config/load.js';
 import { prepareJob } from '../coordinator/job.js';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
-import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
+import { FIXTURE_MODELS, ROOT, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-cluster-measure-');
@@ -183,4 +183,38 @@ describe('cluster measure', () => {
     expect(await c.exited).toBe(2);
     expect(c.err()).toContain(`measurement of layer 2 (${task.name}) at group size 32, v1: message on job state ${key}: stats.0.e2: Too small: expected number to be >=0`);
   }, 60_000);
+
+  test('cluster measure - a measure task that fails every delivery (its worker may not write results): the job fails naming the layer', async () => {
+    // The documented accounts, less the worker's right to write measurement results.
+    const PASS = { AQ_COORDINATOR_PASSWORD: 'coord-pw-5d1e', AQ_WORKER_PASSWORD: 'worker-pw-77a0' };
+    Object.assign(process.env, PASS); // nats-server reads $AQ_*_PASSWORD from its environment
+    const conf = readFileSync(join(ROOT, 'docs', 'nats-permissions.conf'), 'utf8');
+    expect(conf).toContain('"$KV.aq-jobs.*.measure.>", ');
+    const denied = await startNatsServer({ config: conf.replace('"$KV.aq-jobs.*.measure.>", ', '') });
+    const env = { ...ENV, ARROW_QUANT_TASK_MAX_DELIVER: '2' };
+    const as = (user: 'coordinator' | 'worker') => ({
+      ...env, ARROW_QUANT_NATS_USER: `aq-${user}`, ARROW_QUANT_NATS_PASSWORD: user === 'worker' ? PASS.AQ_WORKER_PASSWORD : PASS.AQ_COORDINATOR_PASSWORD,
+    });
+    try {
+      // the stream, consumer and buckets exist before the worker (whose user may not create them) starts
+      const nc = await connect({ servers: denied.url, user: 'aq-coordinator', pass: PASS.AQ_COORDINATOR_PASSWORD });
+      await ensureTaskQueue(nc, { ackWaitMs: 2000, maxDeliver: 2 });
+      await jobsBucket(nc);
+      await workersBucket(nc);
+      await nc.close();
+      const w = startCli(['worker', '--nats', denied.url, '--concurrency', '1', '--threads', '1', '--model-root', FIXTURE_MODELS, '--grace', '5'], as('worker'));
+      procs.push(w);
+      await w.waitFor(/ready/);
+      const c = startCli(['quantize', BF16, '-o', join(dir, 'denied.arrow'), '--nats', denied.url, '--listen', '127.0.0.1:0', ...MEASURED, '--cache-dir', join(dir, 'denied-cache')], as('coordinator'));
+      procs.push(c);
+      expect(await c.exited).toBe(1);
+      expect(c.err()).toMatch(/measuring layer \d+ \([^)]+\) at group size \d+, v[12] failed 2 deliveries \(the last: 'Permissions Violation for Publish to "\$KV\.aq-jobs\.\w+\.measure\.\d+\.v[12]\.\d+"'\); see the workers' logs/);
+      expect(w.err()).toMatch(/failed the measurement of layer \d+ .*\(will be redelivered\)/);
+      expect(w.err()).not.toMatch(/: measured layer/);
+    } finally {
+      await stopAll(procs);
+      procs = [];
+      await denied.stop();
+    }
+  }, 90_000);
 });

@@ -51,6 +51,8 @@ export class ClusterMeasurer implements LayerMeasurer {
   /** measure tasks this run published (each run on a worker), the widths they measured, and results an earlier run of the job left */
   readonly counts = { published: 0, widths: 0, reused: 0 };
   private readonly outstanding = new Map<string, Outstanding>();
+  /** per layer, what a worker last reported failing it with (a retryable failure, from its event) */
+  private readonly lastErrors = new Map<number, string>();
   private failure: Error | null = null;
   private rejectFailed!: (e: Error) => void;
   private readonly failed = new Promise<never>((_, reject) => (this.rejectFailed = reject));
@@ -191,7 +193,10 @@ export class ClusterMeasurer implements LayerMeasurer {
         const o = this.outstandingLayer(ev.layer_index);
         if (!o) return;
         if (ev.type === 'task_refused' || ev.final) void this.checkRecorded(ev.layer_index);
-        else log(`coordinator: worker ${ev.worker_id} failed measuring ${label(o.task)}; it will be redelivered: ${ev.error.message}`);
+        else {
+          this.lastErrors.set(ev.layer_index, ev.error.message.slice(0, 500));
+          log(`coordinator: worker ${ev.worker_id} failed measuring ${label(o.task)}; it will be redelivered: ${ev.error.message}`);
+        }
       }),
       subscribeDecoded(nc, cancelSubject(jobId), cancelMessageSchema, log, (c) => {
         if (!c.run_id) this.fail(new JobCancelledError(jobId));
@@ -222,8 +227,9 @@ export class ClusterMeasurer implements LayerMeasurer {
       const mm = decodeMessage(measureMessageSchema, sm.data, sm.subject);
       const o = this.outstanding.get(measureKey(this.o.jobId, mm.task.layer_index, taskEncoding(mm.task), mm.task.group_size));
       if (!o || o.id !== mm.measure_id || mm.run_id !== this.o.runId) return;
+      const last = this.lastErrors.get(o.task.layer_index);
       this.fail(new DeliveriesExhaustedError(
-        `measuring ${label(o.task)} failed ${adv.deliveries ?? 'the maximum number of'} deliveries; see the workers' logs`, o.task.name, adv.deliveries ?? 0,
+        `measuring ${label(o.task)} failed ${adv.deliveries ?? 'the maximum number of'} deliveries${last ? ` (the last: ${last})` : ''}; see the workers' logs`, o.task.name, adv.deliveries ?? 0,
       ));
     } catch (e) {
       this.o.log(`coordinator: could not read a max-deliveries advisory: ${(e as Error).message}`);
