@@ -55,6 +55,18 @@ function coordinator(out: string, args: string[]): Proc {
   return p;
 }
 
+let searchLocal: Promise<string> | null = null;
+/** The local run with refine: search (what the slow cluster tests compare with), made once. */
+function localSearchRun(): Promise<string> {
+  searchLocal ??= (async () => {
+    const local = join(dir, 'search-local.arrow');
+    const r = await runCli(['quantize', BF16, '-o', local, ...MEASURED, '--refine', 'search', '--cache-dir', join(dir, 'search-local-cache')]);
+    expect(r.code, r.stderr).toBe(0);
+    return local;
+  })();
+  return searchLocal;
+}
+
 const measuredLines = (w: Proc) => w.err().match(/: measured layer \d+ /g)?.length ?? 0;
 
 async function measureKeysLeft(jobId: string): Promise<string[]> {
@@ -115,8 +127,7 @@ describe('cluster measure', () => {
 
   test('cluster measure - a worker SIGKILLed while measuring: its task is redelivered, the file is the local run\'s', async () => {
     const slow = { ARROWQUANT_KERNEL: 'reference' };
-    const local = join(dir, 'search-local.arrow');
-    expect((await runCli(['quantize', BF16, '-o', local, ...MEASURED, '--refine', 'search', '--cache-dir', join(dir, 'search-local-cache')])).code).toBe(0);
+    const local = await localSearchRun();
     const a = worker(FIXTURE_MODELS, slow);
     const b = worker(FIXTURE_MODELS, slow);
     await Promise.all([a.waitFor(/ready/), b.waitFor(/ready/)]);
@@ -128,6 +139,21 @@ describe('cluster measure', () => {
     expect(await c.exited, c.err()).toBe(0);
     expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
     expect(c.err()).toMatch(SUMMARY);
+  }, 120_000);
+
+  test('cluster measure - NATS restarted while the workers measure: everyone reconnects, the file is the local run\'s', async () => {
+    const slow = { ARROWQUANT_KERNEL: 'reference' };
+    const local = await localSearchRun();
+    const ws = [worker(FIXTURE_MODELS, slow), worker(FIXTURE_MODELS, slow)];
+    await Promise.all(ws.map((w) => w.waitFor(/ready/)));
+    const out = join(dir, 'nats-restart.arrow');
+    const c = coordinator(out, ['--refine', 'search', '--cache-dir', join(dir, 'nats-restart-cache')]);
+    await Promise.race(ws.map((w) => w.waitFor(/: measured layer/)));
+    await nats.restart();
+    expect(await c.exited, c.err()).toBe(0);
+    expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+    expect(c.err()).toMatch(SUMMARY);
+    expect(ws.some((w) => /NATS (disconnect|reconnect)/.test(w.err()))).toBe(true);
   }, 120_000);
 
   test(`cluster measure - a worker that cannot read the model refuses the measure task: the job fails naming the layer`, async () => {

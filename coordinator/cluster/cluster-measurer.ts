@@ -7,7 +7,7 @@
 
 import type { KV, KvEntry, NatsConnection, QueuedIterator, Subscription } from 'nats';
 import { JobCancelledError } from '../../core/errors.js';
-import { DeliveriesExhaustedError, JobStalledError, MalformedMessageError } from '../../core/cluster/errors.js';
+import { DeliveriesExhaustedError, JobStalledError, MalformedMessageError, NatsConnectionError } from '../../core/cluster/errors.js';
 import { cancelMessageSchema, decodeMessage, encodeMessage, workerEventSchema } from '../../core/cluster/messages.js';
 import {
   measureId, measureMessageSchema, measureResultSchema, resultStats, taskEncoding, type MeasureMessage,
@@ -44,6 +44,9 @@ interface Outstanding {
   published: boolean;
   resolve: (stats: Map<QuantBits, LayerStats>) => void;
 }
+
+/** How long a NATS call of the measurement is retried (NATS may be restarting) before the job fails. */
+const NATS_RETRY_MS = 30_000;
 
 const label = (t: LayerTask) => `layer ${t.layer_index} (${t.name.length > 80 ? `${t.name.slice(0, 80)}…` : t.name}) at group size ${t.group_size}, ${taskEncoding(t)}`;
 
@@ -87,17 +90,35 @@ export class ClusterMeasurer implements LayerMeasurer {
     const data = this.travels(msg);
     const result = new Promise<Map<QuantBits, LayerStats>>((resolve) => this.outstanding.set(key, { task, widths, id: msg.measure_id, published: false, resolve }));
     // A run killed while measuring leaves its results: the same question needs no task.
-    const earlier = await this.o.kv.get(key);
+    const earlier = await this.retrying(`reading ${key}`, () => this.o.kv.get(key));
     if (earlier && earlier.operation === 'PUT' && earlier.value.length) await this.takeLeftover(key, earlier.value);
     const o = this.outstanding.get(key);
     if (!o) this.counts.reused++; // answered by that read or by the watch meanwhile
     else if (!this.failure) {
-      await nc.jetstream().publish(measureSubject(jobId), data, { msgID: measureMessageId(jobId, task.layer_index, msg.measure_id, runId) });
+      // de-duplicated by its message id: publishing again after a lost answer queues it once
+      const msgID = measureMessageId(jobId, task.layer_index, msg.measure_id, runId);
+      await this.retrying(`publishing the measure task of ${label(task)}`, () => nc.jetstream().publish(measureSubject(jobId), data, { msgID }));
       o.published = true;
       this.counts.published++;
       this.counts.widths += widths.length;
     }
     return Promise.race([result, this.failed]);
+  }
+
+  /** A NATS call retried while NATS may be restarting, for at most NATS_RETRY_MS or until the measurement has failed. */
+  private async retrying<T>(what: string, call: () => Promise<T>): Promise<T> {
+    const deadline = Date.now() + NATS_RETRY_MS;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        return await call();
+      } catch (e) {
+        if (this.failure) throw this.failure;
+        const why = (e as Error).message;
+        if (Date.now() > deadline) throw new NatsConnectionError(`${what} failed for ${NATS_RETRY_MS / 1000} s: ${why}`, [this.o.nc.getServer()], { cause: e });
+        if (attempt === 0) this.o.log(`coordinator: ${what} failed (${why}); retrying`);
+        await new Promise((r) => setTimeout(r, Math.min(2_000, 100 * 2 ** attempt)));
+      }
+    }
   }
 
   /** Stop listening; results still outstanding are not waited for. */
@@ -173,7 +194,7 @@ export class ClusterMeasurer implements LayerMeasurer {
     const stats = this.read(key, value);
     if (stats instanceof Map) return this.answer(key, stats);
     if (typeof stats !== 'string') return;
-    await this.o.kv.delete(key);
+    await this.retrying(`removing ${key}`, () => this.o.kv.delete(key));
     this.o.log(`coordinator: ignoring an unreadable measurement of ${label(this.outstanding.get(key)!.task)} left in the job state (${stats}); measuring it again`);
   }
 
