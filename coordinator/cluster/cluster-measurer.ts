@@ -3,7 +3,8 @@
 // read back from the job state (a key-value watch, and a read of every outstanding key each tick
 // in case a watch update was lost). Every wait ends: a final refusal or failure a worker recorded,
 // the max-deliveries advisory, a queue holding none of the outstanding tasks any more, no result
-// for the stall timeout, or a cancel — each with an error naming the layer or what was waited for.
+// for the stall timeout, a lost lease or a cancel — each with an error naming the layer or what was
+// waited for; the coordinator's own NATS calls are retried for 30 s while NATS restarts.
 
 import type { KV, KvEntry, NatsConnection, QueuedIterator, Subscription } from 'nats';
 import { JobCancelledError } from '../../core/errors.js';
@@ -40,6 +41,8 @@ interface Outstanding {
   task: LayerTask;
   widths: readonly QuantBits[];
   id: string;
+  /** what an earlier run left has been looked at: from now on a result is this run's answer */
+  asked: boolean;
   /** its task is in the stream (the queue check counts only these) */
   published: boolean;
   resolve: (stats: Map<QuantBits, LayerStats>) => void;
@@ -88,13 +91,14 @@ export class ClusterMeasurer implements LayerMeasurer {
     if (this.outstanding.has(key)) throw new Error(`${label(task)} is already being measured`);
     const msg: MeasureMessage = { task, widths: [...widths], measure_id: measureId(task, widths), run_id: runId };
     const data = this.travels(msg);
-    const result = new Promise<Map<QuantBits, LayerStats>>((resolve) => this.outstanding.set(key, { task, widths, id: msg.measure_id, published: false, resolve }));
+    const result = new Promise<Map<QuantBits, LayerStats>>((resolve) => this.outstanding.set(key, { task, widths, id: msg.measure_id, asked: false, published: false, resolve }));
     // A run killed while measuring leaves its results: the same question needs no task.
     const earlier = await this.retrying(`reading ${key}`, () => this.o.kv.get(key));
     if (earlier && earlier.operation === 'PUT' && earlier.value.length) await this.takeLeftover(key, earlier.value);
     const o = this.outstanding.get(key);
-    if (!o) this.counts.reused++; // answered by that read or by the watch meanwhile
+    if (!o) this.counts.reused++; // answered by that read
     else if (!this.failure) {
+      o.asked = true;
       // de-duplicated by its message id: publishing again after a lost answer queues it once
       const msgID = measureMessageId(jobId, task.layer_index, msg.measure_id, runId);
       await this.retrying(`publishing the measure task of ${label(task)}`, () => nc.jetstream().publish(measureSubject(jobId), data, { msgID }));
@@ -182,6 +186,7 @@ export class ClusterMeasurer implements LayerMeasurer {
 
   /** A result written after the task was published: one that cannot be read fails the measurement (and is removed, so that a new run asks again). */
   private accept(key: string, value: Uint8Array): void {
+    if (!this.outstanding.get(key)?.asked) return; // measure() is still looking at what an earlier run left
     const stats = this.read(key, value);
     if (stats instanceof Map) return this.answer(key, stats);
     if (typeof stats !== 'string') return;
