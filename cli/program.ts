@@ -76,7 +76,7 @@ quantize (docs/cluster.md). The output is byte-identical to the local run. Run i
 a crash to resume.`))
     .requiredOption('-o, --output <file>', 'the Arrow file to write (its directory must exist)');
   json(quantize, 'print the run summary as JSON on stdout');
-  quantize.option('--cache-dir <dir>', `${MEASUREMENT_CACHE_HELP} (local runs)`);
+  quantize.option('--cache-dir <dir>', `${MEASUREMENT_CACHE_HELP} (with --nats: the coordinator's; the workers measure only what it lacks)`);
   quantize.optionsGroup('Cluster mode:')
     .option('--listen <host:port>', 'where workers upload shards', '0.0.0.0:0')
     .option('--advertise <host:port>', "the address workers use (default: this host's name and the port)")

@@ -45,6 +45,7 @@ export async function quantizeCommand([modelPath]: string[], values: QuantizeVal
         stallTimeoutMs: values['stall-timeout'] === undefined ? undefined : values['stall-timeout'] * 1000, onProgress: (p) => bar?.update(p),
         reorderWindowBytes: values['reorder-window-mb'] * (1 << 20), maxConcurrentUploads: values['max-uploads'],
         log: (l) => io.err(l + '\n'), cancel: interrupt.signalled,
+        ...(values['cache-dir'] === undefined ? {} : { measurementCacheDir: values['cache-dir'] }),
       });
     } else {
       summary = await runLocalJob(modelPath!, {

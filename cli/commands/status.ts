@@ -32,6 +32,7 @@ export async function statusCommand([jobId]: string[], values: NatsValues & Coor
     const states: JobState[] = [];
     for (const k of await allKeys(jkv)) {
       if (/\.refused\.\d+$/.test(k)) continue; // a worker's record of a refused layer
+      if (/\.measure\.\d+\./.test(k)) continue; // a worker's measurement of a layer (allocation_strategy: measured)
       const m = /^([A-Za-z0-9_-]+)\.layer\.\d+$/.exec(k);
       if (m) staged.set(m[1]!, (staged.get(m[1]!) ?? 0) + 1);
       else {

@@ -41,7 +41,7 @@ import { ShardIntake } from './shard-intake.js';
 import { advertisedAddress, isLoopback, withPort } from './coordinator-address.js';
 import { resumeStaged } from './staged-resume.js';
 import { abandonJob, deleteLayerKeys } from './job-state.js';
-import { withLocalMeasurer } from '../run/local-measure.js';
+import { withWorkerMeasurer } from './measure-on-workers.js';
 import { finishedFromRecord } from '../run/finished-layer.js';
 import type { Progress, RunSummary } from '../run/run-summary.js';
 
@@ -77,6 +77,8 @@ export interface ClusterRunOptions {
   stallTimeoutMs?: number;
   /** resolves when the job should be cancelled (e.g. SIGINT) */
   cancel?: Promise<void>;
+  /** allocation_strategy measured: the coordinator's measurement cache (null: none; default: defaultCacheDir()) */
+  measurementCacheDir?: string | null;
 }
 
 export interface ClusterRunSummary extends RunSummary {
@@ -129,14 +131,23 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
     this.log = opts.log ?? ((l: string) => process.stderr.write(`${l}\n`));
   }
 
-  /** Connected before the measured allocation, so that its candidates can be measured on the workers. */
-  async start(): Promise<void> {
-    this.nc = await connectNats(this.opts.nats);
+  /** Connected and holding the job before the measured allocation: workers take tasks only of a job a live coordinator holds. */
+  async start(job: PreparedJob): Promise<void> {
+    this.job = job;
+    const nc = (this.nc = await connectNats(this.opts.nats));
+    checkOwnTasks(job, this.runId, nc.info?.max_payload);
+    await ensureTaskQueue(nc);
+    this.kv = await jobsBucket(nc);
+    await this.claim(this.kv);
   }
 
-  /** The measured allocation quantizes every candidate layer three times: here, on local threads (the seam for measuring on the workers). */
-  withMeasurer<T>(use: (measurer: LayerMeasurer, concurrency: number) => Promise<T>): Promise<T> {
-    return withLocalMeasurer(this.opts.config.num_threads, use);
+  /** The measured allocation's candidates are measured by the workers, as measure tasks. */
+  withMeasurer(use: (measurer: LayerMeasurer, concurrency: number) => Promise<PreparedJob>): Promise<PreparedJob> {
+    const { opts } = this;
+    return withWorkerMeasurer(this.job, {
+      nc: this.nc!, kv: this.kv!, runId: this.runId, lease: this.lease!, stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(), log: this.log, cancel: opts.cancel,
+      onStart: (stop) => void this.settlement.done.catch(stop), // e.g. the lease lost
+    }, use);
   }
 
   async execute(job: PreparedJob): Promise<Execution> {
@@ -145,11 +156,9 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
     this.stageDir = opts.dataDir ? join(opts.dataDir, job.id) : join(dirname(job.output), `.${basename(job.output)}.${job.id}.stage`);
     mkdirSync(this.stageDir, { recursive: true });
     const nc = this.nc!;
+    const kv = this.kv!;
     this.server = new ShardServer({ tls: opts.grpcTls ?? null, maxConcurrentUploads: opts.maxConcurrentUploads });
-    checkOwnTasks(job, this.runId, nc.info?.max_payload);
-    await ensureTaskQueue(nc);
-    const kv = (this.kv = await jobsBucket(nc));
-    await this.claim(kv);
+    checkOwnTasks(job, this.runId, nc.info?.max_payload); // the measured allocation may have changed the tasks
     const intake = (this.intake = await this.resume(kv));
     const advertise = await this.serveShards(intake);
     this.subscribe(kv, intake);

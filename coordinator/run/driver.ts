@@ -19,8 +19,8 @@ export interface Execution {
 export interface JobExecutor<Extra extends object> {
   /** Ready to work on `job` (e.g. threads started); it is planned, its measured allocation still to come. */
   start(job: PreparedJob): Promise<void>;
-  /** What measures candidate layers (allocation_strategy: measured), for the duration of `use`. */
-  withMeasurer<T>(use: (measurer: LayerMeasurer, concurrency: number) => Promise<T>): Promise<T>;
+  /** What measures candidate layers (allocation_strategy: measured), for the duration of `use` (the measured allocation). */
+  withMeasurer(use: (measurer: LayerMeasurer, concurrency: number) => Promise<PreparedJob>): Promise<PreparedJob>;
   /** Quantize every layer of `job` into its ordered output (the executor opens it: a cluster job may continue a partial one). */
   execute(job: PreparedJob): Promise<Execution>;
   /** The file is in place; what this executor adds to the summary. */

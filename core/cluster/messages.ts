@@ -7,7 +7,7 @@ import { MalformedMessageError } from './errors.js';
 import { jobIdSchema } from './job-id.js';
 
 /** A run id: this run of a coordinator (random hex). */
-const runIdSchema = z.string().regex(/^[0-9a-f]{8,64}$/, 'a run id is 8-64 lowercase hex digits');
+export const runIdSchema = z.string().regex(/^[0-9a-f]{8,64}$/, 'a run id is 8-64 lowercase hex digits');
 /** Free text in an event (names, reasons, error messages) is cut to this many characters before publishing. */
 export const MAX_EVENT_TEXT = 4096;
 const eventText = z.string().max(MAX_EVENT_TEXT * 2);

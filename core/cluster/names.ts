@@ -26,3 +26,11 @@ export const CANCEL_ALL = 'aq.cancel.*';
 /** De-duplication id of a task message. */
 export const taskMessageId = (jobId: string, layerIndex: number, planHash: string) => `${id(jobId)}/${layerIndex}/${planHash}`;
 export const maxDeliveriesAdvisory = `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.${TASK_STREAM}.${WORKER_CONSUMER}`;
+/** Measure tasks of a job (allocation_strategy: measured) share the task stream: aq.tasks.<job>.measure. */
+export const measureSubject = (jobId: string) => `aq.tasks.${id(jobId)}.measure`;
+export const isMeasureSubject = (subject: string) => subject.startsWith('aq.tasks.') && subject.endsWith('.measure');
+/** A worker's measurement result: "<job>.measure.<layer>.<v1|v2>.<group size>" in aq-jobs. */
+export const measureKey = (jobId: string, layer: number, encoding: string, groupSize: number) => `${id(jobId)}.measure.${layer}.${encoding}.${groupSize}`;
+export const measureKeys = (jobId: string) => `${id(jobId)}.measure.>`;
+/** De-duplication id of a measure task: one per run (a run that holds the job republishes what it still needs). */
+export const measureMessageId = (jobId: string, layer: number, measureId: string, runId: string) => `${id(jobId)}/measure/${layer}/${measureId}/${runId}`;

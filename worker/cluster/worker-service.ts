@@ -2,8 +2,9 @@
 // `concurrency` at a time, keeps long layers alive with in-progress acks, reads the layer's
 // bytes straight from the model file when it lies under one of its model roots (else
 // downloads them from the coordinator if the task allows it, else refuses), quantizes with the
-// local thread pool, uploads the shard over gRPC, and only then acks. Stateless: a worker killed
-// at any moment loses nothing, JetStream redelivers its tasks.
+// local thread pool, uploads the shard over gRPC, and only then acks. Measure tasks (their own
+// subject on the same stream) go to measure-task.ts. Stateless: a worker killed at any moment
+// loses nothing, JetStream redelivers its tasks.
 
 import { hostname } from 'node:os';
 import { closeSync, mkdirSync, realpathSync, rmSync } from 'node:fs';
@@ -13,7 +14,7 @@ import type { JsMsg, KV, NatsConnection, Subscription, Consumer } from 'nats';
 import { ArrowQuantError, ModelFormatError, serializeError } from '../../core/errors.js';
 import { packageVersion } from '../../core/package-info.js';
 import { readSafetensorsHeader } from '../../core/model/safetensors-reader.js';
-import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, layerKey, refusalKey } from '../../core/cluster/names.js';
+import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, isMeasureSubject, layerKey, refusalKey } from '../../core/cluster/names.js';
 import { cancelMessageSchema, decodeMessage, encodeMessage, taskMessageSchema, type TaskMessage, type WorkerEvent, type WorkerInfo } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket, taskQueueSettings, workersBucket } from '../../core/cluster/jetstream-setup.js';
@@ -26,7 +27,8 @@ import { ThreadPool } from '../thread-pool.js';
 import { ShardClient } from './shard-client.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
 import type { WorkerLayerEvent } from './worker-metrics.js';
-import { heldJob } from '../../core/cluster/job-lease-state.js';
+import { heldJob, type HeldJob } from '../../core/cluster/job-lease-state.js';
+import { handleMeasureTask, type MeasureTaskHost } from './measure-task.js';
 import { boundEvent, checkCoordinator, checkTaskSize, taskIdentity } from './task-guard.js';
 import { openRegularFileSync } from '../../core/model/open-regular.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
@@ -190,18 +192,12 @@ export class WorkerService {
 
   /** `previous` is the lane's upload in flight; `quantized` is called once this layer's row is made. */
   private async handle(msg: JsMsg, previous: Promise<void> = Promise.resolve(), quantized: () => void = () => undefined): Promise<void> {
+    if (isMeasureSubject(msg.subject)) return handleMeasureTask(msg, this.measureHost);
     let tm: TaskMessage;
     try {
       tm = decodeMessage(taskMessageSchema, msg.data, msg.subject);
     } catch (e) {
-      const why = (e as Error).message.slice(0, 1000);
-      this.log(`worker ${this.id}: refusing a malformed task: ${why}`);
-      // No reason text: nats-server 2.9 ignores "+TERM <reason>" and would redeliver.
-      msg.term();
-      // Reported when it names a job, so that its coordinator does not wait for it forever.
-      const who = taskIdentity(msg.data);
-      if (who) await this.reportFinal({ type: 'task_refused', ...who, worker_id: this.id, reason: `worker ${this.id} refused a malformed task for layer ${who.layer_index}: ${why}` });
-      return;
+      return this.refuseMalformed(msg, e as Error);
     }
     const task = tm.task;
     if (msg.redelivered) this.opts.onLayer?.({ type: 'redelivered' });
@@ -211,27 +207,8 @@ export class WorkerService {
       return;
     }
     // Only a job some live coordinator holds is worked on; the address comes from its job state.
-    let held;
-    try {
-      held = heldJob(await this.jobs.get(task.job_id));
-    } catch (e) {
-      this.log(`worker ${this.id}: cannot read the state of job ${task.job_id} (${(e as Error).message}); releasing ${tag}`);
-      msg.nak(1_000);
-      return;
-    }
-    if (!held?.live) {
-      const lease = held?.state.lease_ms ?? 0;
-      // A lease just run out may be a NATS outage the coordinator is reconnecting from: come back later.
-      if (held && held.state.state === 'running' && held.ageMs < 4 * lease) {
-        this.log(`worker ${this.id}: released ${tag}: its coordinator's lease expired ${(held.ageMs / 1000).toFixed(1)} s ago; retrying later`);
-        msg.nak(lease / 2);
-        return;
-      }
-      msg.term();
-      const why = !held ? 'no coordinator holds the job' : held.state.state !== 'running' ? `the job is ${held.state.state}` : `its coordinator's lease expired ${(held.ageMs / 1000).toFixed(1)} s ago`;
-      this.log(`worker ${this.id}: dropped ${tag}: ${why}`);
-      return;
-    }
+    const held = await this.liveJob(task.job_id, msg, tag);
+    if (!held) return;
     const coordinator = held.state.coordinator || tm.coordinator;
     if (await this.alreadyStaged(task)) {
       await msg.ackAck().catch(() => msg.ack());
@@ -286,22 +263,76 @@ export class WorkerService {
         `worker ${this.id}: uploaded ${tag}: ${outcome.quantType} ${outcome.bytesOut} bytes in ${((performance.now() - t0) / 1000).toFixed(2)}s${up.duplicate ? ' (already staged)' : ''}`,
       );
     } catch (e) {
-      const refused = e instanceof TaskRefusedError;
-      const final = refused || (e instanceof ArrowQuantError && e.exitCode >= 2);
-      this.opts.onLayer?.({ type: 'failed', outcome: refused ? 'refused' : final ? 'final' : 'retried' });
-      this.log(`worker ${this.id}: ${refused ? 'refused' : 'failed'} ${tag}: ${(e as Error).message}${final ? '' : ' (will be redelivered)'}`);
-      const event: WorkerEvent = refused
-        ? { type: 'task_refused', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, reason: (e as Error).message }
-        : { type: 'layer_failed', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, final, error: serializeError(e) };
-      if (final) await this.reportFinal(event);
-      else this.publishEvent(event);
-      if (final) msg.term();
-      else msg.nak(1_000);
+      await this.failed(msg, task, e, tag);
     } finally {
       clearInterval(alive);
       this.inFlight.delete(key);
       rmSync(downloadFile, { force: true });
     }
+  }
+
+  /** Terminates a task that fails validation; reported when it names a job, so that its coordinator does not wait for it forever. */
+  private async refuseMalformed(msg: JsMsg, e: Error): Promise<void> {
+    const why = e.message.slice(0, 1000);
+    this.log(`worker ${this.id}: refusing a malformed task: ${why}`);
+    // No reason text: nats-server 2.9 ignores "+TERM <reason>" and would redeliver.
+    msg.term();
+    const who = taskIdentity(msg.data);
+    if (who) await this.reportFinal({ type: 'task_refused', ...who, worker_id: this.id, reason: `worker ${this.id} refused a malformed task for layer ${who.layer_index}: ${why}` });
+  }
+
+  /**
+   * The job's state when a live coordinator holds it; otherwise the task is released for later
+   * (the state cannot be read, or a lease just ran out) or dropped, and the answer is null.
+   */
+  private async liveJob(jobId: string, msg: JsMsg, tag: string): Promise<HeldJob | null> {
+    let held;
+    try {
+      held = heldJob(await this.jobs.get(jobId));
+    } catch (e) {
+      this.log(`worker ${this.id}: cannot read the state of job ${jobId} (${(e as Error).message}); releasing ${tag}`);
+      msg.nak(1_000);
+      return null;
+    }
+    if (held?.live) return held;
+    const lease = held?.state.lease_ms ?? 0;
+    // A lease just run out may be a NATS outage the coordinator is reconnecting from: come back later.
+    if (held && held.state.state === 'running' && held.ageMs < 4 * lease) {
+      this.log(`worker ${this.id}: released ${tag}: its coordinator's lease expired ${(held.ageMs / 1000).toFixed(1)} s ago; retrying later`);
+      msg.nak(lease / 2);
+      return null;
+    }
+    msg.term();
+    const why = !held ? 'no coordinator holds the job' : held.state.state !== 'running' ? `the job is ${held.state.state}` : `its coordinator's lease expired ${(held.ageMs / 1000).toFixed(1)} s ago`;
+    this.log(`worker ${this.id}: dropped ${tag}: ${why}`);
+    return null;
+  }
+
+  /** A task that failed: a refusal or a failure of its input is recorded and terminated, anything else redelivered. */
+  private async failed(msg: JsMsg, task: LayerTask, e: unknown, tag: string): Promise<void> {
+    const refused = e instanceof TaskRefusedError;
+    const final = refused || (e instanceof ArrowQuantError && e.exitCode >= 2);
+    this.opts.onLayer?.({ type: 'failed', outcome: refused ? 'refused' : final ? 'final' : 'retried' });
+    this.log(`worker ${this.id}: ${refused ? 'refused' : 'failed'} ${tag}: ${(e as Error).message}${final ? '' : ' (will be redelivered)'}`);
+    const event: WorkerEvent = refused
+      ? { type: 'task_refused', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, reason: (e as Error).message }
+      : { type: 'layer_failed', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, final, error: serializeError(e) };
+    if (final) await this.reportFinal(event);
+    else this.publishEvent(event);
+    if (final) msg.term();
+    else msg.nak(1_000);
+  }
+
+  /** What a measure task needs of this worker (worker/cluster/measure-task.ts). */
+  private get measureHost(): MeasureTaskHost {
+    return {
+      id: this.id, runner: this.runner, jobs: this.jobs, ackWaitMs: this.ackWaitMs, inFlight: this.inFlight, log: this.log,
+      isCancelled: (runId) => this.cancelled.has(runId),
+      liveJob: (jobId, msg, tag) => this.liveJob(jobId, msg, tag),
+      localInput: (task) => this.localInput(task),
+      refuseMalformed: (msg, e) => this.refuseMalformed(msg, e),
+      failed: (msg, task, e, tag) => this.failed(msg, task, e, tag),
+    };
   }
 
   /**
