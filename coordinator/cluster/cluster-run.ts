@@ -136,12 +136,15 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     // A shard received into the reorder window is written from there; any other from its stage file.
     const staged = (i: number) => (finished.has(i) ? (window.take(i) ?? shardPath(stageDir, i)) : null);
     const from = { direct: 0, memory: 0, stage: 0 };
-    const directly = new Set<number>();
     const written = (shard: Uint8Array | string) => {
       if (typeof shard === 'string') from.stage++;
-      else (directly.has(out.written) ? from.direct++ : from.memory++, window.release(shard));
+      else (from.memory++, window.release(shard));
     };
-    const appendReady = () => out.appendStaged(staged, written).catch((e) => settle.reject(e));
+    const appendReady = () =>
+      out.appendStaged(staged, written).then(
+        () => server.outputAdvanced(),
+        (e) => settle.reject(e),
+      );
     const workers = new Set<string>();
     const makers = new Map<string, ShardMaker>();
     let thread = zeroTimings();
@@ -168,7 +171,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       },
       reserveMemory: (bytes) => (failed ? null : window.tryReserve(bytes)),
       releaseMemory: (buffer) => window.release(buffer),
-      writesDirectly: (i) => !failed && i === out.written && !finished.has(i),
+      directWriter: (i) => (failed || i !== out.written || finished.has(i) ? null : { write: (bytes, at) => out.writeAhead(i, bytes, at) }),
+      nextLayer: () => out.written,
       recordedHash: (i) => recorded.get(i),
       // The job state records the shard before the worker hears back: a worker told "staged"
       // means a restarted coordinator will find it.
@@ -177,14 +181,12 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
         const layer = finishedFromRecord(job, info.record);
         const state = { sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId };
         if (info.path === null) {
-          // Next in the output and not staged: written there first, then recorded with its place.
-          if (out.written !== i) throw new ArrowQuantError(`layer ${i} was to be written directly but the output is at layer ${out.written}`);
+          // Next in the output and written there as it arrived: committed, then recorded with its place.
+          if (out.written !== i) throw new ArrowQuantError(`layer ${i} was written directly but the output is at layer ${out.written}`);
           const offset = out.nextOffset;
-          directly.add(i);
-          window.keep(i, info.bytes!);
+          out.commitAhead(i, info.frame.metaDataLength, info.frame.bodyLength);
+          from.direct++;
           finished.set(i, layer);
-          await appendReady();
-          if (out.written <= i) throw new ArrowQuantError(`layer ${i} could not be written to ${partial}`);
           // The layer is in the output now: recording it is retried (NATS may be restarting) rather than redone.
           await putRetrying(kv, layerKey(job.id, i), encodeMessage({ ...state, output_offset: offset }), log, () => failed).catch((e: Error) => {
             settle.reject(e);
