@@ -45,6 +45,8 @@ async function coordinatorRun(model: string, set: ShardSet, dir: string, windowM
     const out = join(dir, 'out.arrow');
     // AQ_BENCH_PROFILE=DIR: a V8 CPU profile of the coordinator's main thread into DIR
     const profile = process.env.AQ_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${process.env.AQ_BENCH_PROFILE}`] : [];
+    // AQ_BENCH_NODE_FLAGS: extra node flags for the coordinator (e.g. V8 GC flags), space-separated
+    profile.push(...(process.env.AQ_BENCH_NODE_FLAGS?.split(' ').filter(Boolean) ?? []));
     // AQ_BENCH_COORDINATOR_CLI: another build's dist/cli/main.js as the coordinator (a before/after in one run)
     const other = process.env.AQ_BENCH_COORDINATOR_CLI;
     const c = new BenchProcess([...profile, other ?? CLI(), 'quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json', ...(other ? [] : ['--reorder-window-mb', String(windowMb)])], report);

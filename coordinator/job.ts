@@ -169,6 +169,19 @@ export class OrderedOutput {
     return this.chain;
   }
 
+  /** Write part of layer `index`'s message, which must be the next one, straight into the file (ArrowFileAssembler.writeAhead). */
+  async writeAhead(index: number, bytes: Uint8Array, at: number): Promise<void> {
+    if (index !== this.next) throw new OutputError(`layer ${index} written ahead out of order (expected ${this.next})`, this.job.output);
+    await this.asm.writeAhead(bytes, at);
+  }
+
+  /** Layer `index`'s message is in the file (written by writeAhead): it counts as written. */
+  commitAhead(index: number, metaDataLength: number, bodyLength: number): void {
+    if (index !== this.next) throw new OutputError(`layer ${index} committed out of order (expected ${this.next})`, this.job.output);
+    this.asm.commitAhead(metaDataLength, bodyLength);
+    this.advance();
+  }
+
   private advance(): void {
     this.next++;
     this.turns.get(this.next)?.resolve();

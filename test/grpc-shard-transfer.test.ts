@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ShardServer, shardPath, type ShardLayerSource, type StagedShard, type UploadOutcome } from '../coordinator/cluster/shard-server.js';
-import { encodeShard } from '../core/format/arrow-file.js';
+import { encodeShard, frameShard } from '../core/format/arrow-file.js';
 import type { LayerRecord } from '../core/format/layer-schema.js';
 import { ShardFileError, ShardTransferError, TlsConfigError } from '../core/grpc/errors.js';
 import { GRPC_MESSAGE_LIMITS, MAX_CHUNK_BYTES, grpcServices, type HealthCheckResponse, type UploadShardRequest, type UploadShardResponse } from '../core/grpc/proto.js';
@@ -39,6 +39,9 @@ const DIRECT_LAYER = 14;
 const memory = { room: Infinity, reserved: 0 };
 
 const staged: { index: number; shard: StagedShard }[] = [];
+/** what the server wrote through the direct writer of DIRECT_LAYER (its record batch message, in pieces) */
+const directWrites: { at: number; bytes: Buffer }[] = [];
+let directDone = false;
 /** called when the server looks a layer up, i.e. once it has read an upload's header */
 let onLookup: ((index: number) => void) | null = null;
 
@@ -129,7 +132,7 @@ beforeAll(async () => {
       memory.room += buffer.byteLength;
       memory.reserved -= buffer.byteLength;
     },
-    writesDirectly: (i) => i === DIRECT_LAYER,
+    directWriter: (i) => (i === DIRECT_LAYER && !directDone ? { write: async (bytes, at) => void directWrites.push({ at, bytes: Buffer.from(bytes) }) } : null),
     recordedHash: () => undefined,
     onStaged: (index, shard) => {
       staged.push({ index, shard });
@@ -200,12 +203,20 @@ describe('grpc shards', () => {
     }
   });
 
-  test('grpc shards - a layer the job writes directly is received into memory only: no stage file', async () => {
+  test('grpc shards - a layer next in the output goes through its direct writer as it arrives: no stage file, no kept bytes', async () => {
     const shard = shardOf(DIRECT_LAYER, 3 * MiB);
     expect(await client.upload(header(DIRECT_LAYER), [shard.bytes])).toEqual({ duplicate: false, receivedBytes: shard.bytes.length });
+    directDone = true;
     const info = staged.find((s) => s.index === DIRECT_LAYER)!.shard;
     expect(info.path).toBeNull();
-    expect(Buffer.compare(Buffer.from(info.bytes!), shard.bytes)).toBe(0);
+    expect(info.bytes).toBeNull();
+    // the pieces, in order and without gaps, are exactly the shard's record batch message
+    const frame = frameShard(shard.bytes, shard.bytes.length);
+    expect(directWrites.length).toBeGreaterThan(1); // written chunk by chunk, not at the end
+    let at = 0;
+    for (const w of directWrites) (expect(w.at).toBe(at), (at += w.bytes.length));
+    expect(Buffer.compare(Buffer.concat(directWrites.map((w) => w.bytes)), shard.bytes.subarray(frame.offset, frame.offset + frame.length))).toBe(0);
+    expect(info.frame).toEqual({ metaDataLength: frame.metaDataLength, bodyLength: frame.bodyLength });
     expect(stagedNames()).not.toContain(`${DIRECT_LAYER}.shard`);
     expect(leftovers()).toEqual([]);
     // the same shard again is a duplicate (the server remembers its hash without a file)
@@ -321,12 +332,77 @@ describe('grpc shards', () => {
     expect(leftovers()).toEqual([]);
   });
 
+  test('grpc shards - an upload of a later layer waits for its turn, so both go straight into the output in order', async () => {
+    const ordered = new ShardServer({ orderWaitMs: 60_000, orderGapMs: 60_000 });
+    const orderedStage = join(dir, 'ordered');
+    const output: { layer: number; at: number; bytes: Buffer }[] = [];
+    let next = 0;
+    const seen: StagedShard[] = [];
+    ordered.registerJob(JOB, {
+      stageDir: orderedStage, layer: (i) => layers.get(i), reserveMemory: (n) => new Uint8Array(n), releaseMemory: () => undefined, recordedHash: () => undefined,
+      nextLayer: () => next,
+      directWriter: (i) => (i === next ? { write: async (bytes, at) => void output.push({ layer: i, at, bytes: Buffer.from(bytes) }) } : null),
+      onStaged: (i, shard) => {
+        seen.push(shard);
+        if (shard.path === null) next = i + 1;
+      },
+    });
+    const { address: at } = await ordered.start('127.0.0.1:0');
+    const c = new ShardClient(at);
+    try {
+      const [s0, s1] = [shardOf(0, 2 * MiB), shardOf(1, 2 * MiB + 8)];
+      const waiting = once(ordered, 'waiting');
+      const later = c.upload(header(1), [s1.bytes]);
+      expect((await waiting)[0]).toEqual({ jobId: JOB, layerIndex: 1, nextLayer: 0 });
+      expect(output).toEqual([]); // layer 1 is held (flow control), not received
+      await c.upload(header(0), [s0.bytes]);
+      await later;
+      expect(seen.map((x) => x.path)).toEqual([null, null]);
+      // every piece of layer 0 was written before the first of layer 1
+      const first1 = output.findIndex((o) => o.layer === 1);
+      expect(first1).toBeGreaterThan(0);
+      expect(output.slice(first1).every((o) => o.layer === 1)).toBe(true);
+      for (const [i, s] of [s0, s1].entries()) {
+        const f = frameShard(s.bytes, s.bytes.length);
+        const got = Buffer.concat(output.filter((o) => o.layer === i).map((o) => o.bytes));
+        expect(Buffer.compare(got, s.bytes.subarray(f.offset, f.offset + f.length))).toBe(0);
+      }
+      expect(existsSync(orderedStage) ? readdirSync(orderedStage) : []).toEqual([]);
+    } finally {
+      c.close();
+      await ordered.stop();
+    }
+  });
+
+  test('grpc shards - an upload whose turn does not come within orderGapMs is staged instead', async () => {
+    const ordered = new ShardServer({ orderWaitMs: 200, orderGapMs: 50 });
+    const orderedStage = join(dir, 'gap');
+    const seen: { index: number; shard: StagedShard }[] = [];
+    ordered.registerJob(JOB, {
+      stageDir: orderedStage, layer: (i) => layers.get(i), reserveMemory: () => null, releaseMemory: () => undefined, recordedHash: () => undefined,
+      nextLayer: () => 0, directWriter: () => null, onStaged: (index, shard) => void seen.push({ index, shard }),
+    });
+    const { address: at } = await ordered.start('127.0.0.1:0');
+    const c = new ShardClient(at);
+    try {
+      const s3 = shardOf(3, MiB);
+      const waiting = once(ordered, 'waiting');
+      expect(await c.upload(header(3), [s3.bytes])).toEqual({ duplicate: false, receivedBytes: s3.bytes.length });
+      expect((await waiting)[0]).toMatchObject({ layerIndex: 3, nextLayer: 0 });
+      expect(seen.map((x) => [x.index, x.shard.path])).toEqual([[3, shardPath(orderedStage, 3)]]);
+      expect(Buffer.compare(readFileSync(shardPath(orderedStage, 3)), s3.bytes)).toBe(0);
+    } finally {
+      c.close();
+      await ordered.stop();
+    }
+  });
+
   test('grpc shards - beyond maxConcurrentUploads an upload waits for a slot, then RESOURCE_EXHAUSTED', async () => {
     const limited = new ShardServer({ maxConcurrentUploads: 1, uploadSlotWaitMs: 300 });
     const lookups: number[] = [];
     const limitedStage = join(dir, 'limited');
     limited.registerJob(JOB, {
-      stageDir: limitedStage, layer: (i) => (lookups.push(i), layers.get(i)), reserveMemory: (n) => new Uint8Array(n), releaseMemory: () => undefined, writesDirectly: () => false, recordedHash: () => undefined, onStaged: () => undefined,
+      stageDir: limitedStage, layer: (i) => (lookups.push(i), layers.get(i)), reserveMemory: (n) => new Uint8Array(n), releaseMemory: () => undefined, recordedHash: () => undefined, onStaged: () => undefined,
     });
     const { address: at } = await limited.start('127.0.0.1:0');
     const c = new ShardClient(at);
@@ -431,7 +507,7 @@ describe('grpc shards', () => {
 
   test('grpc shards - TLS: the right CA connects, an unrelated CA is refused', async () => {
     const tlsServer = new ShardServer({ tls: loadServerTls({ certFile: certs.server.certFile, keyFile: certs.server.keyFile }) });
-    tlsServer.registerJob(JOB, { stageDir, allowDownload: true, layer: (i) => layers.get(i), reserveMemory: () => null, releaseMemory: () => undefined, writesDirectly: () => false, recordedHash: () => undefined, onStaged: () => undefined });
+    tlsServer.registerJob(JOB, { stageDir, allowDownload: true, layer: (i) => layers.get(i), reserveMemory: () => null, releaseMemory: () => undefined, recordedHash: () => undefined, onStaged: () => undefined });
     const { port } = await tlsServer.start('127.0.0.1:0');
     const good = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile }));
     const byName = new ShardClient(`127.0.0.1:${port}`, loadClientTls({ caFile: certs.ca.certFile, serverNameOverride: 'localhost' }));

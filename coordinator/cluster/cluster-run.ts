@@ -204,7 +204,7 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
     const out = (this.output = inOutput.blocks.length ? await OrderedOutput.reopen(job, partial, inOutput.blocks) : await OrderedOutput.create(job, partial));
     const window = new ReorderWindow(opts.reorderWindowBytes ?? DEFAULT_REORDER_WINDOW_BYTES);
     return new ShardIntake(job, this.stageDir, kv, out, window, this.settlement, finished, recorded, {
-      allowDownload: opts.allowDownload ?? false, onProgress: opts.onProgress, onLayerStaged: opts.onLayerStaged, log,
+      allowDownload: opts.allowDownload ?? false, onProgress: opts.onProgress, onLayerStaged: opts.onLayerStaged, log, onOutputAdvanced: () => this.server?.outputAdvanced(),
     });
   }
 

@@ -1,6 +1,6 @@
 // A cluster job's side of the shard server: which layer each upload is for and what the plan
-// allows, where a received shard goes (straight into the output when it is next, else the reorder
-// window or its stage file), recording it in the job state before the worker hears back, and
+// allows, where a received shard goes (straight into the output as it arrives when it is next,
+// else its stage file and, with room, the reorder window), which layer the output needs next, recording it in the job state before the worker hears back, and
 // the figures the run summary reports (workers, their kernels, threads and thread time).
 
 import type { KV } from 'nats';
@@ -16,7 +16,7 @@ import { putRetrying } from './job-state.js';
 import { partialOutputPath } from './partial-output.js';
 import type { ReorderWindow } from './reorder-window.js';
 import { checkShardRecord, maxShardBytes } from './shard-check.js';
-import { shardPath, type ShardJobHandle, type ShardLayerSource, type ShardMaker, type StagedShard } from './shard-server.js';
+import { shardPath, type DirectWriter, type ShardJobHandle, type ShardLayerSource, type ShardMaker, type StagedShard } from './shard-server.js';
 
 export interface ShardIntakeOptions {
   allowDownload: boolean;
@@ -24,6 +24,8 @@ export interface ShardIntakeOptions {
   /** a layer published by this run was staged, `seconds` after its task was published */
   onLayerStaged?: (index: number, seconds: number) => void;
   log: (line: string) => void;
+  /** the output's next layer changed (uploads waiting for their turn look again) */
+  onOutputAdvanced?: () => void;
 }
 
 /** Where the shards of a run were written from: on arrival (their one write), the reorder window, their stage files. */
@@ -36,7 +38,6 @@ export interface ShardSources {
 export class ShardIntake implements ShardJobHandle {
   readonly allowDownload: boolean;
   readonly from: ShardSources = { direct: 0, memory: 0, stage: 0 };
-  private readonly directly = new Set<number>();
   private readonly workers = new Set<string>();
   private readonly makers = new Map<string, ShardMaker>();
   private thread = zeroTimings();
@@ -94,8 +95,13 @@ export class ShardIntake implements ShardJobHandle {
     this.window.release(buffer);
   }
 
-  writesDirectly(i: number): boolean {
-    return !this.settlement.failed && i === this.out.written && !this.finished.has(i);
+  directWriter(i: number): DirectWriter | null {
+    if (this.settlement.failed || i !== this.out.written || this.finished.has(i)) return null;
+    return { write: (bytes, at) => this.out.writeAhead(i, bytes, at) };
+  }
+
+  nextLayer(): number {
+    return this.out.written;
   }
 
   recordedHash(i: number): string | undefined {
@@ -110,14 +116,12 @@ export class ShardIntake implements ShardJobHandle {
     const layer = finishedFromRecord(job, info.record);
     const state = { sha256: info.sha256, size: info.size, bits: layer.bits, cosine: layer.cosine, worker: info.workerId };
     if (info.path === null) {
-      // Next in the output and not staged: written there first, then recorded with its place.
-      if (out.written !== i) throw new ArrowQuantError(`layer ${i} was to be written directly but the output is at layer ${out.written}`);
+      // Next in the output and written there as it arrived: committed, then recorded with its place.
+      if (out.written !== i) throw new ArrowQuantError(`layer ${i} was written directly into ${partialOutputPath(job)} but the output is at layer ${out.written}`);
       const offset = out.nextOffset;
-      this.directly.add(i);
-      this.window.keep(i, info.bytes!);
+      out.commitAhead(i, info.frame.metaDataLength, info.frame.bodyLength);
+      this.from.direct++;
       this.finished.set(i, layer);
-      await this.appendReady();
-      if (out.written <= i) throw new ArrowQuantError(`layer ${i} could not be written to ${partialOutputPath(job)}`);
       // The layer is in the output now: recording it is retried (NATS may be restarting) rather than redone.
       await putRetrying(kv, layerKey(job.id, i), encodeMessage({ ...state, output_offset: offset }), this.opts.log, () => this.settlement.failed).catch((e: Error) => {
         this.settlement.fail(e);
@@ -142,7 +146,10 @@ export class ShardIntake implements ShardJobHandle {
 
   /** Write every consecutive layer that is staged from the output's next one on; a failure fails the job. */
   appendReady(): Promise<void> {
-    return this.out.appendStaged((i) => this.staged(i), (shard) => this.written(shard)).catch((e) => this.settlement.fail(e));
+    return this.out.appendStaged((i) => this.staged(i), (shard) => this.written(shard)).then(
+      () => this.opts.onOutputAdvanced?.(),
+      (e) => this.settlement.fail(e),
+    );
   }
 
   // A shard received into the reorder window is written from there; any other from its stage file.
@@ -152,7 +159,7 @@ export class ShardIntake implements ShardJobHandle {
 
   private written(shard: Uint8Array | string): void {
     if (typeof shard === 'string') this.from.stage++;
-    else (this.directly.has(this.out.written) ? this.from.direct++ : this.from.memory++, this.window.release(shard));
+    else (this.from.memory++, this.window.release(shard));
   }
 
   /** What the workers of this run reported: their kernels, their threads in all, their thread time summed. */

@@ -4,14 +4,16 @@
 //
 // An upload's declared size is bounded by what the job's plan allows for the layer before a byte
 // is received, and at most maxConcurrentUploads receive at once (the others are held by gRPC
-// flow control). Each byte is received once, hashed as it streams in and written once to a
-// temporary file in the job's stage directory; when the job's reorder window has room it is also
-// copied into one buffer that the job keeps until the merge writes it — and when the job writes
-// that layer into its output at once (it is next there), no stage file is written at all. The
-// shard is checked (size, SHA-256, a readable shard that is exactly what the plan produces for
-// the layer) and only then renamed to `<stageDir>/<index>.shard` or handed to the job; every
-// rejection, cancellation or failure removes the temporary file, so the stage directory only
-// ever holds complete, verified shards.
+// flow control). Uploads arrive in the output's order where they can: one of a later layer waits
+// (unread, held by flow control) while the layer the output needs next is being received, for at
+// most orderWaitMs. Each byte is received once, hashed as it streams in and written once while it
+// is still in cache: the upload of the layer that is next goes straight into the job's output
+// (ShardJobHandle.directWriter), any other into a temporary file in the job's stage directory —
+// and, when the job's reorder window has room, also into one buffer that the job keeps until the
+// merge writes it. The shard is checked (size, SHA-256, a readable shard that is exactly what the
+// plan produces for the layer) and only then renamed to `<stageDir>/<index>.shard`, committed in
+// the output, or handed to the job; every rejection, cancellation or failure removes the
+// temporary file, so the stage directory only ever holds complete, verified shards.
 
 import { createHash, randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
@@ -20,7 +22,7 @@ import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/prom
 import { join } from 'node:path';
 import { status as Status, type Server, type ServerReadableStream, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { FormatError } from '../../core/errors.js';
-import { decodeShard } from '../../core/format/arrow-file.js';
+import { decodeShard, frameShard, type ShardFrame } from '../../core/format/arrow-file.js';
 import type { LayerRecord } from '../../core/format/layer-schema.js';
 import { statusName } from '../../core/grpc/errors.js';
 import { HealthService } from '../../core/grpc/health.js';
@@ -33,6 +35,7 @@ import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js
 import { isJobId } from '../../core/cluster/job-id.js';
 import { bounded } from '../../core/cluster/bounded.js';
 import { UploadSlots } from './reorder-window.js';
+import { WriteQueue } from './write-queue.js';
 import type { Timings } from '../../core/model/row-reader.js';
 
 /** Where a staged shard of layer `index` lives. */
@@ -62,8 +65,10 @@ export interface ShardMaker {
 }
 
 export interface StagedShard {
-  /** its stage file; null when the job writes it straight into its output (writesDirectly) */
+  /** its stage file; null when its record batch message is already in the job's output (directWriter) */
   path: string | null;
+  /** where the record batch message is in the shard's bytes */
+  frame: Pick<ShardFrame, 'metaDataLength' | 'bodyLength'>;
   sha256: string;
   size: number;
   workerId: string;
@@ -72,9 +77,16 @@ export interface StagedShard {
   record: LayerRecord;
   /**
    * the whole shard, in the buffer reserveMemory gave when the job's reorder window had room: the
-   * job owns it from here on and releases it once the bytes are written; null: read `path`
+   * job owns it from here on and releases it once the bytes are written; null: read `path`, or
+   * (path null too) the bytes are in the output already
    */
   bytes: Uint8Array | null;
+}
+
+/** Puts an upload's record batch message into the job's output as it arrives (see directWriter). */
+export interface DirectWriter {
+  /** Write `bytes` at `at` bytes into the layer's record batch message. */
+  write(bytes: Uint8Array, at: number): Promise<void>;
 }
 
 /** What the coordinator registers for each job it serves. */
@@ -88,10 +100,13 @@ export interface ShardJobHandle {
   /** Give back a buffer the job did not take over (the upload failed or was a duplicate). */
   releaseMemory(buffer: Uint8Array): void;
   /**
-   * Asked when an upload received into memory starts: true when the job will write this layer
-   * into its output itself before onStaged resolves (it is next there), so no stage file is written.
+   * Asked, under the layer's lock, when an upload received into memory starts: when layer `index`
+   * is next in the job's output, a writer that puts its bytes there as they arrive, so the shard
+   * has no stage file and no other write; onStaged (path null) then commits it. Null otherwise.
    */
-  writesDirectly(index: number): boolean;
+  directWriter?(index: number): DirectWriter | null;
+  /** The layer the job's output needs next (uploads of later ones wait while it is received). */
+  nextLayer?(): number;
   /** The SHA-256 the job already has for a layer (e.g. found in its output at resume), if any. */
   recordedHash(index: number): string | undefined;
   /**
@@ -112,6 +127,13 @@ export interface ShardServerOptions {
   maxConcurrentUploads?: number;
   /** how long an upload waits for one of those slots before RESOURCE_EXHAUSTED (default idleTimeoutMs) */
   uploadSlotWaitMs?: number;
+  /** how long an upload of a later layer waits while the next one is received, before it is staged (default 10 s) */
+  orderWaitMs?: number;
+  /** how long it waits for the next one's upload to start (default 1 s) */
+  orderGapMs?: number;
+  /** an upload must end within minUploadMs + its declared bytes at minBytesPerSecond (defaults 60 s, 1 MiB/s) */
+  minUploadMs?: number;
+  minBytesPerSecond?: number;
 }
 
 /** Emitted as 'upload' once an upload is over and its temporary file is gone. */
@@ -138,11 +160,42 @@ class Rejection extends Error {
 
 class Cancelled extends Error {}
 
-const SHA256_HEX = /^[0-9a-f]{64}$/;
-/** A buffered upload is written to its stage file in pieces of this size (fewer, larger writes). */
-const STAGE_WRITE_BYTES = 8 << 20;
+/** An upload past its checks, being received. */
+interface Upload {
+  header: ShardHeader;
+  handle: ShardJobHandle;
+  layer: ShardLayerSource;
+  messages: AsyncIterator<UploadShardRequest>;
+  isCancelled: () => boolean;
+  progress: { receivedBytes: number };
+  /** the window's buffer for the whole shard, if it had room */
+  buffer: Uint8Array | null;
+  /** performance.now() by which the upload must be over */
+  deadline: number;
+}
 
-export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
+interface Received {
+  response: UploadShardResponse;
+  /** the job took over the upload's buffer */
+  kept: boolean;
+}
+
+interface CheckedShard {
+  record: LayerRecord;
+  frame: Pick<ShardFrame, 'metaDataLength' | 'bodyLength'>;
+}
+
+const SHA256_HEX = /^[0-9a-f]{64}$/;
+
+/** Emitted as 'waiting' when an upload starts waiting for its turn (see ShardServerOptions.orderWaitMs). */
+export interface TurnWait {
+  jobId: string;
+  layerIndex: number;
+  /** the layer the job's output needed then */
+  nextLayer: number;
+}
+
+export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting: [TurnWait] }> {
   readonly health = new HealthService();
   private readonly server: Server = createGrpcServer();
   private readonly jobs = new Map<string, ShardJobHandle>();
@@ -151,8 +204,14 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   private readonly locks = new Map<string, Promise<void>>();
   private readonly inflight = new Set<Promise<void>>();
   private uploads = 0;
+  /** per job and layer: uploads past the order gate and not yet over */
+  private readonly receiving = new Map<string, Map<number, number>>();
+  /** uploads waiting for their turn (see inTurn) */
+  private readonly orderWaiters = new Set<() => void>();
   private readonly idleTimeoutMs: number;
   private readonly graceMs: number;
+  private readonly orderWaitMs: number;
+  private readonly orderGapMs: number;
   private readonly slots: UploadSlots;
   private started = false;
 
@@ -160,6 +219,8 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
     super();
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.graceMs = options.graceMs ?? 5_000;
+    this.orderWaitMs = options.orderWaitMs ?? 10_000;
+    this.orderGapMs = Math.min(this.orderWaitMs, options.orderGapMs ?? 1_000);
     this.slots = new UploadSlots(options.maxConcurrentUploads ?? 4);
     const handlers: ShardTransferHandlers = {
       UploadShard: (call, callback) => this.track(this.upload(call, callback)),
@@ -172,6 +233,11 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   /** UploadShard calls running now (receiving, waiting for a slot, or being staged). */
   get uploadsInFlight(): number {
     return this.uploads;
+  }
+
+  /** The job's output moved on (its next layer changed): uploads waiting for their turn look again. */
+  outputAdvanced(): void {
+    for (const wake of [...this.orderWaiters]) wake();
   }
 
   registerJob(jobId: string, handle: ShardJobHandle): void {
@@ -224,7 +290,10 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
   ): Promise<void> {
     const messages = call[Symbol.asyncIterator]() as AsyncIterator<UploadShardRequest>;
     let cancelled = false;
-    call.on('cancelled', () => (cancelled = true));
+    call.on('cancelled', () => {
+      cancelled = true;
+      this.outputAdvanced(); // a cancelled upload waiting for its turn stops waiting
+    });
     let header: ShardHeader | undefined;
     const progress = { receivedBytes: 0 };
     // counted until its outcome is emitted, so a listener of 'upload' sees it gone
@@ -291,78 +360,166 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
       throw new Rejection(Status.INVALID_ARGUMENT, `${at}: the header declares ${header.size} bytes; the job's plan allows at most ${layer.maxShardBytes} for this layer`);
     }
 
+    await this.inTurn(header.job_id, handle, header.layer_index, isCancelled);
+    if (isCancelled()) throw new Cancelled();
+    const count = (d: number) => {
+      let m = this.receiving.get(header.job_id);
+      if (!m) this.receiving.set(header.job_id, (m = new Map()));
+      const n = (m.get(header.layer_index) ?? 0) + d;
+      if (n > 0) m.set(header.layer_index, n);
+      else m.delete(header.layer_index);
+    };
+    count(1);
+    this.outputAdvanced(); // uploads waiting for this layer now wait for it to end
     const waitMs = this.options.uploadSlotWaitMs ?? this.idleTimeoutMs;
-    const release = await this.slots.acquire(waitMs, () => new Rejection(Status.RESOURCE_EXHAUSTED, `${at}: no upload slot freed up within ${waitMs} ms (${this.slots.limit} uploads at once)`));
+    let release: (() => void) | null = null;
     let buffer: Uint8Array | null = null;
     try {
+      release = await this.slots.acquire(waitMs, () => new Rejection(Status.RESOURCE_EXHAUSTED, `${at}: no upload slot freed up within ${waitMs} ms (${this.slots.limit} uploads at once)`));
       await mkdir(handle.stageDir, { recursive: true });
       buffer = handle.reserveMemory(header.size);
-      const direct = buffer !== null && handle.writesDirectly(header.layer_index);
-      const res = await this.receiveInto(header, handle, layer, messages, isCancelled, progress, buffer, direct);
+      const upload: Upload = { header, handle, layer, messages, isCancelled, progress, buffer, deadline: performance.now() + this.uploadBudgetMs(header.size) };
+      const res = (buffer && (await this.receiveDirect(upload))) || (await this.receiveStaged(upload));
       if (res.kept) buffer = null; // the job owns it now
       return res.response;
     } finally {
       if (buffer) handle.releaseMemory(buffer);
-      release();
+      release?.();
+      count(-1);
+      this.outputAdvanced();
     }
   }
 
-  /** Receive, hash and stage the shard; with `buffer`, its bytes are also kept there for the job. */
-  private async receiveInto(
-    header: ShardHeader, handle: ShardJobHandle, layer: ShardLayerSource, messages: AsyncIterator<UploadShardRequest>, isCancelled: () => boolean,
-    progress: { receivedBytes: number }, buffer: Uint8Array | null, direct: boolean,
-  ): Promise<{ response: UploadShardResponse; kept: boolean }> {
-    const at = where(header);
+  /** The most an upload of `size` bytes may take, end to end. */
+  private uploadBudgetMs(size: number): number {
+    return (this.options.minUploadMs ?? 60_000) + (size / (this.options.minBytesPerSecond ?? 1 << 20)) * 1000;
+  }
+
+  /**
+   * Waits while the job's output needs an earlier layer than `index` — so that shards arrive in
+   * order and each goes straight into the output: up to orderWaitMs while that layer's upload is
+   * being received, up to orderGapMs while it has not started. Then the upload is staged instead.
+   */
+  private async inTurn(jobId: string, handle: ShardJobHandle, index: number, isCancelled: () => boolean): Promise<void> {
+    if (!handle.nextLayer) return;
+    const start = performance.now();
+    let announced = false;
+    for (;;) {
+      const next = handle.nextLayer();
+      if (index <= next || isCancelled() || this.jobs.get(jobId) !== handle) return;
+      // the next layer is arriving: wait for it; else give its upload a moment to start
+      const limit = this.receiving.get(jobId)?.has(next) ? this.orderWaitMs : this.orderGapMs;
+      const left = start + limit - performance.now();
+      if (left <= 0) return;
+      if (!announced) (announced = true), this.emit('waiting', { jobId, layerIndex: index, nextLayer: next });
+      await new Promise<void>((resolve) => {
+        const wake = () => {
+          clearTimeout(timer);
+          this.orderWaiters.delete(wake);
+          resolve();
+        };
+        const timer = setTimeout(wake, left);
+        this.orderWaiters.add(wake);
+      });
+    }
+  }
+
+  /**
+   * Under the layer's lock from start to end: when the job lets this upload write straight into
+   * its output (the layer is next and not staged), receive it there and commit it. Null when the
+   * job does not (the upload is then staged).
+   */
+  private async receiveDirect(u: Upload): Promise<Received | null> {
+    const { header, handle } = u;
+    if (!handle.directWriter) return null;
+    return this.withLock(`${header.job_id}/${header.layer_index}`, async () => {
+      if ((await this.stagedHash(header.job_id, handle, header.layer_index)) !== undefined) return null;
+      const writer = handle.directWriter!(header.layer_index);
+      if (!writer) return null;
+      const buffer = u.buffer!;
+      let frame: ShardFrame | null = null;
+      let upTo = 0; // shard bytes before this are written (or are not part of the batch message)
+      const queue = new WriteQueue();
+      await this.receiveChunks(u, async (chunk, offset) => {
+        buffer.set(chunk, offset);
+        const received = offset + chunk.byteLength;
+        frame ??= frameOf(buffer.subarray(0, received), header, received === header.size);
+        if (!frame) return;
+        const from = Math.max(upTo, frame.offset);
+        const to = Math.min(received, frame.offset + frame.length);
+        if (to > from) {
+          const bytes = buffer.subarray(from, to);
+          await queue.push(() => writer.write(bytes, from - frame!.offset));
+        }
+        upTo = received;
+      });
+      await queue.drain();
+      const shard = checkShard(buffer, header, u.layer);
+      return this.stageLocked(header, handle, null, shard, u.progress.receivedBytes, null);
+    });
+  }
+
+  /** Receive and hash the shard into a stage file (and the window's buffer, if any), then stage it. */
+  private async receiveStaged(u: Upload): Promise<Received> {
+    const { header, handle, buffer } = u;
     const tmp = join(handle.stageDir, `.${header.layer_index}.shard.upload-${randomUUID()}`);
-    // direct: the bytes go from the buffer into the job's output, their one write
-    let fh: FileHandle | null = direct ? null : await open(tmp, 'wx');
+    let fh: FileHandle | null = await open(tmp, 'wx');
     try {
-      const hash = createHash('sha256');
-      let written = 0;
-      for (let n = 1; ; n++) {
-        const msg = await this.nextMessage(messages, isCancelled, at);
-        if (msg === null) break;
-        if (!msg.chunk) throw new Rejection(Status.INVALID_ARGUMENT, `${at}: message ${n + 1} carries a second header; only chunks may follow the header`);
-        const chunk = msg.chunk;
-        if (chunk.byteLength > MAX_CHUNK_BYTES) {
-          throw new Rejection(Status.INVALID_ARGUMENT, `${at}: chunk ${n} holds ${chunk.byteLength} bytes, more than the ${MAX_CHUNK_BYTES} allowed`);
-        }
-        const offset = progress.receivedBytes;
-        progress.receivedBytes += chunk.byteLength;
-        if (progress.receivedBytes > header.size) {
-          throw new Rejection(Status.DATA_LOSS, `${at}: received more than the ${header.size} bytes the header declared (${progress.receivedBytes} so far)`);
-        }
-        hash.update(chunk);
-        if (!buffer) await fh!.writeFile(chunk); // writes all of it at the current position
-        else {
-          buffer.set(chunk, offset);
-          if (fh && progress.receivedBytes - written >= STAGE_WRITE_BYTES) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
-        }
-      }
-      if (buffer && fh) written += await writeAll(fh, buffer.subarray(written, progress.receivedBytes));
-      if (progress.receivedBytes !== header.size) {
-        throw new Rejection(Status.DATA_LOSS, `${at}: received ${progress.receivedBytes} bytes, the header declared ${header.size}`);
-      }
-      const sha256 = hash.digest('hex');
-      if (sha256 !== header.sha256) throw new Rejection(Status.DATA_LOSS, `${at}: the received bytes have SHA-256 ${sha256}, the header declared ${header.sha256}`);
+      const queue = new WriteQueue();
+      await this.receiveChunks(u, async (chunk, offset) => {
+        buffer?.set(chunk, offset);
+        await queue.push(() => writeAll(fh!, chunk, offset));
+      });
+      await queue.drain();
       // No fsync per shard: a coordinator that crashes keeps the page cache, and after a machine
       // crash a resumed job re-checks every staged shard against the hash the job state recorded.
-      await fh?.close();
+      await fh.close();
       fh = null;
       // Without room in the window the shard is read back once, to be checked, and then dropped;
       // one at a time, so that beyond the window memory grows by one shard at most.
-      const record = buffer ? checkShard(buffer, header, layer) : await this.withLock('read-back', async () => checkShard(await readFile(tmp), header, layer));
-      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stage(header, handle, direct ? null : tmp, record, progress.receivedBytes, buffer));
+      const shard = buffer ? checkShard(buffer, header, u.layer) : await this.withLock('read-back', async () => checkShard(await readFile(tmp), header, u.layer));
+      return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stageLocked(header, handle, tmp, shard, u.progress.receivedBytes, buffer));
     } finally {
       await fh?.close().catch(() => undefined);
       await rm(tmp, { force: true });
     }
   }
 
+  /** Every chunk after the header, in order, checked, counted and hashed, to `take`; then the size and SHA-256 are checked. */
+  private async receiveChunks(u: Upload, take: (chunk: Uint8Array, offset: number) => Promise<void>): Promise<void> {
+    const { header, progress } = u;
+    const at = where(header);
+    const hash = createHash('sha256');
+    for (let n = 1; ; n++) {
+      const msg = await this.nextMessage(u.messages, u.isCancelled, at);
+      if (msg === null) break;
+      if (!msg.chunk) throw new Rejection(Status.INVALID_ARGUMENT, `${at}: message ${n + 1} carries a second header; only chunks may follow the header`);
+      const chunk = msg.chunk;
+      if (chunk.byteLength > MAX_CHUNK_BYTES) {
+        throw new Rejection(Status.INVALID_ARGUMENT, `${at}: chunk ${n} holds ${chunk.byteLength} bytes, more than the ${MAX_CHUNK_BYTES} allowed`);
+      }
+      const offset = progress.receivedBytes;
+      progress.receivedBytes += chunk.byteLength;
+      if (progress.receivedBytes > header.size) {
+        throw new Rejection(Status.DATA_LOSS, `${at}: received more than the ${header.size} bytes the header declared (${progress.receivedBytes} so far)`);
+      }
+      if (performance.now() > u.deadline) {
+        throw new Rejection(Status.DEADLINE_EXCEEDED, `${at}: ${progress.receivedBytes} of ${header.size} bytes received in ${Math.round(this.uploadBudgetMs(header.size))} ms, the most an upload of that size may take`);
+      }
+      hash.update(chunk);
+      await take(chunk, offset);
+    }
+    if (progress.receivedBytes !== header.size) {
+      throw new Rejection(Status.DATA_LOSS, `${at}: received ${progress.receivedBytes} bytes, the header declared ${header.size}`);
+    }
+    const sha256 = hash.digest('hex');
+    if (sha256 !== header.sha256) throw new Rejection(Status.DATA_LOSS, `${at}: the received bytes have SHA-256 ${sha256}, the header declared ${header.sha256}`);
+  }
+
   /** Under the layer's lock: duplicate, conflict, or rename into place and tell the job. */
-  private async stage(
-    header: ShardHeader, handle: ShardJobHandle, tmp: string | null, record: LayerRecord, size: number, bytes: Uint8Array | null,
-  ): Promise<{ response: UploadShardResponse; kept: boolean }> {
+  private async stageLocked(
+    header: ShardHeader, handle: ShardJobHandle, tmp: string | null, shard: CheckedShard, size: number, bytes: Uint8Array | null,
+  ): Promise<Received> {
     const at = where(header);
     if (this.jobs.get(header.job_id) !== handle) throw new Rejection(Status.ABORTED, `${at}: the job was unregistered during the upload`);
     const staged = await this.stagedHash(header.job_id, handle, header.layer_index);
@@ -375,7 +532,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome] }> {
         kernel: header.kernel ?? '', threads: header.threads ?? 0,
         timings: { readMs: header.read_ms ?? 0, kernelMs: header.kernel_ms ?? 0, hashMs: header.hash_ms ?? 0, writeMs: header.write_ms ?? 0 },
       };
-      await handle.onStaged(header.layer_index, { path, sha256: header.sha256, size, workerId: header.worker_id, maker, record, bytes });
+      await handle.onStaged(header.layer_index, { path, frame: shard.frame, sha256: header.sha256, size, workerId: header.worker_id, maker, record: shard.record, bytes });
     } catch (e) {
       if (path !== null) await rm(path, { force: true });
       throw new Rejection(Status.INTERNAL, `${at}: the coordinator could not record the staged shard: ${(e as Error).message}`);
@@ -480,9 +637,8 @@ function drained(call: ServerWritableStream<DownloadTensorRequest, DownloadTenso
   });
 }
 
-async function writeAll(fh: FileHandle, bytes: Uint8Array): Promise<number> {
-  for (let done = 0; done < bytes.byteLength; ) done += (await fh.write(bytes, done, bytes.byteLength - done, null)).bytesWritten;
-  return bytes.byteLength;
+async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
+  for (let done = 0; done < bytes.byteLength; ) done += (await fh.write(bytes, done, bytes.byteLength - done, position + done)).bytesWritten;
 }
 
 function where(h: Pick<ShardHeader, 'job_id' | 'layer_index' | 'worker_id'> | undefined): string {
@@ -519,12 +675,15 @@ function checkHeader(h: ShardHeader): ShardHeader {
  * Decodes the uploaded bytes and checks they are the layer the header names (DATA_LOSS otherwise)
  * and exactly what the plan produces for it (FAILED_PRECONDITION otherwise).
  */
-function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource): LayerRecord {
+function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource): CheckedShard {
   const expectedName = layer.name;
   const at = where(h);
   let record: LayerRecord;
+  let frame: CheckedShard['frame'];
   try {
-    record = decodeShard(bytes, `shard of layer ${h.layer_index}`).record;
+    const d = decodeShard(bytes, `shard of layer ${h.layer_index}`);
+    record = d.record;
+    frame = { metaDataLength: d.metaDataLength, bodyLength: d.bodyLength };
   } catch (e) {
     if (e instanceof FormatError) throw new Rejection(Status.DATA_LOSS, `${at}: not a valid shard: ${e.message}`);
     throw e;
@@ -540,5 +699,19 @@ function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource):
   } catch (e) {
     throw new Rejection(Status.FAILED_PRECONDITION, `${at}: the shard does not match the job's plan: ${(e as Error).message}`);
   }
-  return record;
+  return { record, frame };
+}
+
+/**
+ * The shard's framing from its first `received` bytes, or null while too few have arrived to tell
+ * (`all`: none more will). A shard whose framing is bad is rejected at once.
+ */
+function frameOf(head: Uint8Array, h: ShardHeader, all: boolean): ShardFrame | null {
+  try {
+    return frameShard(head, h.size, `shard of layer ${h.layer_index}`);
+  } catch (e) {
+    if (!all && e instanceof FormatError && /truncated before/.test(e.message)) return null;
+    if (e instanceof FormatError) throw new Rejection(Status.DATA_LOSS, `${where(h)}: not a valid shard: ${e.message}`);
+    throw e;
+  }
 }

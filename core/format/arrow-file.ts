@@ -254,6 +254,25 @@ export class ArrowFileAssembler {
     });
   }
 
+  /**
+   * Write part of the next layer's record batch message before appending it: `bytes` at `at` bytes
+   * into the message (a shard written as it arrives). Nothing counts until commitAhead(); an
+   * abandoned message is overwritten by the next one, and finish() cuts what lies past the end.
+   */
+  async writeAhead(bytes: Uint8Array, at: number): Promise<void> {
+    await this.guard(async () => {
+      await writeAt(this.fh!, bytes, this.offset + at);
+    });
+  }
+
+  /** The next layer's message, `metaDataLength + bodyLength` bytes, has been written by writeAhead(). */
+  commitAhead(metaDataLength: number, bodyLength: number): void {
+    this.throwSyncError();
+    this.blocks.push(new FileBlock(metaDataLength, bodyLength, this.offset));
+    this.offset += metaDataLength + bodyLength;
+    this.flushBehind();
+  }
+
   private syncing: Promise<void> | null = null;
   private syncedUpTo = 0;
   /** A background datasync's failure: the data may not be on disk, so the next append or finish fails with it. */
@@ -331,6 +350,7 @@ export class ArrowFileAssembler {
       this.offset += await writeAt(this.fh!, footer, this.offset);
       this.offset += await writeAt(this.fh!, Buffer.from(Int32Array.of(footer.byteLength).buffer), this.offset);
       this.offset += await writeAt(this.fh!, MAGIC.subarray(0, 6), this.offset);
+      await this.fh!.truncate(this.offset); // bytes of an abandoned writeAhead() may lie past the end
       // The schema message fills the reserved region: its length prefix counts the zero padding.
       const region = Buffer.alloc(this.reserved);
       Buffer.from(message).copy(region);
