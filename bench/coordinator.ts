@@ -75,38 +75,29 @@ async function coordinatorRun(model: string, set: ShardSet, dir: string, windowM
   }
 }
 
-async function baselineRun(set: ShardSet, dir: string): Promise<Record<string, number>> {
-  const sink = new BenchProcess([script('socket-sink.js'), join(dir, 'sink.bin'), String(set.shard_bytes)], join(dir, 'sink-report.json'));
+/**
+ * A sink process (`name`: socket-sink.js or grpc-sink.js) that prints "<ready> <target>" once
+ * listening, fed the shards by the generators in `mode`; its own CPU from its JSON report.
+ */
+async function sinkRun(name: string, args: string[], ready: string, mode: 'grpc' | 'socket', set: ShardSet, dir: string): Promise<Record<string, number>> {
+  const sink = new BenchProcess([script(name), ...args], join(dir, `${name}-report.json`));
+  const listening = new RegExp(`${ready} (\\S+)`);
   await new Promise<void>((resolve, reject) => {
-    const check = () => (/port \d+/.test(sink.stdout) ? resolve() : sink.child.exitCode !== null ? reject(new Error(sink.stderr)) : setTimeout(check, 20));
+    const check = () => (listening.test(sink.stdout) ? resolve() : sink.child.exitCode !== null ? reject(new Error(sink.stderr)) : setTimeout(check, 20));
     check();
   });
-  const port = /port (\d+)/.exec(sink.stdout)![1]!;
   const t0 = performance.now();
-  await runGenerators('socket', port, set);
-  if ((await sink.exited) !== 0) throw new Error(`socket sink failed:\n${sink.stderr}`);
+  await runGenerators(mode, listening.exec(sink.stdout)![1]!, set);
+  if ((await sink.exited) !== 0) throw new Error(`${name} failed:\n${sink.stderr}`);
   const wall = (performance.now() - t0) / 1000;
   const r = JSON.parse(sink.stdout.trim().split('\n').pop()!) as { user_s: number; system_s: number; peak_rss_mb: number; bytes: number };
-  if (r.bytes !== set.shard_bytes) throw new Error(`the sink received ${r.bytes} bytes, expected ${set.shard_bytes}`);
+  if (r.bytes !== set.shard_bytes) throw new Error(`${name} received ${r.bytes} bytes, expected ${set.shard_bytes}`);
   return { cpu_s: round(r.user_s + r.system_s), user_s: round(r.user_s), system_s: round(r.system_s), wall_s: round(wall), peak_rss_mb: r.peak_rss_mb };
 }
 
+const baselineRun = (set: ShardSet, dir: string) => sinkRun('socket-sink.js', [join(dir, 'sink.bin'), String(set.shard_bytes)], 'port', 'socket', set, dir);
 /** The real ShardServer alone behind the smallest job (grpc-sink.ts): what gRPC itself costs. */
-async function grpcFloorRun(set: ShardSet, dir: string): Promise<Record<string, number>> {
-  const sink = new BenchProcess([script('grpc-sink.js'), join(dir, 'grpc-sink.bin'), join(set.dir, 'manifest.json')], join(dir, 'grpc-sink-report.json'));
-  await new Promise<void>((resolve, reject) => {
-    const check = () => (/address \S+/.test(sink.stdout) ? resolve() : sink.child.exitCode !== null ? reject(new Error(sink.stderr)) : setTimeout(check, 20));
-    check();
-  });
-  const address = /address (\S+)/.exec(sink.stdout)![1]!;
-  const t0 = performance.now();
-  await runGenerators('grpc', address, set);
-  if ((await sink.exited) !== 0) throw new Error(`grpc sink failed:\n${sink.stderr}`);
-  const wall = (performance.now() - t0) / 1000;
-  const r = JSON.parse(sink.stdout.trim().split('\n').pop()!) as { user_s: number; system_s: number; peak_rss_mb: number; bytes: number };
-  if (r.bytes !== set.shard_bytes) throw new Error(`the grpc sink received ${r.bytes} bytes, expected ${set.shard_bytes}`);
-  return { cpu_s: round(r.user_s + r.system_s), user_s: round(r.user_s), system_s: round(r.system_s), wall_s: round(wall), peak_rss_mb: r.peak_rss_mb };
-}
+const grpcFloorRun = (set: ShardSet, dir: string) => sinkRun('grpc-sink.js', [join(dir, 'grpc-sink.bin'), join(set.dir, 'manifest.json')], 'address', 'grpc', set, dir);
 
 async function main(): Promise<void> {
   const model = process.env.AQ_BENCH_SMALL ? await benchModelOf(BENCH_LLAMA_SMALL, 'synthetic-llama-0.5g-bf16.safetensors') : await benchModel();
