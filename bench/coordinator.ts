@@ -7,6 +7,8 @@
 // first upload to its exit, resource-report.ts) per GB of shards, the wall GB/s and its peak RSS.
 // Baseline in the same run: a plain Node process receiving the same bytes from the same number of
 // generators over loopback TCP, SHA-256ing them and writing them once to a file (socket-sink.ts).
+// Also measured: the bare ShardServer behind the smallest job (grpc-sink.ts), to show how much of
+// the ratio is gRPC itself.
 // Also: how many worker cores one coordinator core feeds at the measured per-core RTN and
 // refine=search rates. The job runs twice: with the default reorder window (256 MB, or
 // AQ_BENCH_WINDOW_MB) and with a 16 MB one, to show what peak RSS follows.
@@ -73,21 +75,29 @@ async function coordinatorRun(model: string, set: ShardSet, dir: string, windowM
   }
 }
 
-async function baselineRun(set: ShardSet, dir: string): Promise<Record<string, number>> {
-  const sink = new BenchProcess([script('socket-sink.js'), join(dir, 'sink.bin'), String(set.shard_bytes)], join(dir, 'sink-report.json'));
+/**
+ * A sink process (`name`: socket-sink.js or grpc-sink.js) that prints "<ready> <target>" once
+ * listening, fed the shards by the generators in `mode`; its own CPU from its JSON report.
+ */
+async function sinkRun(name: string, args: string[], ready: string, mode: 'grpc' | 'socket', set: ShardSet, dir: string): Promise<Record<string, number>> {
+  const sink = new BenchProcess([script(name), ...args], join(dir, `${name}-report.json`));
+  const listening = new RegExp(`${ready} (\\S+)`);
   await new Promise<void>((resolve, reject) => {
-    const check = () => (/port \d+/.test(sink.stdout) ? resolve() : sink.child.exitCode !== null ? reject(new Error(sink.stderr)) : setTimeout(check, 20));
+    const check = () => (listening.test(sink.stdout) ? resolve() : sink.child.exitCode !== null ? reject(new Error(sink.stderr)) : setTimeout(check, 20));
     check();
   });
-  const port = /port (\d+)/.exec(sink.stdout)![1]!;
   const t0 = performance.now();
-  await runGenerators('socket', port, set);
-  if ((await sink.exited) !== 0) throw new Error(`socket sink failed:\n${sink.stderr}`);
+  await runGenerators(mode, listening.exec(sink.stdout)![1]!, set);
+  if ((await sink.exited) !== 0) throw new Error(`${name} failed:\n${sink.stderr}`);
   const wall = (performance.now() - t0) / 1000;
   const r = JSON.parse(sink.stdout.trim().split('\n').pop()!) as { user_s: number; system_s: number; peak_rss_mb: number; bytes: number };
-  if (r.bytes !== set.shard_bytes) throw new Error(`the sink received ${r.bytes} bytes, expected ${set.shard_bytes}`);
+  if (r.bytes !== set.shard_bytes) throw new Error(`${name} received ${r.bytes} bytes, expected ${set.shard_bytes}`);
   return { cpu_s: round(r.user_s + r.system_s), user_s: round(r.user_s), system_s: round(r.system_s), wall_s: round(wall), peak_rss_mb: r.peak_rss_mb };
 }
+
+const baselineRun = (set: ShardSet, dir: string) => sinkRun('socket-sink.js', [join(dir, 'sink.bin'), String(set.shard_bytes)], 'port', 'socket', set, dir);
+/** The real ShardServer alone behind the smallest job (grpc-sink.ts): what gRPC itself costs. */
+const grpcFloorRun = (set: ShardSet, dir: string) => sinkRun('grpc-sink.js', [join(dir, 'grpc-sink.bin'), join(set.dir, 'manifest.json')], 'address', 'grpc', set, dir);
 
 async function main(): Promise<void> {
   const model = process.env.AQ_BENCH_SMALL ? await benchModelOf(BENCH_LLAMA_SMALL, 'synthetic-llama-0.5g-bf16.safetensors') : await benchModel();
@@ -105,6 +115,7 @@ async function main(): Promise<void> {
     // the same job with a small window: peak RSS follows the window, not the shard sizes
     const smallWindow = process.env.AQ_BENCH_COORDINATOR_CLI ? coordinator : await coordinatorRun(model, set, dir, 16);
     const baseline = await baselineRun(set, dir);
+    const grpcFloor = await grpcFloorRun(set, dir);
     const gb = set.shard_bytes / 1e9;
     const perGb = (cpu: number) => round(cpu / gb);
     const coordCpuPerGb = perGb(Number(coordinator.cpu_s));
@@ -121,6 +132,8 @@ async function main(): Promise<void> {
       baseline: { ...baseline, cpu_s_per_gb: baseCpuPerGb, wall_gb_per_s: round(gb / baseline.wall_s) },
       cpu_ratio: round(coordCpuPerGb / baseCpuPerGb),
       cpu_ratio_required_max: 2,
+      // the bare ShardServer: how much of the ratio is gRPC (grpc-js) itself, how much the job
+      grpc_floor: { ...grpcFloor, cpu_s_per_gb: perGb(grpcFloor.cpu_s), ratio_to_baseline: round(perGb(grpcFloor.cpu_s) / baseCpuPerGb), coordinator_ratio_to_it: round(coordCpuPerGb / perGb(grpcFloor.cpu_s)) },
       worker_rates_per_core: { rtn_input_gb_per_s: round(set.per_core_in_gb_per_s), search_input_gb_per_s: round(search.bytesIn / 1e9 / search.elapsed), search_measured_layers: search.layers.length },
       worker_cores_fed_per_coordinator_core: { rtn: round(1 / coordCpuPerGb / rtnShardRate, 1), search: round(1 / coordCpuPerGb / searchShardRate, 1) },
       load_average: { before: load_before.map((x) => round(x, 2)), after: loadavg().map((x) => round(x, 2)) },
@@ -130,6 +143,7 @@ async function main(): Promise<void> {
         `coordinator: ${coordCpuPerGb} CPU s/GB (user ${coordinator.user_s} + sys ${coordinator.system_s} s), ${result.coordinator.wall_gb_per_s} GB/s wall, peak RSS ${coordinator.peak_rss_mb} MB; shards written directly ${coordinator.shards_written_directly}, from memory ${coordinator.shards_from_memory}, from stage files ${coordinator.shards_from_stage_files}\n` +
         `coordinator with a 16 MB window: ${result.small_window.cpu_s_per_gb} CPU s/GB, peak RSS ${smallWindow.peak_rss_mb} MB (largest shard ${result.largest_shard_mb} MB; ${smallWindow.shards_from_stage_files} shards copied from stage files)\n` +
         `baseline:    ${baseCpuPerGb} CPU s/GB (user ${baseline.user_s} + sys ${baseline.system_s} s), ${result.baseline.wall_gb_per_s} GB/s wall, peak RSS ${baseline.peak_rss_mb} MB\n` +
+        `grpc floor: ${result.grpc_floor.cpu_s_per_gb} CPU s/GB (user ${grpcFloor.user_s} + sys ${grpcFloor.system_s} s): the bare ShardServer, ${result.grpc_floor.ratio_to_baseline}× the baseline; the coordinator is ${result.grpc_floor.coordinator_ratio_to_it}× it\n` +
         `ratio ${result.cpu_ratio} (required ≤ 2); one coordinator core feeds ${result.worker_cores_fed_per_coordinator_core.rtn} RTN / ${result.worker_cores_fed_per_coordinator_core.search} refine=search worker cores; load ${result.load_average.before.join(' ')} → ${result.load_average.after.join(' ')}\n`,
     );
     process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
