@@ -15,7 +15,7 @@ import { basename, dirname, join } from 'node:path';
 import { hostname } from 'node:os';
 import type { KV, NatsConnection, Subscription } from 'nats';
 import type { ArrowQuantConfig } from '../../core/config/schema.js';
-import { ArrowQuantError, JobCancelledError, deserializeError } from '../../core/errors.js';
+import { ArrowQuantError, JobCancelledError, OutputError } from '../../core/errors.js';
 import { decodeShard } from '../../core/format/arrow-file.js';
 import { recordBytesOut, type LayerRecord } from '../../core/format/layer-schema.js';
 import { matrixView } from '../../core/model/model-source.js';
@@ -23,16 +23,15 @@ import {
   TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, taskMessageId, taskSubject,
 } from '../../core/cluster/names.js';
 import {
-  cancelMessageSchema, decodeMessage, encodeMessage, stagedLayerSchema, taskMessageSchema, workerEventSchema, type TaskMessage,
+  cancelMessageSchema, decodeMessage, encodeMessage, stagedLayerSchema, workerEventSchema, type TaskMessage,
 } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js';
-import { DeliveriesExhaustedError, TaskRefusedError } from '../../core/cluster/errors.js';
 import { JobLease } from './job-lease.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
 import { checkOwnTasks } from './task-check.js';
 import { removeStaleTemporaries } from './stale-output.js';
-import { StallDetector, clearFailures, recordedFailure, stallTimeoutMs } from './stall-detector.js';
+import { StallDetector, clearFailures, onMaxDeliveries, recordedFailure, stallTimeoutMs } from './stall-detector.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
 import type { LayerTask } from '../../core/job/layer-task.js';
 import { ShardServer, shardPath, type ShardMaker } from './shard-server.js';
@@ -170,6 +169,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       releaseMemory: (buffer) => window.release(buffer),
       writesDirectly: (i) => !failed && i === out.written && !finished.has(i),
       recordedHash: (i) => recorded.get(i),
+      onDiskFailure: (e) => settle.reject(e),
       // The job state records the shard before the worker hears back: a worker told "staged"
       // means a restarted coordinator will find it.
       onStaged: async (i, info) => {
@@ -249,7 +249,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
         },
       }),
       nc.subscribe(maxDeliveriesAdvisory, {
-        callback: (_e, m) => void onMaxDeliveries(nc, m.data, job.id, finished, settle.reject, log),
+        callback: (_e, m) => void onMaxDeliveries(nc, kv, m.data, job.id, (i) => finished.has(i), settle.reject, log),
       }),
     );
     opts.cancel?.then(() => settle.reject(new JobCancelledError(job.id)));
@@ -276,9 +276,10 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       await done;
     } catch (e) {
       // Whatever stopped the job, its pending tasks go and workers drop its in-flight layers.
-      // A failure of the input (exit 2/3) or a cancel also forgets the staged shards; anything
+      // A failure of the input (exit 2/3), a cancel or this host's disk failing (as a local run
+      // on a full disk: nothing half-written stays) also forgets the staged shards; anything
       // else keeps them so that running the same command again resumes.
-      const forget = e instanceof JobCancelledError || (e instanceof ArrowQuantError && e.exitCode >= 2);
+      const forget = e instanceof JobCancelledError || e instanceof OutputError || (e instanceof ArrowQuantError && e.exitCode >= 2);
       keepStage = !forget;
       server.unregisterJob(job.id); // no more uploads for this run
       await bounded(abandonJob(nc, kv, lease, job, runId, e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message, forget), ABANDON_MS);
@@ -289,7 +290,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     const tMerge = performance.now();
     await appendReady();
     const summary = await out.finish([...finished.values()]).catch(async (e: unknown) => {
-      keepStage = !(e instanceof ArrowQuantError && e.exitCode >= 2);
+      keepStage = !(e instanceof OutputError || (e instanceof ArrowQuantError && e.exitCode >= 2));
       server.unregisterJob(job.id);
       await bounded(abandonJob(nc, kv, lease!, job, runId, 'failed', (e as Error).message, !keepStage), ABANDON_MS);
       throw e;
@@ -298,6 +299,7 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     await lease.finish('done');
     // The file is complete: a key left over is reported, and reconciled by any later run of the job.
     await deleteLayerKeys(kv, job).catch((e: Error) => log(`coordinator: warning: ${e.message}; a later run of job ${job.id} clears it`));
+    await clearFailures(kv, job.id).catch((e: Error) => log(`coordinator: warning: cannot clear the recorded failures of job ${job.id}: ${e.message}`));
     keepStage = false;
     const elapsed = (performance.now() - t0) / 1000;
     const round = (x: number) => Math.round(x * 1000) / 1000;
@@ -487,26 +489,6 @@ async function deleteKey(kv: KV, key: string): Promise<void> {
     await kv.delete(key);
   } catch (e) {
     throw new ArrowQuantError(`cannot delete "${key}" from the job state (NATS key-value bucket): ${(e as Error).message}`, { cause: e });
-  }
-}
-
-async function onMaxDeliveries(
-  nc: NatsConnection, data: Uint8Array, jobId: string, finished: Map<number, FinishedLayer>, fail: (e: unknown) => void, log: (l: string) => void,
-): Promise<void> {
-  try {
-    const adv = JSON.parse(new TextDecoder().decode(data)) as { stream_seq?: number; deliveries?: number };
-    if (!adv.stream_seq) return;
-    const jsm = await nc.jetstreamManager();
-    const sm = await jsm.streams.getMessage(TASK_STREAM, { seq: adv.stream_seq });
-    const tm = decodeMessage(taskMessageSchema, sm.data, sm.subject);
-    if (tm.task.job_id !== jobId || finished.has(tm.task.layer_index)) return;
-    fail(new DeliveriesExhaustedError(
-      `layer ${tm.task.layer_index} (${tm.task.name}) failed ${adv.deliveries ?? 'the maximum number of'} deliveries; see the workers' logs`,
-      tm.task.name,
-      adv.deliveries ?? 0,
-    ));
-  } catch (e) {
-    log(`coordinator: could not read a max-deliveries advisory: ${(e as Error).message}`);
   }
 }
 

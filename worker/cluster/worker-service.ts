@@ -13,7 +13,7 @@ import type { JsMsg, KV, NatsConnection, Subscription, Consumer } from 'nats';
 import { ArrowQuantError, ModelFormatError, serializeError } from '../../core/errors.js';
 import { packageVersion } from '../../core/package-info.js';
 import { readSafetensorsHeader } from '../../core/model/safetensors-reader.js';
-import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, layerKey, refusalKey } from '../../core/cluster/names.js';
+import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, failureKey, layerKey, refusalKey } from '../../core/cluster/names.js';
 import { cancelMessageSchema, decodeMessage, encodeMessage, taskMessageSchema, type TaskMessage, type WorkerEvent, type WorkerInfo } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket, taskQueueSettings, workersBucket } from '../../core/cluster/jetstream-setup.js';
@@ -294,7 +294,7 @@ export class WorkerService {
         ? { type: 'task_refused', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, reason: (e as Error).message }
         : { type: 'layer_failed', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, final, error: serializeError(e) };
       if (final) await this.reportFinal(event);
-      else this.publishEvent(event);
+      else await this.reportRetry(event);
       if (final) msg.term();
       else msg.nak(1_000);
     } finally {
@@ -312,6 +312,17 @@ export class WorkerService {
     const e = boundEvent(event);
     const ok = await bounded(this.jobs.put(refusalKey(e.job_id, e.layer_index), encodeMessage(e)), 5_000);
     if (!ok) this.log(`worker ${this.id}: could not record ${e.type} of layer ${e.layer_index} of job ${e.job_id} in the job state`);
+    this.publishEvent(e);
+  }
+
+  /**
+   * A failure to be retried is kept in the job state (the last one per layer, overwritten) before
+   * the task is released: when its deliveries run out, the coordinator's error says why.
+   */
+  private async reportRetry(event: WorkerEvent): Promise<void> {
+    const e = boundEvent(event);
+    const ok = await bounded(this.jobs.put(failureKey(e.job_id, e.layer_index), encodeMessage(e)), 5_000);
+    if (!ok) this.log(`worker ${this.id}: could not record the failure of layer ${e.layer_index} of job ${e.job_id} in the job state`);
     this.publishEvent(e);
   }
 
