@@ -1,13 +1,16 @@
 // A full disk in cluster mode (ENOSPC injected by a preload, on any file system): the
 // coordinator's own disk fails the job at once naming the path and the cause, with nothing
 // half-written left; a worker's full work dir is retried elsewhere and, once the deliveries are
-// exhausted, the job's error names the last failure rather than only "failed N deliveries".
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+// exhausted, the job's error names the last failure rather than only "failed N deliveries" (and a
+// rerun publishes the exhausted layer again).
+import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
-import { FIXTURE_MODELS, ROOT } from './helpers/cli.js';
+import { connect } from 'nats';
+import { TASK_STREAM, WORKER_CONSUMER } from '../core/cluster/names.js';
+import { FIXTURE_MODELS, ROOT, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-cluster-enospc-');
@@ -44,6 +47,22 @@ const worker = (args: string[] = [], env: NodeJS.ProcessEnv = {}) =>
 const coordinator = (out: string, args: string[] = [], env: NodeJS.ProcessEnv = {}) =>
   start(['quantize', BF16, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', ...args], env);
 
+/** Waits (bounded) until the shared consumer has nothing queued or in flight: what is left in the stream is dead. */
+async function untilConsumerIdle(): Promise<void> {
+  const nc = await connect({ servers: nats.url });
+  try {
+    const jsm = await nc.jetstreamManager();
+    for (const deadline = Date.now() + 30_000; ; ) {
+      const info = await jsm.consumers.info(TASK_STREAM, WORKER_CONSUMER);
+      if (info.num_pending === 0 && info.num_ack_pending === 0) return;
+      if (Date.now() > deadline) throw new Error(`the task consumer still has ${info.num_pending} queued, ${info.num_ack_pending} in flight after 30 s`);
+      await new Promise((r) => setTimeout(r, 100)); // polling a condition, not a sleep standing in for one
+    }
+  } finally {
+    await nc.close();
+  }
+}
+
 /** Times the worker's log says it failed layer `i`. */
 const failures = (w: Proc, i: number) => (w.err().match(new RegExp(`failed layer ${i} \\(`, 'g')) ?? []).length;
 
@@ -76,7 +95,7 @@ describe('cluster disk full', () => {
     expect(readdirSync(sub)).toEqual([]);
   });
 
-  test("cluster disk full - a worker's full work dir: the job fails after the deliveries naming the worker and the cause", async () => {
+  test("cluster disk full - a worker's full work dir: the job fails after the deliveries naming the worker and the cause; a rerun finishes", async () => {
     const sub = join(dir, 'worker-full');
     const empty = join(dir, 'empty-root');
     mkdirSync(sub);
@@ -94,5 +113,17 @@ describe('cluster disk full', () => {
     );
     expect(failures(w, 2)).toBe(3);
     expect(existsSync(out)).toBe(false);
-  });
+
+    // A rerun within the de-duplication window once the disk has room: the exhausted task stays in
+    // the stream but is never delivered again, so the rerun publishes layer 2 anew and finishes.
+    w.signal('SIGTERM');
+    await w.exited;
+    await untilConsumerIdle();
+    worker(['--model-root', FIXTURE_MODELS]);
+    const again = coordinator(out);
+    expect(await again.exited, again.err()).toBe(0);
+    const local = join(sub, 'local.arrow');
+    expect((await runCli(['quantize', BF16, '-o', local])).code).toBe(0);
+    expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+  }, 90_000);
 });

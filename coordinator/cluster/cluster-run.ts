@@ -19,9 +19,7 @@ import { ArrowQuantError, JobCancelledError, OutputError } from '../../core/erro
 import { decodeShard } from '../../core/format/arrow-file.js';
 import { recordBytesOut, type LayerRecord } from '../../core/format/layer-schema.js';
 import { matrixView } from '../../core/model/model-source.js';
-import {
-  TASK_STREAM, cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory, taskMessageId, taskSubject,
-} from '../../core/cluster/names.js';
+import { cancelSubject, eventsSubject, layerKey, maxDeliveriesAdvisory } from '../../core/cluster/names.js';
 import {
   cancelMessageSchema, decodeMessage, encodeMessage, stagedLayerSchema, workerEventSchema, type TaskMessage,
 } from '../../core/cluster/messages.js';
@@ -30,6 +28,7 @@ import { ensureTaskQueue, jobsBucket, workersBucket } from '../../core/cluster/j
 import { JobLease } from './job-lease.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
 import { checkOwnTasks } from './task-check.js';
+import { TaskPublisher } from './task-publisher.js';
 import { removeStaleTemporaries } from './stale-output.js';
 import { StallDetector, clearFailures, onMaxDeliveries, recordedFailure, stallTimeoutMs } from './stall-detector.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
@@ -255,6 +254,8 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     opts.cancel?.then(() => settle.reject(new JobCancelledError(job.id)));
 
     let published = 0;
+    let queued = 0;
+    const publisher = await TaskPublisher.open(nc, runId);
     void appendReady();
     if (finished.size === job.tasks.length) settle.resolve();
     for (const task of job.tasks) {
@@ -262,10 +263,11 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
       if (finished.has(task.layer_index)) continue;
       const msg: TaskMessage = { task, run_id: runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false };
       publishedAt.set(task.layer_index, performance.now());
-      await publishTask(nc, msg, runId);
+      if ((await publisher.publish(msg)) === 'queued') queued++;
       published++;
     }
-    log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${resumed} already staged, ${published} published; shards to ${advertise}`);
+    const earlier = queued ? ` (${queued} still queued from an earlier run)` : '';
+    log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${resumed} already staged, ${published} published${earlier}; shards to ${advertise}`);
     stall = new StallDetector({
       nc, kv, workersKv: await workersBucket(nc), jobId: job.id, layers: job.tasks.length, done: () => finished.size, isDone: (i) => finished.has(i),
       fail: (e) => settle.reject(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(),
@@ -338,25 +340,6 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
     opts.onShardServer?.(null);
     await closeNats(nc, 1_500);
     if (!keepStage) await rm(stageDir, { recursive: true, force: true });
-  }
-}
-
-/**
- * Publish a task, de-duplicated by <job>/<layer>/<plan-hash>. A duplicate whose original is still
- * queued (a resumed job) is left alone; one whose original is gone (acked or purged by an earlier
- * run that failed) is published again under this run's id.
- */
-async function publishTask(nc: NatsConnection, msg: TaskMessage, runId: string): Promise<void> {
-  const js = nc.jetstream();
-  const t = msg.task;
-  const id = taskMessageId(t.job_id, t.layer_index, t.plan_hash);
-  const ack = await js.publish(taskSubject(t.job_id), encodeMessage(msg), { msgID: id });
-  if (!ack.duplicate) return;
-  try {
-    const jsm = await nc.jetstreamManager();
-    await jsm.streams.getMessage(TASK_STREAM, { seq: ack.seq });
-  } catch {
-    await js.publish(taskSubject(t.job_id), encodeMessage(msg), { msgID: `${id}/${runId}` });
   }
 }
 

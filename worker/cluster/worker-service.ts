@@ -206,10 +206,6 @@ export class WorkerService {
     const task = tm.task;
     if (msg.redelivered) this.opts.onLayer?.({ type: 'redelivered' });
     const tag = `layer ${task.layer_index} (${task.name.length > 200 ? `${task.name.slice(0, 200)}…` : task.name}) of job ${task.job_id}`;
-    if (this.cancelled.has(tm.run_id)) {
-      msg.term();
-      return;
-    }
     // Only a job some live coordinator holds is worked on; the address comes from its job state.
     let held;
     try {
@@ -230,6 +226,13 @@ export class WorkerService {
       msg.term();
       const why = !held ? 'no coordinator holds the job' : held.state.state !== 'running' ? `the job is ${held.state.state}` : `its coordinator's lease expired ${(held.ageMs / 1000).toFixed(1)} s ago`;
       this.log(`worker ${this.id}: dropped ${tag}: ${why}`);
+      return;
+    }
+    // The task is worked on for the run holding the job now: one left queued by an earlier run that
+    // was cancelled (or failed) is a rerun's work too, and only this run's cancel drops it.
+    const run = held.state.run_id ?? tm.run_id;
+    if (this.cancelled.has(run)) {
+      msg.term();
       return;
     }
     const coordinator = held.state.coordinator || tm.coordinator;
@@ -270,11 +273,11 @@ export class WorkerService {
       let up: { duplicate: boolean };
       try {
         await previous;
-        if (this.cancelled.has(tm.run_id)) {
+        if (this.cancelled.has(run)) {
           msg.term();
           return;
         }
-        up = await this.uploadWithRetry(tm, coordinator, await encodeShardChunks(result.record), result.outcome.timings);
+        up = await this.uploadWithRetry(tm, run, coordinator, await encodeShardChunks(result.record), result.outcome.timings);
       } finally {
         result.release();
       }
@@ -418,7 +421,7 @@ export class WorkerService {
    * Upload, retrying transient failures for a while (the coordinator may be restarting) so that a
    * finished layer is not quantized again; the task stays alive meanwhile.
    */
-  private async uploadWithRetry(tm: TaskMessage, coordinator: string, shard: readonly Uint8Array[], t: Timings): Promise<{ duplicate: boolean }> {
+  private async uploadWithRetry(tm: TaskMessage, run: string, coordinator: string, shard: readonly Uint8Array[], t: Timings): Promise<{ duplicate: boolean }> {
     const header = {
       job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id,
       kernel: this.pool.kernel, threads: this.pool.size, read_ms: t.readMs, kernel_ms: t.kernelMs, hash_ms: t.hashMs, write_ms: t.writeMs,
@@ -429,7 +432,7 @@ export class WorkerService {
         return await this.clientFor(await this.coordinatorNow(tm, coordinator)).upload(header, shard);
       } catch (e) {
         const retryable = e instanceof ShardTransferError && e.retryable;
-        if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(tm.run_id)) throw e;
+        if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(run)) throw e;
         if (attempt === 0) this.log(`worker ${this.id}: upload of layer ${tm.task.layer_index} of job ${tm.task.job_id} failed (${(e as Error).message}); retrying`);
         await new Promise((r) => setTimeout(r, Math.min(4_000, 250 * 2 ** attempt)));
       }
