@@ -24,6 +24,7 @@ import { LayerRunner } from '../layer-runner.js';
 import { encodeShardChunks } from '../../core/format/arrow-file.js';
 import { ThreadPool } from '../thread-pool.js';
 import { ShardClient } from './shard-client.js';
+import { ShardClients } from './shard-clients.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
 import type { WorkerLayerEvent } from './worker-metrics.js';
 import { heldJob } from '../../core/cluster/job-lease-state.js';
@@ -56,8 +57,6 @@ export interface WorkerServiceOptions {
 }
 
 const HEARTBEAT_MS = 5_000;
-/** A gRPC channel to a coordinator unused for this long is closed. */
-const CLIENT_IDLE_MS = 10 * 60_000;
 /** How long a finished layer's upload is retried before the task is released. */
 const UPLOAD_RETRY_MS = 30_000;
 
@@ -70,7 +69,8 @@ export class WorkerService {
   private jobs!: KV;
   private consumer!: Consumer;
   private cancelSub!: Subscription;
-  private readonly clients = new Map<string, { client: ShardClient; used: number }>();
+  /** The worker's own TLS configuration decides the transport, whatever the task says. */
+  private readonly clients = new ShardClients((address) => new ShardClient(address, this.opts.grpcTls ?? null));
   private readonly cancelled = new Set<string>();
   private readonly roots: string[];
   private readonly headerCache = new Map<string, Map<string, { dataStart: number; byteLength: number; dtype: string; shape: number[] }>>();
@@ -257,7 +257,7 @@ export class WorkerService {
       if (local) {
         input = { ...task, file: local };
       } else if (tm.allow_download && this.opts.allowDownload) {
-        await this.clientFor(coordinator).download(task.job_id, task.layer_index, downloadFile, task.byte_length);
+        await this.clients.use(coordinator, (c) => c.download(task.job_id, task.layer_index, downloadFile, task.byte_length));
         input = { ...task, file: downloadFile, data_start: 0 };
       } else {
         const which = !tm.allow_download ? 'the job does not allow downloading' : 'this worker was not started with --allow-download';
@@ -398,25 +398,6 @@ export class WorkerService {
     return fallback;
   }
 
-  /** The worker's own TLS configuration decides the transport, whatever the task says. */
-  private clientFor(address: string): ShardClient {
-    // Each job has its own coordinator address: channels unused for a while are closed.
-    const now = Date.now();
-    for (const [a, e] of this.clients) {
-      if (a !== address && now - e.used > CLIENT_IDLE_MS) {
-        e.client.close();
-        this.clients.delete(a);
-      }
-    }
-    let e = this.clients.get(address);
-    if (!e) {
-      e = { client: new ShardClient(address, this.opts.grpcTls ?? null), used: now };
-      this.clients.set(address, e);
-    }
-    e.used = now;
-    return e.client;
-  }
-
   /**
    * Upload, retrying transient failures for a while (the coordinator may be restarting) so that a
    * finished layer is not quantized again; the task stays alive meanwhile.
@@ -429,7 +410,7 @@ export class WorkerService {
     const deadline = Date.now() + UPLOAD_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.clientFor(await this.coordinatorNow(tm, coordinator)).upload(header, shard);
+        return await this.clients.use(await this.coordinatorNow(tm, coordinator), (c) => c.upload(header, shard));
       } catch (e) {
         const retryable = e instanceof ShardTransferError && e.retryable;
         if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(run)) throw e;
@@ -454,7 +435,7 @@ export class WorkerService {
     this.cancelSub?.unsubscribe();
     // NATS may be unreachable: nothing below waits on it for more than a few seconds.
     if (this.workers) await bounded(this.workers.delete(this.id.replace(/[^\w-]/g, '_')), 2_000);
-    for (const c of this.clients.values()) c.client.close();
+    this.clients.closeAll();
     await this.pool?.close();
     if (this.nc) await closeNats(this.nc);
     if (this.opts.ownWorkDir) rmSync(this.opts.workDir, { recursive: true, force: true });
