@@ -1,6 +1,7 @@
 // Reruns of one job within the task stream's 10-minute de-duplication window (issue 10): each
 // pending task is delivered exactly once, however many coordinators published it; a task an
-// earlier, cancelled run left queued is worked on for the rerun, not dropped. Real nats-server,
+// earlier, cancelled run left queued is worked on for the rerun, not dropped; one that vanished
+// from the queue without being staged is published again. Real nats-server,
 // real worker and coordinator processes; deliveries counted on the shared consumer.
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
@@ -90,6 +91,23 @@ describe('cluster dedup', () => {
     expect(stream.state.messages).toBe(0);
     for (const c of [c3, c4]) expect(c.err()).toMatch(/48 layers, 0 already staged, 48 published \(48 still queued from an earlier run\); shards to/);
   }, 120_000);
+
+  test('cluster dedup - a task acked without being staged (vanished from the queue) is published again once and the job finishes', async () => {
+    const out = join(dir, 'vanished.arrow');
+    const local = join(dir, 'local8.arrow');
+    expect((await runCli(['quantize', BF16, '-o', local, '--bits', '8'])).code).toBe(0);
+    const c = start(['quantize', BF16, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--bits', '8']);
+    await c.waitFor(/48 published.*; shards to/);
+    // the test plays a worker that acks a task and stages nothing (as one that wrongly skipped it)
+    const m = await (await nc.jetstream().consumers.get(TASK_STREAM, WORKER_CONSUMER)).next({ expires: 10_000 });
+    expect(m).not.toBeNull();
+    const layer = (JSON.parse(new TextDecoder().decode(m!.data)) as { task: { layer_index: number } }).task.layer_index;
+    await m!.ackAck();
+    worker();
+    expect(await c.exited, c.err()).toBe(0);
+    expect(c.err()).toMatch(new RegExp(`layer\\(s\\) ${layer} left the task queue without being staged or failing; publishing them again \\(once\\)`));
+    expect(Buffer.compare(readFileSync(out), readFileSync(local))).toBe(0);
+  }, 90_000);
 
   test('cluster dedup - a task left queued by a cancelled earlier run is worked on for the run holding the job now', async () => {
     const w = worker();

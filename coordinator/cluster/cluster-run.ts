@@ -255,22 +255,27 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
 
     let published = 0;
     let queued = 0;
+    const taskMessage = (task: LayerTask): TaskMessage => ({ task, run_id: runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false });
     const publisher = await TaskPublisher.open(nc, runId);
     void appendReady();
     if (finished.size === job.tasks.length) settle.resolve();
     for (const task of job.tasks) {
       if (failed) break;
       if (finished.has(task.layer_index)) continue;
-      const msg: TaskMessage = { task, run_id: runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false };
       publishedAt.set(task.layer_index, performance.now());
-      if ((await publisher.publish(msg)) === 'queued') queued++;
+      if ((await publisher.publish(taskMessage(task))) === 'queued') queued++;
       published++;
     }
     const earlier = queued ? ` (${queued} still queued from an earlier run)` : '';
     log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${resumed} already staged, ${published} published${earlier}; shards to ${advertise}`);
     stall = new StallDetector({
       nc, kv, workersKv: await workersBucket(nc), jobId: job.id, layers: job.tasks.length, done: () => finished.size, isDone: (i) => finished.has(i),
-      fail: (e) => settle.reject(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(),
+      fail: (e) => settle.reject(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(), log,
+      // the consumer is idle then: a fresh look at it tells the dead copies from deliverable ones
+      republish: async (layers) => {
+        const again = await TaskPublisher.open(nc, runId);
+        for (const i of layers) await again.publish(taskMessage(job.tasks[i]!));
+      },
     });
     stall.start();
 

@@ -84,6 +84,14 @@ export interface StallWatch {
   isDone: (layer: number) => boolean;
   fail: (e: Error) => void;
   stallMs: number;
+  /**
+   * Publish the tasks of these layers again: they vanished from the queue without being staged
+   * and without a recorded failure (a worker skipped or dropped them). Done once per layer.
+   */
+  republish?: (layers: number[]) => Promise<void>;
+  log?: (line: string) => void;
+  /** how often durable state is looked at (default a quarter of stallMs, 0.2–5 s) */
+  tickMs?: number;
 }
 
 export class StallDetector {
@@ -92,11 +100,12 @@ export class StallDetector {
   private lastProgress = Date.now();
   private emptyTicks = 0;
   private busy = false;
+  private readonly republished = new Set<number>();
 
   constructor(private readonly w: StallWatch) {}
 
   start(): void {
-    const tick = Math.max(200, Math.min(5_000, this.w.stallMs / 4));
+    const tick = this.w.tickMs ?? Math.max(200, Math.min(5_000, this.w.stallMs / 4));
     this.timer = setInterval(() => void this.check(), tick);
   }
 
@@ -140,6 +149,7 @@ export class StallDetector {
     this.emptyTicks = waiting > 0 && info.num_pending === 0 && info.num_ack_pending === 0 ? this.emptyTicks + 1 : 0;
     if (this.emptyTicks >= 2) {
       const missing = Array.from({ length: this.w.layers }, (_, i) => i).filter((i) => !this.w.isDone(i));
+      if (await this.republishVanished(missing)) return null;
       const list = missing.slice(0, 10).join(', ') + (missing.length > 10 ? ', …' : '');
       return new DeliveriesExhaustedError(
         `job ${jobId}: ${waiting} layer(s) missing (${list}) and none of their tasks is queued or in flight any more ` +
@@ -157,6 +167,17 @@ export class StallDetector {
     const missing = Array.from({ length: this.w.layers }, (_, i) => i).filter((i) => !this.w.isDone(i));
     const failures = await this.lastFailures(missing, '');
     return new JobStalledError(`job ${jobId} made no progress for ${Math.round(idleMs / 1000)} s (${done}/${this.w.layers} layers staged): ${why}${failures && `; ${failures}`}`);
+  }
+
+  /** Republishes the missing layers when none failed (as recorded) and none was republished before; true when it did. */
+  private async republishVanished(missing: number[]): Promise<boolean> {
+    if (!this.w.republish || missing.some((i) => this.republished.has(i))) return false;
+    for (const i of missing) if ((await lastFailure(this.w.kv, this.w.jobId, i)) !== null) return false;
+    this.w.log?.(`coordinator: job ${this.w.jobId}: layer(s) ${missing.join(', ')} left the task queue without being staged or failing; publishing them again (once)`);
+    await this.w.republish(missing);
+    for (const i of missing) this.republished.add(i);
+    this.emptyTicks = 0;
+    return true;
   }
 
   /** The last recorded failures of (the first few of) `layers`: "layer 2: last: <worker>: <message>; …", else `none`. */
