@@ -118,8 +118,10 @@ describe('cluster disk full', () => {
     // the stream but is never delivered again, so the rerun publishes layer 2 anew and finishes.
     w.signal('SIGTERM');
     await w.exited;
+    // a worker with room drops what the failed run left queued or awaiting redelivery
+    const w2 = worker(['--model-root', FIXTURE_MODELS]);
+    await w2.waitFor(/ready/);
     await untilConsumerIdle();
-    worker(['--model-root', FIXTURE_MODELS]);
     const again = coordinator(out);
     expect(await again.exited, again.err()).toBe(0);
     const local = join(sub, 'local.arrow');

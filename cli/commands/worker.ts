@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../../core/errors.js';
@@ -32,12 +33,13 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
   const health = values['health-listen'] ? new HealthServer() : null;
   // Health follows the NATS connection until the worker stops; a reconnect then does not revive it.
   let stopping = false;
+  const workDir = values['work-dir'] ?? join(tmpdir(), `arrowquant-worker-${process.pid}`);
   const worker = await WorkerService.start({
     nats,
     concurrency: values.concurrency,
     threads: resolveThreads(values.threads),
     modelRoots: values['model-root'] ?? [],
-    workDir: values['work-dir'] ?? join(tmpdir(), `arrowquant-worker-${process.pid}`),
+    workDir,
     ownWorkDir: values['work-dir'] === undefined,
     onConnection: (up) => stopping || health?.health.setStatus('', up ? 'SERVING' : 'NOT_SERVING'),
     grpcTls: grpcClientTls(values),
@@ -72,6 +74,8 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
       // early so that exiting itself (handles, threads) fits in the bound too.
       setTimeout(() => {
         io.err(`worker ${worker.id}: did not stop within ${grace / 1000 + 4}s (NATS unreachable?); exiting\n`);
+        // the default work dir is this process's own: it goes even on this path
+        if (values['work-dir'] === undefined) rmSync(workDir, { recursive: true, force: true });
         process.exit(1);
       }, grace + 4_000).unref();
       void worker.stop(grace).then(async () => {
