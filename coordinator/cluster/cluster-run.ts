@@ -190,7 +190,12 @@ export async function runClusterJob(modelPath: string, opts: ClusterRunOptions):
             throw e;
           });
         } else {
-          await kv.put(layerKey(job.id, i), encodeMessage(state));
+          // Retried too, not failed: a put that timed out may have landed, and a worker then skips
+          // the redelivered task as staged while this run has dropped the shard (a layer lost).
+          await putRetrying(kv, layerKey(job.id, i), encodeMessage(state), log, () => failed).catch((e: Error) => {
+            settle.reject(e);
+            throw e;
+          });
           if (info.bytes) window.keep(i, info.bytes);
           finished.set(i, layer);
         }

@@ -85,8 +85,8 @@ export interface StallWatch {
   fail: (e: Error) => void;
   stallMs: number;
   /**
-   * Publish the tasks of these layers again: they vanished from the queue without being staged
-   * and without a recorded failure (a worker skipped or dropped them). Done once per layer.
+   * Publish the tasks of these layers again: they left the queue without being staged (a worker
+   * skipped or dropped them, or their deliveries ran out unannounced). Done once per layer.
    */
   republish?: (layers: number[]) => Promise<void>;
   log?: (line: string) => void;
@@ -169,11 +169,14 @@ export class StallDetector {
     return new JobStalledError(`job ${jobId} made no progress for ${Math.round(idleMs / 1000)} s (${done}/${this.w.layers} layers staged): ${why}${failures && `; ${failures}`}`);
   }
 
-  /** Republishes the missing layers when none failed (as recorded) and none was republished before; true when it did. */
+  /**
+   * Republishes the missing layers unless one was republished before; true when it did. A layer
+   * with a recorded failure is republished too: an advisory of exhausted deliveries fails the job
+   * first, and a transient failure (the coordinator restarting) can precede a lost task.
+   */
   private async republishVanished(missing: number[]): Promise<boolean> {
     if (!this.w.republish || missing.some((i) => this.republished.has(i))) return false;
-    for (const i of missing) if ((await lastFailure(this.w.kv, this.w.jobId, i)) !== null) return false;
-    this.w.log?.(`coordinator: job ${this.w.jobId}: layer(s) ${missing.join(', ')} left the task queue without being staged or failing; publishing them again (once)`);
+    this.w.log?.(`coordinator: job ${this.w.jobId}: layer(s) ${missing.join(', ')} left the task queue without being staged; publishing them again (once)`);
     await this.w.republish(missing);
     for (const i of missing) this.republished.add(i);
     this.emptyTicks = 0;
