@@ -66,7 +66,7 @@ describe('worker hygiene', () => {
     expect(closed.at(-1)).toBe(addr(6));
   });
 
-  test('worker hygiene - the task stream and the job state have limits: task age and size, job-state TTL, worker heartbeat TTL', async () => {
+  test('worker hygiene - the task stream and the job state have limits (task age and size, job-state TTL, heartbeat TTL); an older stream without them gets them', async () => {
     const nc = await connect({ servers: nats.url });
     try {
       await ensureTaskQueue(nc);
@@ -80,6 +80,12 @@ describe('worker hygiene', () => {
       });
       expect((await jsm.streams.info(`KV_${JOBS_BUCKET}`)).config.max_age).toBe(week);
       expect((await jsm.streams.info(`KV_${WORKERS_BUCKET}`)).config.max_age).toBe(nanos(15_000));
+      // a stream made without limits (an older version) gets them from the next coordinator
+      await jsm.streams.update(TASK_STREAM, { ...tasks, max_age: 0, max_msg_size: -1 });
+      expect((await jsm.streams.info(TASK_STREAM)).config.max_age).toBe(0);
+      await ensureTaskQueue(nc);
+      const upgraded = (await jsm.streams.info(TASK_STREAM)).config;
+      expect({ max_age: upgraded.max_age, max_msg_size: upgraded.max_msg_size }).toEqual({ max_age: week, max_msg_size: 1024 * 1024 });
     } finally {
       await nc.close();
     }
