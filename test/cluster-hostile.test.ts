@@ -229,6 +229,7 @@ describe('cluster hostile', () => {
       c.signal('SIGTERM');
       const [wExit, cExit] = await Promise.all([w.exited.then((x) => [x, Date.now() - t0] as const), c.exited.then((x) => [x, Date.now() - t0] as const)]);
       expect(wExit[1], w.err()).toBeLessThan(2_000 + 5_000);
+      expect(existsSync(join(tmpdir(), `arrowquant-worker-${w.pid}`)), w.err()).toBe(false); // the default work dir goes even then
       expect(cExit[1], c.err()).toBeLessThan(5_000 + 1_000);
       expect(cExit[0]).toBe(130);
       expect(c.err()).toMatch(/was cancelled/);

@@ -1,10 +1,12 @@
 // The row reader's open files: a bounded LRU, all closed by close() and by a closing thread pool
 // (Node closes the fds a worker thread opened when it is terminated: this test keeps it so).
+import { execFileSync } from 'node:child_process';
 import { readdirSync, readlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, test } from 'vitest';
 import { MAX_OPEN_FILES, RowReader, zeroTimings } from '../core/model/row-reader.js';
 import { ThreadPool } from '../worker/thread-pool.js';
+import { ModelFormatError } from '../core/errors.js';
 import { tempDir } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-rowreader-');
@@ -47,6 +49,20 @@ describe('row reader', () => {
       await reader.close();
       expect(openTestFiles()).toBe(before);
     });
+  }
+
+  for (const sync of [true, false]) {
+    test(`row reader - a FIFO in place of a model file (${sync ? 'sync' : 'async'}): ModelFormatError at once, nothing left open`, async () => {
+      const fifo = join(dir, `swapped-${sync ? 'sync' : 'async'}.fifo`);
+      execFileSync('mkfifo', [fifo]);
+      const reader = new RowReader(sync);
+      const before = openTestFiles();
+      const read = reader.read({ file: fifo, dataStart: 8, dtype: 'F32', cols: 2 }, 0, 1, zeroTimings());
+      await expect(read).rejects.toThrow(ModelFormatError);
+      await expect(read).rejects.toThrow(`${fifo} is not a regular file`);
+      expect(openTestFiles()).toBe(before);
+      await reader.close();
+    }, 10_000);
   }
 
   test('row reader - a closed thread pool leaves none of the files its threads read open', async () => {

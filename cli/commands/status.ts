@@ -31,11 +31,10 @@ export async function statusCommand([jobId]: string[], values: NatsValues & Coor
     const staged = new Map<string, number>();
     const states: JobState[] = [];
     for (const k of await allKeys(jkv)) {
-      if (/\.refused\.\d+$/.test(k)) continue; // a worker's record of a refused layer
-      if (/\.measure\.\d+\./.test(k)) continue; // a worker's measurement of a layer (allocation_strategy: measured)
       const m = /^([A-Za-z0-9_-]+)\.layer\.\d+$/.exec(k);
       if (m) staged.set(m[1]!, (staged.get(m[1]!) ?? 0) + 1);
-      else {
+      // a job's state is "<job>"; "<job>.refused.<i>", "<job>.failed.<i>" and "<job>.measure.…" are workers' records of a layer
+      else if (!k.includes('.')) {
         const e = await jkv.get(k);
         if (e && e.value.length) states.push(decodeMessage(jobStateSchema, e.value, `job state ${k}`));
       }

@@ -1,3 +1,4 @@
+import { rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { UsageError } from '../../core/errors.js';
@@ -30,14 +31,17 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
   if (values['metrics-listen']) parseListenAddress(values['metrics-listen'], '--metrics-listen');
   const metrics = values['metrics-listen'] ? new WorkerMetrics() : null;
   const health = values['health-listen'] ? new HealthServer() : null;
+  // Health follows the NATS connection until the worker stops; a reconnect then does not revive it.
+  let stopping = false;
+  const workDir = values['work-dir'] ?? join(tmpdir(), `arrowquant-worker-${process.pid}`);
   const worker = await WorkerService.start({
     nats,
     concurrency: values.concurrency,
     threads: resolveThreads(values.threads),
     modelRoots: values['model-root'] ?? [],
-    workDir: values['work-dir'] ?? join(tmpdir(), `arrowquant-worker-${process.pid}`),
+    workDir,
     ownWorkDir: values['work-dir'] === undefined,
-    onConnection: (up) => health?.health.setStatus('', up ? 'SERVING' : 'NOT_SERVING'),
+    onConnection: (up) => stopping || health?.health.setStatus('', up ? 'SERVING' : 'NOT_SERVING'),
     grpcTls: grpcClientTls(values),
     allowCoordinators: values['allow-coordinator'] ?? listFromEnv(io.env.ARROW_QUANT_ALLOW_COORDINATOR),
     allowDownload: values['allow-download'] ?? false,
@@ -64,11 +68,14 @@ export async function workerCommand(_args: string[], values: WorkerValues, io: C
   await new Promise<void>((resolve) => {
     const stop = (sig: string) => {
       io.err(`worker ${worker.id}: ${sig}, stopping (in-flight tasks get ${grace / 1000}s)\n`);
+      stopping = true;
       health?.health.setStatus('', 'NOT_SERVING');
       // Whatever NATS does, the process is gone within grace + 5 s: the watchdog fires a second
       // early so that exiting itself (handles, threads) fits in the bound too.
       setTimeout(() => {
         io.err(`worker ${worker.id}: did not stop within ${grace / 1000 + 4}s (NATS unreachable?); exiting\n`);
+        // the default work dir is this process's own: it goes even on this path
+        if (values['work-dir'] === undefined) rmSync(workDir, { recursive: true, force: true });
         process.exit(1);
       }, grace + 4_000).unref();
       void worker.stop(grace).then(async () => {

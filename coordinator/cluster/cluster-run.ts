@@ -14,21 +14,20 @@ import { rm } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import type { KV, NatsConnection, Subscription } from 'nats';
 import type { ArrowQuantConfig } from '../../core/config/schema.js';
-import { ArrowQuantError, JobCancelledError } from '../../core/errors.js';
+import { ArrowQuantError, JobCancelledError, OutputError } from '../../core/errors.js';
+import type { LayerTask } from '../../core/job/layer-task.js';
+import { cancelSubject, eventsSubject, maxDeliveriesAdvisory } from '../../core/cluster/names.js';
 import {
-  TASK_STREAM, cancelSubject, eventsSubject, maxDeliveriesAdvisory, taskMessageId, taskSubject,
-} from '../../core/cluster/names.js';
-import {
-  cancelMessageSchema, decodeMessage, encodeMessage, taskMessageSchema, workerEventSchema, type TaskMessage,
+  cancelMessageSchema, decodeMessage, workerEventSchema, type TaskMessage,
 } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket, workersBucket } from '../../core/cluster/jetstream-setup.js';
-import { DeliveriesExhaustedError } from '../../core/cluster/errors.js';
 import { JobLease } from './job-lease.js';
 import { bounded, closeNats } from '../../core/cluster/bounded.js';
 import { checkOwnTasks } from './task-check.js';
 import { removeStaleTemporaries } from './stale-output.js';
-import { StallDetector, clearFailures, recordedFailure, stallTimeoutMs } from './stall-detector.js';
+import { StallDetector, clearFailures, onMaxDeliveries, recordedFailure, stallTimeoutMs } from './stall-detector.js';
+import { TaskPublisher } from './task-publisher.js';
 import type { ServerTlsOptions } from '../../core/grpc/tls.js';
 import { ShardServer } from './shard-server.js';
 import { ReorderWindow } from './reorder-window.js';
@@ -164,11 +163,17 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
     this.subscribe(kv, intake);
     void intake.appendReady();
     if (intake.layersDone === job.tasks.length) this.settlement.succeed();
-    await this.publishTasks(intake, advertise);
-    this.log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${this.resumed} already staged, ${this.published} published; shards to ${advertise}`);
+    const queued = await this.publishTasks(intake, advertise);
+    const earlier = queued ? ` (${queued} still queued from an earlier run)` : '';
+    this.log(`coordinator: job ${job.id}: ${job.tasks.length} layers, ${this.resumed} already staged, ${this.published} published${earlier}; shards to ${advertise}`);
     this.stall = new StallDetector({
       nc, kv, workersKv: await workersBucket(nc), jobId: job.id, layers: job.tasks.length, done: () => intake.layersDone, isDone: (i) => intake.isDone(i),
-      fail: (e) => this.settlement.fail(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(),
+      fail: (e) => this.settlement.fail(e), stallMs: opts.stallTimeoutMs ?? stallTimeoutMs(), log: this.log,
+      // the consumer is idle then: a fresh look at it tells the dead copies from deliverable ones
+      republish: async (layers) => {
+        const again = await TaskPublisher.open(nc, this.runId);
+        for (const i of layers) await again.publish(this.taskMessage(job.tasks[i]!, advertise));
+      },
     });
     this.stall.start();
     this.abandonOnFailure = true;
@@ -259,23 +264,29 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
         },
       }),
       nc.subscribe(maxDeliveriesAdvisory, {
-        callback: (_e, m) => void onMaxDeliveries(nc, m.data, job.id, (i) => intake.isDone(i), (e) => settlement.fail(e), log),
+        callback: (_e, m) => void onMaxDeliveries(nc, kv, m.data, job.id, (i) => intake.isDone(i), (e) => settlement.fail(e), log),
       }),
     );
     this.opts.cancel?.then(() => settlement.fail(new JobCancelledError(job.id)));
   }
 
-  /** One task per layer not done yet, in canonical order, until the job fails. */
-  private async publishTasks(intake: ShardIntake, advertise: string): Promise<void> {
-    const { opts } = this;
+  /** One task per layer not done yet, in canonical order, until the job fails; how many an earlier run left queued. */
+  private async publishTasks(intake: ShardIntake, advertise: string): Promise<number> {
+    const publisher = await TaskPublisher.open(this.nc!, this.runId);
+    let queued = 0;
     for (const task of this.job.tasks) {
       if (this.settlement.failed) break;
       if (intake.isDone(task.layer_index)) continue;
-      const msg: TaskMessage = { task, run_id: this.runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false };
       intake.published(task.layer_index);
-      await publishTask(this.nc!, msg, this.runId);
+      if ((await publisher.publish(this.taskMessage(task, advertise))) === 'queued') queued++;
       this.published++;
     }
+    return queued;
+  }
+
+  private taskMessage(task: LayerTask, advertise: string): TaskMessage {
+    const { opts } = this;
+    return { task, run_id: this.runId, coordinator: advertise, tls: !!opts.grpcTls, allow_download: opts.allowDownload ?? false };
   }
 
   async completed(): Promise<ClusterFigures> {
@@ -284,6 +295,7 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
     await this.lease!.finish('done');
     // The file is complete: a key left over is reported, and reconciled by any later run of the job.
     await deleteLayerKeys(this.kv!, job).catch((e: Error) => this.log(`coordinator: warning: ${e.message}; a later run of job ${job.id} clears it`));
+    await clearFailures(this.kv!, job.id).catch((e: Error) => this.log(`coordinator: warning: cannot clear the recorded failures of job ${job.id}: ${e.message}`));
     this.keepStage = false;
     return {
       mode: 'cluster',
@@ -299,13 +311,14 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
 
   /**
    * Whatever stopped the job, its pending tasks go and workers drop its in-flight layers. A
-   * failure of the input (exit 2/3) or a cancel also forgets the staged shards; anything else
+   * failure of the input (exit 2/3), a cancel or this host's disk failing (as a local run on a full
+   * disk: nothing half-written stays) also forgets the staged shards; anything else
    * keeps them (and the partial output) so that running the same command again resumes.
    */
   async failed(e: unknown): Promise<unknown> {
     this.stoppedEarly = true;
     if (this.abandonOnFailure) {
-      const forget = e instanceof ArrowQuantError && e.exitCode >= 2;
+      const forget = e instanceof OutputError || (e instanceof ArrowQuantError && e.exitCode >= 2);
       this.keepStage = !forget;
       this.server!.unregisterJob(this.job.id); // no more uploads for this run
       await bounded(abandonJob(this.nc!, this.kv!, this.lease!, this.job, this.runId, e instanceof JobCancelledError ? 'cancelled' : 'failed', (e as Error).message, forget), ABANDON_MS);
@@ -330,41 +343,3 @@ export class ClusterExecutor implements JobExecutor<ClusterFigures> {
   }
 }
 
-/**
- * Publish a task, de-duplicated by <job>/<layer>/<plan-hash>. A duplicate whose original is still
- * queued (a resumed job) is left alone; one whose original is gone (acked or purged by an earlier
- * run that failed) is published again under this run's id.
- */
-async function publishTask(nc: NatsConnection, msg: TaskMessage, runId: string): Promise<void> {
-  const js = nc.jetstream();
-  const t = msg.task;
-  const id = taskMessageId(t.job_id, t.layer_index, t.plan_hash);
-  const ack = await js.publish(taskSubject(t.job_id), encodeMessage(msg), { msgID: id });
-  if (!ack.duplicate) return;
-  try {
-    const jsm = await nc.jetstreamManager();
-    await jsm.streams.getMessage(TASK_STREAM, { seq: ack.seq });
-  } catch {
-    await js.publish(taskSubject(t.job_id), encodeMessage(msg), { msgID: `${id}/${runId}` });
-  }
-}
-
-async function onMaxDeliveries(
-  nc: NatsConnection, data: Uint8Array, jobId: string, isDone: (index: number) => boolean, fail: (e: unknown) => void, log: (l: string) => void,
-): Promise<void> {
-  try {
-    const adv = JSON.parse(new TextDecoder().decode(data)) as { stream_seq?: number; deliveries?: number };
-    if (!adv.stream_seq) return;
-    const jsm = await nc.jetstreamManager();
-    const sm = await jsm.streams.getMessage(TASK_STREAM, { seq: adv.stream_seq });
-    const tm = decodeMessage(taskMessageSchema, sm.data, sm.subject);
-    if (tm.task.job_id !== jobId || isDone(tm.task.layer_index)) return;
-    fail(new DeliveriesExhaustedError(
-      `layer ${tm.task.layer_index} (${tm.task.name}) failed ${adv.deliveries ?? 'the maximum number of'} deliveries; see the workers' logs`,
-      tm.task.name,
-      adv.deliveries ?? 0,
-    ));
-  } catch (e) {
-    log(`coordinator: could not read a max-deliveries advisory: ${(e as Error).message}`);
-  }
-}

@@ -4,7 +4,7 @@
 // the figures the run summary reports (workers, their kernels, threads and thread time).
 
 import type { KV } from 'nats';
-import { ArrowQuantError } from '../../core/errors.js';
+import { ArrowQuantError, type OutputError } from '../../core/errors.js';
 import { layerKey } from '../../core/cluster/names.js';
 import { encodeMessage } from '../../core/cluster/messages.js';
 import { zeroTimings } from '../../core/model/row-reader.js';
@@ -97,7 +97,19 @@ export class ShardIntake implements ShardJobHandle {
 
   directWriter(i: number): DirectWriter | null {
     if (this.settlement.failed || i !== this.out.written || this.finished.has(i)) return null;
-    return { write: (bytes, at) => this.out.writeAhead(i, bytes, at) };
+    // the output failing (e.g. its disk full) fails the job: no other worker can fix that
+    return {
+      write: (bytes, at) =>
+        this.out.writeAhead(i, bytes, at).catch((e: unknown) => {
+          this.settlement.fail(e);
+          throw e;
+        }),
+    };
+  }
+
+  /** This host's disk would not take a shard: the job fails at once, naming the path and the cause. */
+  onDiskFailure(error: OutputError): void {
+    this.settlement.fail(error);
   }
 
   nextLayer(): number {
@@ -128,7 +140,12 @@ export class ShardIntake implements ShardJobHandle {
         throw e;
       });
     } else {
-      await kv.put(layerKey(job.id, i), encodeMessage(state));
+      // Retried too, not failed: a put that timed out may have landed, and a worker then skips
+      // the redelivered task as staged while this run has dropped the shard (a layer lost).
+      await putRetrying(kv, layerKey(job.id, i), encodeMessage(state), this.opts.log, () => this.settlement.failed).catch((e: Error) => {
+        this.settlement.fail(e);
+        throw e;
+      });
       if (info.bytes) this.window.keep(i, info.bytes);
       this.finished.set(i, layer);
     }

@@ -21,7 +21,7 @@ import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as Status, type Server, type ServerReadableStream, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
-import { FormatError } from '../../core/errors.js';
+import { FormatError, type OutputError } from '../../core/errors.js';
 import { decodeShard, frameShard, type ShardFrame } from '../../core/format/arrow-file.js';
 import type { LayerRecord } from '../../core/format/layer-schema.js';
 import { statusName } from '../../core/grpc/errors.js';
@@ -36,6 +36,7 @@ import { isJobId } from '../../core/cluster/job-id.js';
 import { bounded } from '../../core/cluster/bounded.js';
 import { UploadSlots } from './reorder-window.js';
 import { WriteQueue } from './write-queue.js';
+import { diskFailure } from './disk-failure.js';
 import type { Timings } from '../../core/model/row-reader.js';
 
 /** Where a staged shard of layer `index` lives. */
@@ -114,6 +115,8 @@ export interface ShardJobHandle {
    * (or rejects), the staged file is removed and the worker gets INTERNAL, so a retry stages again.
    */
   onStaged(index: number, shard: StagedShard): void | Promise<void>;
+  /** This host's disk would not take a shard (full, read-only): the job cannot finish here. */
+  onDiskFailure?(error: OutputError): void;
 }
 
 export interface ShardServerOptions {
@@ -382,6 +385,10 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       const res = (buffer && (await this.receiveDirect(upload))) || (await this.receiveStaged(upload));
       if (res.kept) buffer = null; // the job owns it now
       return res.response;
+    } catch (e) {
+      const disk = diskFailure(shardPath(handle.stageDir, header.layer_index), e);
+      if (disk) handle.onDiskFailure?.(disk);
+      throw e;
     } finally {
       if (buffer) handle.releaseMemory(buffer);
       release?.();

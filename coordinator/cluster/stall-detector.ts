@@ -6,8 +6,8 @@
 import type { KV, NatsConnection } from 'nats';
 import { deserializeError } from '../../core/errors.js';
 import { DeliveriesExhaustedError, JobStalledError, TaskRefusedError } from '../../core/cluster/errors.js';
-import { decodeMessage, workerEventSchema } from '../../core/cluster/messages.js';
-import { TASK_STREAM, WORKER_CONSUMER, refusalKey, refusalKeys } from '../../core/cluster/names.js';
+import { decodeMessage, taskMessageSchema, workerEventSchema } from '../../core/cluster/messages.js';
+import { TASK_STREAM, WORKER_CONSUMER, failureKey, failureKeys, refusalKey, refusalKeys } from '../../core/cluster/names.js';
 
 export function stallTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
   const v = Number(env.ARROW_QUANT_STALL_TIMEOUT_MS);
@@ -23,11 +23,55 @@ export async function recordedFailure(kv: KV, jobId: string, layer: number): Pro
   return ev.type === 'task_refused' ? new TaskRefusedError(ev.reason, ev.name, ev.worker_id) : deserializeError(ev.error);
 }
 
-/** Forget the recorded failures of a job (a new run starts clean). */
+/** "<worker>: <message>" of the last failure a worker recorded for a layer before it was retried, or null. */
+export async function lastFailure(kv: KV, jobId: string, layer: number): Promise<string | null> {
+  const e = await kv.get(failureKey(jobId, layer));
+  if (!e || e.operation !== 'PUT' || !e.value.length) return null;
+  try {
+    const ev = decodeMessage(workerEventSchema, e.value, `job state ${e.key}`);
+    if (ev.job_id !== jobId || ev.layer_index !== layer) return null;
+    return `${ev.worker_id}: ${ev.type === 'task_refused' ? ev.reason : ev.error.message}`;
+  } catch {
+    return null;
+  }
+}
+
+/** A layer whose deliveries ran out, with the last failure recorded for it (the cause, e.g. a full disk). */
+export async function exhaustedError(kv: KV, jobId: string, layer: number, name: string, deliveries: number | undefined): Promise<DeliveriesExhaustedError> {
+  const last = await lastFailure(kv, jobId, layer).catch(() => null);
+  const n = deliveries ? `${deliveries}` : 'the maximum number of';
+  return new DeliveriesExhaustedError(
+    `layer ${layer} (${name}): ${n} deliveries failed; ${last === null ? "see the workers' logs" : `last: ${last}`}`,
+    name,
+    deliveries ?? 0,
+  );
+}
+
+/** Forget the recorded failures of a job (a new run starts clean, a finished one leaves nothing). */
 export async function clearFailures(kv: KV, jobId: string): Promise<void> {
   const keys: string[] = [];
-  for await (const k of await kv.keys(refusalKeys(jobId))) keys.push(k);
+  for (const pattern of [refusalKeys(jobId), failureKeys(jobId)]) for await (const k of await kv.keys(pattern)) keys.push(k);
   for (const k of keys) await kv.delete(k);
+}
+
+/**
+ * The max-deliveries advisory (at most once: the detector's empty-queue check is the fallback):
+ * fails the job when the exhausted task is one of its missing layers.
+ */
+export async function onMaxDeliveries(
+  nc: NatsConnection, kv: KV, data: Uint8Array, jobId: string, isDone: (layer: number) => boolean, fail: (e: unknown) => void, log: (l: string) => void,
+): Promise<void> {
+  try {
+    const adv = JSON.parse(new TextDecoder().decode(data)) as { stream_seq?: number; deliveries?: number };
+    if (!adv.stream_seq) return;
+    const jsm = await nc.jetstreamManager();
+    const sm = await jsm.streams.getMessage(TASK_STREAM, { seq: adv.stream_seq });
+    const tm = decodeMessage(taskMessageSchema, sm.data, sm.subject);
+    if (tm.task.job_id !== jobId || isDone(tm.task.layer_index)) return;
+    fail(await exhaustedError(kv, jobId, tm.task.layer_index, tm.task.name, adv.deliveries));
+  } catch (e) {
+    log(`coordinator: could not read a max-deliveries advisory: ${(e as Error).message}`);
+  }
 }
 
 export interface StallWatch {
@@ -40,6 +84,14 @@ export interface StallWatch {
   isDone: (layer: number) => boolean;
   fail: (e: Error) => void;
   stallMs: number;
+  /**
+   * Publish the tasks of these layers again: they left the queue without being staged (a worker
+   * skipped or dropped them, or their deliveries ran out unannounced). Done once per layer.
+   */
+  republish?: (layers: number[]) => Promise<void>;
+  log?: (line: string) => void;
+  /** how often durable state is looked at (default a quarter of stallMs, 0.2–5 s) */
+  tickMs?: number;
 }
 
 export class StallDetector {
@@ -48,11 +100,12 @@ export class StallDetector {
   private lastProgress = Date.now();
   private emptyTicks = 0;
   private busy = false;
+  private readonly republished = new Set<number>();
 
   constructor(private readonly w: StallWatch) {}
 
   start(): void {
-    const tick = Math.max(200, Math.min(5_000, this.w.stallMs / 4));
+    const tick = this.w.tickMs ?? Math.max(200, Math.min(5_000, this.w.stallMs / 4));
     this.timer = setInterval(() => void this.check(), tick);
   }
 
@@ -96,10 +149,11 @@ export class StallDetector {
     this.emptyTicks = waiting > 0 && info.num_pending === 0 && info.num_ack_pending === 0 ? this.emptyTicks + 1 : 0;
     if (this.emptyTicks >= 2) {
       const missing = Array.from({ length: this.w.layers }, (_, i) => i).filter((i) => !this.w.isDone(i));
+      if (await this.republishVanished(missing)) return null;
       const list = missing.slice(0, 10).join(', ') + (missing.length > 10 ? ', …' : '');
       return new DeliveriesExhaustedError(
         `job ${jobId}: ${waiting} layer(s) missing (${list}) and none of their tasks is queued or in flight any more ` +
-          `(deliveries exhausted, or a worker skipped them as staged in the job state); see the workers' logs`,
+          `(deliveries exhausted, or a worker skipped them as staged in the job state); ${await this.lastFailures(missing)}`,
         '', 0,
       );
     }
@@ -110,6 +164,33 @@ export class StallDetector {
     const why = workers.length === 0
       ? 'no live workers (none has a heartbeat in the aq-workers bucket)'
       : `${workers.length} live worker(s); ${info.num_pending} task(s) queued and ${info.num_ack_pending} in flight on the shared consumer`;
-    return new JobStalledError(`job ${jobId} made no progress for ${Math.round(idleMs / 1000)} s (${done}/${this.w.layers} layers staged): ${why}`);
+    const missing = Array.from({ length: this.w.layers }, (_, i) => i).filter((i) => !this.w.isDone(i));
+    const failures = await this.lastFailures(missing, '');
+    return new JobStalledError(`job ${jobId} made no progress for ${Math.round(idleMs / 1000)} s (${done}/${this.w.layers} layers staged): ${why}${failures && `; ${failures}`}`);
+  }
+
+  /**
+   * Republishes the missing layers unless one was republished before; true when it did. A layer
+   * with a recorded failure is republished too: an advisory of exhausted deliveries fails the job
+   * first, and a transient failure (the coordinator restarting) can precede a lost task.
+   */
+  private async republishVanished(missing: number[]): Promise<boolean> {
+    if (!this.w.republish || missing.some((i) => this.republished.has(i))) return false;
+    this.w.log?.(`coordinator: job ${this.w.jobId}: layer(s) ${missing.join(', ')} left the task queue without being staged; publishing them again (once)`);
+    await this.w.republish(missing);
+    for (const i of missing) this.republished.add(i);
+    this.emptyTicks = 0;
+    return true;
+  }
+
+  /** The last recorded failures of (the first few of) `layers`: "layer 2: last: <worker>: <message>; …", else `none`. */
+  private async lastFailures(layers: number[], none = "see the workers' logs"): Promise<string> {
+    const found: string[] = [];
+    for (const i of layers.slice(0, 16)) {
+      const last = await lastFailure(this.w.kv, this.w.jobId, i).catch(() => null);
+      if (last !== null) found.push(`layer ${i}: last: ${last}`);
+      if (found.length === 3) break;
+    }
+    return found.length ? found.join('; ') : none;
   }
 }

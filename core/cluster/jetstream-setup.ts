@@ -19,6 +19,8 @@ export interface TaskQueueSettings {
 /** Tasks and job state older than this are gone (a job's lease rewrites its state while it runs). */
 const TASK_MAX_AGE_MS = 7 * 24 * 3600_000;
 const JOB_STATE_TTL_MS = 7 * 24 * 3600_000;
+/** The largest task message the stream takes. */
+const TASK_MAX_BYTES = 1024 * 1024;
 
 export function taskQueueSettings(env: NodeJS.ProcessEnv = process.env): TaskQueueSettings {
   const num = (name: string, dflt: number) => {
@@ -42,7 +44,12 @@ async function jetStreamManager(nc: NatsConnection): Promise<JetStreamManager> {
 export async function ensureTaskQueue(nc: NatsConnection, s: TaskQueueSettings = taskQueueSettings()): Promise<void> {
   const jsm = await jetStreamManager(nc);
   try {
-    await jsm.streams.info(TASK_STREAM);
+    const { config } = await jsm.streams.info(TASK_STREAM);
+    if (!config.max_age || config.max_msg_size <= 0) {
+      // A stream made before it had limits gets them. Best effort: only a user allowed to manage
+      // streams can (a coordinator, not a worker), and the stream works without them.
+      await jsm.streams.update(TASK_STREAM, { ...config, max_age: nanos(TASK_MAX_AGE_MS), max_msg_size: TASK_MAX_BYTES }).catch(() => undefined);
+    }
   } catch (e) {
     if (!isNotFound(e)) throw e;
     try {
@@ -55,7 +62,7 @@ export async function ensureTaskQueue(nc: NatsConnection, s: TaskQueueSettings =
         duplicate_window: nanos(10 * 60_000),
         // Left-over tasks (of jobs that died, of refused layers) do not accumulate forever.
         max_age: nanos(TASK_MAX_AGE_MS),
-        max_msg_size: 1024 * 1024,
+        max_msg_size: TASK_MAX_BYTES,
       });
     } catch (e2) {
       if (!isAlreadyExists(e2)) throw e2;

@@ -16,6 +16,9 @@ export const layerKey = (jobId: string, index: number) => `${id(jobId)}.layer.${
 /** A final refusal or failure of a layer, recorded by the worker before it tells the coordinator. */
 export const refusalKey = (jobId: string, index: number) => `${id(jobId)}.refused.${index}`;
 export const refusalKeys = (jobId: string) => `${id(jobId)}.refused.*`;
+/** A layer's last failure that was to be retried (the worker's event), so that exhausted deliveries can say why. */
+export const failureKey = (jobId: string, index: number) => `${id(jobId)}.failed.${index}`;
+export const failureKeys = (jobId: string) => `${id(jobId)}.failed.*`;
 /** Key-value bucket of worker liveness and capabilities, entries expire when a worker stops. */
 export const WORKERS_BUCKET = 'aq-workers';
 /** Worker → coordinator: failures and refusals of a job's layers. */

@@ -4,6 +4,7 @@
 // which the file can be swapped under) then refuses anything that is not a regular file.
 
 import { closeSync, constants, fstatSync, openSync } from 'node:fs';
+import { open, type FileHandle } from 'node:fs/promises';
 import { ModelFormatError } from '../errors.js';
 
 /** A read-only fd of `path`, which must be a regular file; throws ModelFormatError otherwise. */
@@ -17,4 +18,17 @@ export function openRegularFileSync(path: string): number {
   }
   if (!regular) throw new ModelFormatError(`${path} is not a regular file`, path);
   return fd;
+}
+
+/** The same for the event loop's reads: a handle of `path`, which must be a regular file. */
+export async function openRegularFile(path: string): Promise<FileHandle> {
+  const fh = await open(path, constants.O_RDONLY | constants.O_NONBLOCK);
+  let regular = false;
+  try {
+    regular = (await fh.stat()).isFile();
+  } finally {
+    if (!regular) await fh.close();
+  }
+  if (!regular) throw new ModelFormatError(`${path} is not a regular file`, path);
+  return fh;
 }

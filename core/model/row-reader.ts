@@ -4,9 +4,9 @@
 // one per file for ever.
 
 import { closeSync, readSync } from 'node:fs';
-import { open, type FileHandle } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { ModelFormatError } from '../errors.js';
-import { openRegularFileSync } from './open-regular.js';
+import { openRegularFile, openRegularFileSync } from './open-regular.js';
 import { dtypeSize, type SourceDtype } from '../quant/dtype.js';
 
 /** Rows per read: about this many input bytes, a multiple of 8 rows. */
@@ -90,7 +90,7 @@ export class RowReader {
       return (buf, off, len, pos) => readSync(fd, buf, off, len, pos);
     }
     // reads are one at a time (one buffer), so an evicted handle is never being read
-    const h = recent(this.handles, file) ?? admit(this.handles, file, await open(file, 'r'), (old) => void old.close().catch(() => undefined));
+    const h = recent(this.handles, file) ?? admit(this.handles, file, await openRegularFile(file), (old) => void old.close().catch(() => undefined));
     return async (buf, off, len, pos) => (await h.read(buf, off, len, pos)).bytesRead;
   }
 

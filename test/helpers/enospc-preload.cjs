@@ -22,14 +22,23 @@ fsp.open = async function (path, ...rest) {
   }
   let written = 0;
   const write = fh.write.bind(fh);
-  fh.write = async (buf, offset = 0, length = buf.byteLength - offset, position) => {
+  const reserve = (length) => {
     if (written + length > after) {
       const e = new Error(`ENOSPC: no space left on device, write`);
       Object.assign(e, { code: 'ENOSPC', errno: -28, syscall: 'write' });
       throw e;
     }
     written += length;
+  };
+  fh.write = async (buf, offset = 0, length = buf.byteLength - offset, position) => {
+    reserve(length);
     return write(buf, offset, length, position);
+  };
+  // writeFile does not go through fh.write: the stage and download files are written with it.
+  const writeFile = fh.writeFile.bind(fh);
+  fh.writeFile = async (data, ...more) => {
+    reserve(typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength);
+    return writeFile(data, ...more);
   };
   return fh;
 };

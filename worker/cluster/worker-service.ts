@@ -14,7 +14,7 @@ import type { JsMsg, KV, NatsConnection, Subscription, Consumer } from 'nats';
 import { ArrowQuantError, ModelFormatError, serializeError } from '../../core/errors.js';
 import { packageVersion } from '../../core/package-info.js';
 import { readSafetensorsHeader } from '../../core/model/safetensors-reader.js';
-import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, isMeasureSubject, layerKey, refusalKey } from '../../core/cluster/names.js';
+import { CANCEL_ALL, TASK_STREAM, WORKER_CONSUMER, eventsSubject, failureKey, isMeasureSubject, layerKey, refusalKey } from '../../core/cluster/names.js';
 import { cancelMessageSchema, decodeMessage, encodeMessage, taskMessageSchema, type TaskMessage, type WorkerEvent, type WorkerInfo } from '../../core/cluster/messages.js';
 import { connectNats, type NatsOptions } from '../../core/cluster/nats-options.js';
 import { ensureTaskQueue, jobsBucket, taskQueueSettings, workersBucket } from '../../core/cluster/jetstream-setup.js';
@@ -25,6 +25,7 @@ import { LayerRunner } from '../layer-runner.js';
 import { encodeShardChunks } from '../../core/format/arrow-file.js';
 import { ThreadPool } from '../thread-pool.js';
 import { ShardClient } from './shard-client.js';
+import { ShardClients } from './shard-clients.js';
 import { ShardTransferError } from '../../core/grpc/errors.js';
 import type { WorkerLayerEvent } from './worker-metrics.js';
 import { heldJob, type HeldJob } from '../../core/cluster/job-lease-state.js';
@@ -58,8 +59,6 @@ export interface WorkerServiceOptions {
 }
 
 const HEARTBEAT_MS = 5_000;
-/** A gRPC channel to a coordinator unused for this long is closed. */
-const CLIENT_IDLE_MS = 10 * 60_000;
 /** How long a finished layer's upload is retried before the task is released. */
 const UPLOAD_RETRY_MS = 30_000;
 
@@ -72,7 +71,8 @@ export class WorkerService {
   private jobs!: KV;
   private consumer!: Consumer;
   private cancelSub!: Subscription;
-  private readonly clients = new Map<string, { client: ShardClient; used: number }>();
+  /** The worker's own TLS configuration decides the transport, whatever the task says. */
+  private readonly clients = new ShardClients((address) => new ShardClient(address, this.opts.grpcTls ?? null));
   private readonly cancelled = new Set<string>();
   private readonly roots: string[];
   private readonly headerCache = new Map<string, Map<string, { dataStart: number; byteLength: number; dtype: string; shape: number[] }>>();
@@ -202,13 +202,16 @@ export class WorkerService {
     const task = tm.task;
     if (msg.redelivered) this.opts.onLayer?.({ type: 'redelivered' });
     const tag = `layer ${task.layer_index} (${task.name.length > 200 ? `${task.name.slice(0, 200)}…` : task.name}) of job ${task.job_id}`;
-    if (this.cancelled.has(tm.run_id)) {
-      msg.term();
-      return;
-    }
     // Only a job some live coordinator holds is worked on; the address comes from its job state.
     const held = await this.liveJob(task.job_id, msg, tag);
     if (!held) return;
+    // The task is worked on for the run holding the job now: one left queued by an earlier run that
+    // was cancelled (or failed) is a rerun's work too, and only this run's cancel drops it.
+    const run = held.state.run_id ?? tm.run_id;
+    if (this.cancelled.has(run)) {
+      msg.term();
+      return;
+    }
     const coordinator = held.state.coordinator || tm.coordinator;
     if (await this.alreadyStaged(task)) {
       await msg.ackAck().catch(() => msg.ack());
@@ -231,7 +234,7 @@ export class WorkerService {
       if (local) {
         input = { ...task, file: local };
       } else if (tm.allow_download && this.opts.allowDownload) {
-        await this.clientFor(coordinator).download(task.job_id, task.layer_index, downloadFile, task.byte_length);
+        await this.clients.use(coordinator, (c) => c.download(task.job_id, task.layer_index, downloadFile, task.byte_length));
         input = { ...task, file: downloadFile, data_start: 0 };
       } else {
         const which = !tm.allow_download ? 'the job does not allow downloading' : 'this worker was not started with --allow-download';
@@ -247,11 +250,11 @@ export class WorkerService {
       let up: { duplicate: boolean };
       try {
         await previous;
-        if (this.cancelled.has(tm.run_id)) {
+        if (this.cancelled.has(run)) {
           msg.term();
           return;
         }
-        up = await this.uploadWithRetry(tm, coordinator, await encodeShardChunks(result.record), result.outcome.timings);
+        up = await this.uploadWithRetry(tm, run, coordinator, await encodeShardChunks(result.record), result.outcome.timings);
       } finally {
         result.release();
       }
@@ -318,7 +321,7 @@ export class WorkerService {
       ? { type: 'task_refused', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, reason: (e as Error).message }
       : { type: 'layer_failed', job_id: task.job_id, layer_index: task.layer_index, name: task.name, worker_id: this.id, final, error: serializeError(e) };
     if (final) await this.reportFinal(event);
-    else this.publishEvent(event);
+    else await this.reportRetry(event);
     if (final) msg.term();
     else msg.nak(1_000);
   }
@@ -343,6 +346,17 @@ export class WorkerService {
     const e = boundEvent(event);
     const ok = await bounded(this.jobs.put(refusalKey(e.job_id, e.layer_index), encodeMessage(e)), 5_000);
     if (!ok) this.log(`worker ${this.id}: could not record ${e.type} of layer ${e.layer_index} of job ${e.job_id} in the job state`);
+    this.publishEvent(e);
+  }
+
+  /**
+   * A failure to be retried is kept in the job state (the last one per layer, overwritten) before
+   * the task is released: when its deliveries run out, the coordinator's error says why.
+   */
+  private async reportRetry(event: WorkerEvent): Promise<void> {
+    const e = boundEvent(event);
+    const ok = await bounded(this.jobs.put(failureKey(e.job_id, e.layer_index), encodeMessage(e)), 5_000);
+    if (!ok) this.log(`worker ${this.id}: could not record the failure of layer ${e.layer_index} of job ${e.job_id} in the job state`);
     this.publishEvent(e);
   }
 
@@ -415,30 +429,11 @@ export class WorkerService {
     return fallback;
   }
 
-  /** The worker's own TLS configuration decides the transport, whatever the task says. */
-  private clientFor(address: string): ShardClient {
-    // Each job has its own coordinator address: channels unused for a while are closed.
-    const now = Date.now();
-    for (const [a, e] of this.clients) {
-      if (a !== address && now - e.used > CLIENT_IDLE_MS) {
-        e.client.close();
-        this.clients.delete(a);
-      }
-    }
-    let e = this.clients.get(address);
-    if (!e) {
-      e = { client: new ShardClient(address, this.opts.grpcTls ?? null), used: now };
-      this.clients.set(address, e);
-    }
-    e.used = now;
-    return e.client;
-  }
-
   /**
    * Upload, retrying transient failures for a while (the coordinator may be restarting) so that a
    * finished layer is not quantized again; the task stays alive meanwhile.
    */
-  private async uploadWithRetry(tm: TaskMessage, coordinator: string, shard: readonly Uint8Array[], t: Timings): Promise<{ duplicate: boolean }> {
+  private async uploadWithRetry(tm: TaskMessage, run: string, coordinator: string, shard: readonly Uint8Array[], t: Timings): Promise<{ duplicate: boolean }> {
     const header = {
       job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id,
       kernel: this.pool.kernel, threads: this.pool.size, read_ms: t.readMs, kernel_ms: t.kernelMs, hash_ms: t.hashMs, write_ms: t.writeMs,
@@ -446,10 +441,10 @@ export class WorkerService {
     const deadline = Date.now() + UPLOAD_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.clientFor(await this.coordinatorNow(tm, coordinator)).upload(header, shard);
+        return await this.clients.use(await this.coordinatorNow(tm, coordinator), (c) => c.upload(header, shard));
       } catch (e) {
         const retryable = e instanceof ShardTransferError && e.retryable;
-        if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(tm.run_id)) throw e;
+        if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(run)) throw e;
         if (attempt === 0) this.log(`worker ${this.id}: upload of layer ${tm.task.layer_index} of job ${tm.task.job_id} failed (${(e as Error).message}); retrying`);
         await new Promise((r) => setTimeout(r, Math.min(4_000, 250 * 2 ** attempt)));
       }
@@ -471,7 +466,7 @@ export class WorkerService {
     this.cancelSub?.unsubscribe();
     // NATS may be unreachable: nothing below waits on it for more than a few seconds.
     if (this.workers) await bounded(this.workers.delete(this.id.replace(/[^\w-]/g, '_')), 2_000);
-    for (const c of this.clients.values()) c.client.close();
+    this.clients.closeAll();
     await this.pool?.close();
     if (this.nc) await closeNats(this.nc);
     if (this.opts.ownWorkDir) rmSync(this.opts.workDir, { recursive: true, force: true });
