@@ -2,7 +2,7 @@
 // also a per-core rate) and kept in .bench/ next to the model, keyed by the job id.
 
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { dataRangeIn, digestChunks } from '../core/format/shard-digest.js';
 import { join } from 'node:path';
 import { packageRoot } from '../core/package-info.js';
 import { encodeShardChunks } from '../core/format/arrow-file.js';
@@ -57,10 +57,9 @@ export async function quantizeAll(
       bytesIn += task.byte_length;
       try {
         const chunks = await encodeShardChunks(result.record);
-        const hash = createHash('sha256');
-        let size = 0;
-        for (const c of chunks) (hash.update(c), (size += c.byteLength));
-        layers.push({ index: task.layer_index, plan_hash: task.plan_hash, size, sha256: hash.digest('hex'), file: keep(task.layer_index, chunks) });
+        const size = chunks.reduce((s, c) => s + c.byteLength, 0);
+        const range = dataRangeIn(chunks, result.record.data)!;
+        layers.push({ index: task.layer_index, plan_hash: task.plan_hash, size, sha256: digestChunks(chunks, range), file: keep(task.layer_index, chunks) });
       } finally {
         result.release();
       }

@@ -2,7 +2,7 @@
 // "a layer counts as done only if its bytes are where this run's merge reads them"), against a
 // real nats-server, real worker and coordinator processes.
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { createHash } from 'node:crypto';
+import { digestShard } from '../core/format/shard-digest.js';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect, type JsMsg, type NatsConnection } from 'nats';
@@ -144,13 +144,13 @@ describe('cluster shards', () => {
     const bytes = readFileSync(shard);
     bytes[bytes.length - 100] = bytes[bytes.length - 100]! ^ 0xff;
     writeFileSync(shard, bytes);
-    const sha = createHash('sha256').update(bytes).digest('hex');
+    const sha = digestShard(bytes).sha256;
     // without the partial output the stage files are all there is (else layers already copied
     // into it would count as written there, whatever their stage file holds)
     for (const f of readdirSync(dir).filter((n) => n.startsWith('.bad-stage.arrow.') && n.endsWith('.partial'))) rmSync(join(dir, f));
 
     const second = coordinator(slowModel, out, ['--refine', 'search', '--data', data]);
-    await second.waitFor(new RegExp(`staged shard of layer ${layer} is not usable \\(its SHA-256 ${sha} is not the recorded [0-9a-f]{64}\\); it will be redone`));
+    await second.waitFor(new RegExp(`staged shard of layer ${layer} is not usable \\(its digest ${sha} is not the recorded [0-9a-f]{64}\\); it will be redone`));
     expect(await exitWithin(second, 'the resumed coordinator'), second.err()).toBe(0);
     expect(Buffer.compare(readFileSync(out), slowLocal)).toBe(0);
     const s = JSON.parse(second.out());

@@ -6,6 +6,7 @@ import { credentials, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ShardServer, shardPath, type ShardLayerSource, type StagedShard, type UploadOutcome } from '../coordinator/cluster/shard-server.js';
 import { encodeShard, frameShard } from '../core/format/arrow-file.js';
+import { digestChunks, digestShard, type DataRange } from '../core/format/shard-digest.js';
 import type { LayerRecord } from '../core/format/layer-schema.js';
 import { ShardFileError, ShardTransferError, TlsConfigError } from '../core/grpc/errors.js';
 import { GRPC_MESSAGE_LIMITS, MAX_CHUNK_BYTES, grpcServices, type HealthCheckResponse, type UploadShardRequest, type UploadShardResponse } from '../core/grpc/proto.js';
@@ -56,10 +57,14 @@ function record(i: number, dataBytes: number): LayerRecord {
 }
 
 /** A shard for layer `i` (its content may claim another layer): its bytes and SHA-256. */
-function shardOf(i: number, dataBytes = 4096, contentLayer = i): { bytes: Buffer; sha256: string } {
+function shardOf(i: number, dataBytes = 4096, contentLayer = i): { bytes: Buffer; sha256: string; range: DataRange } {
   const bytes = Buffer.from(encodeShard(record(contentLayer, dataBytes)));
-  return { bytes, sha256: createHash('sha256').update(bytes).digest('hex') };
+  const { sha256, range } = digestShard(bytes);
+  return { bytes, sha256, range };
 }
+
+/** The digest fields of an upload header for `shard` (as ShardClient sends them). */
+const digestOf = (shard: { sha256: string; range: DataRange }) => ({ sha256: shard.sha256, data_offset: shard.range.offset, data_length: shard.range.length });
 
 const header = (i: number, extra: Partial<{ job_id: string; plan_hash: string }> = {}) => ({ job_id: JOB, layer_index: i, plan_hash: PLAN, worker_id: 'w1', ...extra });
 
@@ -251,16 +256,30 @@ describe('grpc shards', () => {
 
   test('grpc shards - a wrong declared SHA-256 is DATA_LOSS and nothing is staged', async () => {
     const shard = shardOf(1, 2 * MiB);
-    const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256: 'ab'.repeat(32) } }, ...chunks(shard.bytes)]);
-    expectStatus(res, 'DATA_LOSS', new RegExp(`have SHA-256 ${shard.sha256}, the header declared ${'ab'.repeat(32)}`));
+    const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, ...digestOf(shard), sha256: 'ab'.repeat(32) } }, ...chunks(shard.bytes)]);
+    expectStatus(res, 'DATA_LOSS', new RegExp(`have digest ${shard.sha256}, the header declared ${'ab'.repeat(32)}`));
     expect(stagedNames()).toEqual(['0.shard']);
     expect(leftovers()).toEqual([]);
     expect(staged).toHaveLength(1);
   });
 
+  test('grpc shards - a header whose data range is not the shard\'s data is DATA_LOSS, even with the digest that range gives', async () => {
+    const shard = shardOf(1, 2 * MiB);
+    // a digest honestly computed over a range that is not the data buffer: the bytes arrive intact,
+    // but the data's hash would come from the wrong bytes
+    const lying = { offset: shard.range.offset + 8, length: shard.range.length - 8 };
+    const sha256 = digestChunks([shard.bytes], lying);
+    const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256, data_offset: lying.offset, data_length: lying.length } }, ...chunks(shard.bytes)]);
+    expectStatus(res, 'DATA_LOSS', new RegExp(`the header puts the data at \\[${lying.offset}, ${lying.offset + lying.length}\\); the shard's data is \\[${shard.range.offset}, ${shard.range.offset + shard.range.length}\\)`));
+    const outside = await rawUpload([{ header: { ...header(1), size: 100, sha256: 'ab'.repeat(32), data_offset: 90, data_length: 20 } }]);
+    expectStatus(outside, 'INVALID_ARGUMENT', /data range \[90, 110\) is not within the shard's 100 bytes/);
+    expect(stagedNames()).toEqual(['0.shard']);
+    expect(leftovers()).toEqual([]);
+  });
+
   test('grpc shards - a stream shorter than the declared size is DATA_LOSS', async () => {
     const shard = shardOf(1, 2 * MiB);
-    const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length + 10, sha256: shard.sha256 } }, ...chunks(shard.bytes)]);
+    const res = await rawUpload([{ header: { ...header(1), size: shard.bytes.length + 10, ...digestOf(shard) } }, ...chunks(shard.bytes)]);
     expectStatus(res, 'DATA_LOSS', new RegExp(`received ${shard.bytes.length} bytes, the header declared ${shard.bytes.length + 10}`));
     expect(stagedNames()).toEqual(['0.shard']);
     expect(leftovers()).toEqual([]);
@@ -300,7 +319,7 @@ describe('grpc shards', () => {
 
   test('grpc shards - a chunk over 1 MiB or a missing header is INVALID_ARGUMENT', async () => {
     const shard = shardOf(1, 2 * MiB);
-    const big = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, sha256: shard.sha256 } }, ...chunks(shard.bytes, MAX_CHUNK_BYTES + 1)]);
+    const big = await rawUpload([{ header: { ...header(1), size: shard.bytes.length, ...digestOf(shard) } }, ...chunks(shard.bytes, MAX_CHUNK_BYTES + 1)]);
     expectStatus(big, 'INVALID_ARGUMENT', new RegExp(`chunk 1 holds ${MAX_CHUNK_BYTES + 1} bytes, more than the ${MAX_CHUNK_BYTES} allowed`));
     const headless = await rawUpload(chunks(shard.bytes));
     expectStatus(headless, 'INVALID_ARGUMENT', /first message of an upload must carry the header/);
@@ -413,7 +432,7 @@ describe('grpc shards', () => {
       const call = raw.UploadShard({}, () => undefined);
       call.on('error', () => undefined);
       const holding = once(limited, 'upload');
-      call.write({ header: { ...header(12), size: held.bytes.length, sha256: held.sha256 } });
+      call.write({ header: { ...header(12), size: held.bytes.length, ...digestOf(held) } });
       call.write(chunks(held.bytes)[0]!);
       await new Promise<void>((resolve) => {
         const poll = () => (lookups.includes(12) ? resolve() : setImmediate(poll));
@@ -438,7 +457,7 @@ describe('grpc shards', () => {
     const headerRead = new Promise<void>((resolve) => (onLookup = (i) => i === 6 && resolve()));
     const call = raw.UploadShard({}, () => undefined);
     call.on('error', () => undefined);
-    call.write({ header: { ...header(6), size: shard.bytes.length, sha256: shard.sha256 } });
+    call.write({ header: { ...header(6), size: shard.bytes.length, ...digestOf(shard) } });
     call.write(chunks(shard.bytes)[0]!);
     await headerRead;
     onLookup = null;

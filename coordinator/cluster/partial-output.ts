@@ -3,11 +3,10 @@
 // write) before the job state records it; others are written there from memory or their stage
 // file at their turn. So a coordinator that crashes and is started again walks the partial file
 // from its first layer: each layer the job state records whose bytes are there (the recorded
-// SHA-256 of the shard they make) and that the plan produces counts as written; the file is cut
+// digest of the shard they make) and that the plan produces counts as written; the file is cut
 // after the last one. (A layer can only be written directly once every layer before it is
 // written, so nothing after that point is lost that has no stage file.)
 
-import { createHash } from 'node:crypto';
 import { closeSync, existsSync, fstatSync, openSync, readSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import type { KV } from 'nats';
@@ -15,6 +14,7 @@ import { layerKey } from '../../core/cluster/names.js';
 import { decodeMessage, stagedLayerSchema, type StagedLayer } from '../../core/cluster/messages.js';
 import { decodeShard, outputHeaderBytes, shardFramingBytes, shardOfBatchMessage } from '../../core/format/arrow-file.js';
 import type { LayerRecord } from '../../core/format/layer-schema.js';
+import { digestShard } from '../../core/format/shard-digest.js';
 import { reservation, type PreparedJob } from '../job.js';
 import { checkShardRecord } from './shard-check.js';
 
@@ -61,14 +61,14 @@ export async function resumePartialOutput(job: PreparedJob, kv: KV, log: (l: str
       const batch = Buffer.allocUnsafe(length);
       if (readSync(fd, batch, 0, length, offset) !== length) break;
       const shard = shardOfBatchMessage(batch);
-      const sha = createHash('sha256').update(shard).digest('hex');
+      const { sha256: sha, dataSha256 } = digestShard(shard);
       if (sha !== rec.sha256) {
-        log(`coordinator: layer ${task.layer_index} in ${path} has SHA-256 ${sha}, not the recorded ${rec.sha256}; it and the layers after it will be redone`);
+        log(`coordinator: layer ${task.layer_index} in ${path} has digest ${sha}, not the recorded ${rec.sha256}; it and the layers after it will be redone`);
         break;
       }
       try {
         const d = decodeShard(shard, `layer ${task.layer_index} in ${path}`);
-        checkShardRecord(d.record, task);
+        checkShardRecord(d.record, task, dataSha256);
         found.records.push(d.record);
         found.blocks.push({ metaDataLength: d.metaDataLength, bodyLength: d.bodyLength, offset });
         found.hashes.push(rec.sha256);

@@ -49,8 +49,11 @@ export function maxShardBytes(task: LayerTask): number {
   return FRAMING_BYTES + strings + codesAndParams + extras;
 }
 
-/** Throws ShardMismatchError naming the first field of `r` that the plan would not produce for `task`. */
-export function checkShardRecord(r: LayerRecord, task: LayerTask): void {
+/**
+ * Throws ShardMismatchError naming the first field of `r` that the plan would not produce for
+ * `task`. `dataSha256`: the SHA-256 of `r.data` when the caller has already computed it.
+ */
+export function checkShardRecord(r: LayerRecord, task: LayerTask, dataSha256?: string): void {
   const at = `shard of layer ${task.layer_index} (${task.name})`;
   const fail = (field: string, got: unknown, want: unknown): never => {
     throw new ShardMismatchError(`${at}: ${field} is ${JSON.stringify(got)}, the job's plan gives ${want}`, task.name, field);
@@ -96,6 +99,6 @@ export function checkShardRecord(r: LayerRecord, task: LayerTask): void {
       g?.map((x) => [x.t_start, x.t_end, Math.fround(x.scale), Math.fround(x.zero_point)]) ?? null;
     same('time_group_params', tg(r.time_group_params), tg(task.time_group_params));
   }
-  const sha = createHash('sha256').update(r.data).digest('hex');
+  const sha = dataSha256 ?? createHash('sha256').update(r.data).digest('hex');
   if (sha !== r.data_sha256) fail('data_sha256', r.data_sha256, `the SHA-256 of its data, ${sha}`);
 }

@@ -83,7 +83,7 @@ export class ShardIntake implements ShardJobHandle {
     const t = this.job.tasks[i];
     return t && {
       planHash: t.plan_hash, name: t.name, file: t.file, dataStart: t.data_start, byteLength: t.byte_length,
-      maxShardBytes: maxShardBytes(t), check: (r) => checkShardRecord(r, t),
+      maxShardBytes: maxShardBytes(t), check: (r, dataSha256) => checkShardRecord(r, t, dataSha256),
     };
   }
 

@@ -15,7 +15,7 @@
 // the output, or handed to the job; every rejection, cancellation or failure removes the
 // temporary file, so the stage directory only ever holds complete, verified shards.
 
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
@@ -23,6 +23,7 @@ import { join } from 'node:path';
 import { status as Status, type Server, type ServerReadableStream, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
 import { FormatError, type OutputError } from '../../core/errors.js';
 import { decodeShard, frameShard, type ShardFrame } from '../../core/format/arrow-file.js';
+import { ShardDigest, dataRangeIn, digestShard, type DataRange } from '../../core/format/shard-digest.js';
 import type { LayerRecord } from '../../core/format/layer-schema.js';
 import { statusName } from '../../core/grpc/errors.js';
 import { HealthService } from '../../core/grpc/health.js';
@@ -54,8 +55,8 @@ export interface ShardLayerSource {
   byteLength: number;
   /** the largest shard the plan allows for the layer: a header declaring more is refused at once */
   maxShardBytes: number;
-  /** throws (with a message naming the field) when the decoded row is not what the plan produces */
-  check(record: LayerRecord): void;
+  /** throws (with a message naming the field) when the decoded row is not what the plan produces; `dataSha256`: its data's SHA-256, already computed */
+  check(record: LayerRecord, dataSha256?: string): void;
 }
 
 /** What the uploading worker says made the shard (informational, bounded by checkHeader). */
@@ -447,7 +448,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       let frame: ShardFrame | null = null;
       let upTo = 0; // shard bytes before this are written (or are not part of the batch message)
       const queue = new WriteQueue();
-      await this.receiveChunks(u, async (chunk, offset) => {
+      const dataSha256 = await this.receiveChunks(u, async (chunk, offset) => {
         buffer.set(chunk, offset);
         const received = offset + chunk.byteLength;
         frame ??= frameOf(buffer.subarray(0, received), header, received === header.size);
@@ -461,7 +462,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
         upTo = received;
       });
       await queue.drain();
-      const shard = checkShard(buffer, header, u.layer);
+      const shard = checkShard(buffer, header, u.layer, dataSha256);
       return this.stageLocked(header, handle, null, shard, u.progress.receivedBytes, null);
     });
   }
@@ -473,7 +474,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
     let fh: FileHandle | null = await open(tmp, 'wx');
     try {
       const queue = new WriteQueue();
-      await this.receiveChunks(u, async (chunk, offset) => {
+      const dataSha256 = await this.receiveChunks(u, async (chunk, offset) => {
         buffer?.set(chunk, offset);
         await queue.push(() => writeAll(fh!, chunk, offset));
       });
@@ -484,7 +485,9 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       fh = null;
       // Without room in the window the shard is read back once, to be checked, and then dropped;
       // one at a time, so that beyond the window memory grows by one shard at most.
-      const shard = buffer ? checkShard(buffer, header, u.layer) : await this.withLock('read-back', async () => checkShard(await readFile(tmp), header, u.layer));
+      const shard = buffer
+        ? checkShard(buffer, header, u.layer, dataSha256)
+        : await this.withLock('read-back', async () => checkShard(await readFile(tmp), header, u.layer, dataSha256));
       return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stageLocked(header, handle, tmp, shard, u.progress.receivedBytes, buffer));
     } finally {
       await fh?.close().catch(() => undefined);
@@ -492,11 +495,14 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
     }
   }
 
-  /** Every chunk after the header, in order, checked, counted and hashed, to `take`; then the size and SHA-256 are checked. */
-  private async receiveChunks(u: Upload, take: (chunk: Uint8Array, offset: number) => Promise<void>): Promise<void> {
+  /**
+   * Every chunk after the header, in order, checked, counted and hashed, to `take`; then the size
+   * and digest are checked. Returns the data buffer's SHA-256 (part of the digest).
+   */
+  private async receiveChunks(u: Upload, take: (chunk: Uint8Array, offset: number) => Promise<void>): Promise<string> {
     const { header, progress } = u;
     const at = where(header);
-    const hash = createHash('sha256');
+    const hash = new ShardDigest(header.size, dataRangeOf(header));
     for (let n = 1; ; n++) {
       const msg = await this.nextMessage(u.messages, u.isCancelled, at);
       if (msg === null) break;
@@ -519,8 +525,9 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
     if (progress.receivedBytes !== header.size) {
       throw new Rejection(Status.DATA_LOSS, `${at}: received ${progress.receivedBytes} bytes, the header declared ${header.size}`);
     }
-    const sha256 = hash.digest('hex');
-    if (sha256 !== header.sha256) throw new Rejection(Status.DATA_LOSS, `${at}: the received bytes have SHA-256 ${sha256}, the header declared ${header.sha256}`);
+    const sha256 = hash.digest();
+    if (sha256 !== header.sha256) throw new Rejection(Status.DATA_LOSS, `${at}: the received bytes have digest ${sha256}, the header declared ${header.sha256}`);
+    return hash.dataSha256();
   }
 
   /** Under the layer's lock: duplicate, conflict, or rename into place and tell the job. */
@@ -558,14 +565,14 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
   private async stagedHash(jobId: string, handle: ShardJobHandle, index: number): Promise<string | undefined> {
     const known = this.hashesOf(jobId).get(index) ?? handle.recordedHash(index);
     if (known !== undefined) return known;
-    const hash = createHash('sha256');
+    let bytes: Buffer;
     try {
-      for await (const buf of createReadStream(shardPath(handle.stageDir, index))) hash.update(buf as Buffer);
+      bytes = await readFile(shardPath(handle.stageDir, index));
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;
     }
-    const sha = hash.digest('hex');
+    const sha = digestShard(bytes).sha256;
     if (this.jobs.get(jobId) === handle) this.hashesOf(jobId).set(index, sha);
     return sha;
   }
@@ -669,6 +676,10 @@ function checkHeader(h: ShardHeader): ShardHeader {
   if (!h.worker_id) bad('worker_id is empty');
   if (!SHA256_HEX.test(h.sha256)) bad(`sha256 "${h.sha256}" is not 64 lowercase hex digits`);
   if (!Number.isSafeInteger(h.size) || h.size <= 0) bad(`size ${h.size} is not a positive byte count`);
+  const { offset, length } = dataRangeOf(h);
+  if (!Number.isSafeInteger(offset) || !Number.isSafeInteger(length) || offset < 0 || length < 0 || offset + length > h.size) {
+    bad(`data range [${offset}, ${offset + length}) is not within the shard's ${h.size} bytes`);
+  }
   if ((h.kernel ?? '').length > 64) bad(`kernel is ${h.kernel!.length} characters, at most 64 allowed`);
   if (!Number.isSafeInteger(h.threads ?? 0) || (h.threads ?? 0) > 65_536) bad(`threads ${h.threads} is not a thread count`);
   for (const f of ['read_ms', 'kernel_ms', 'hash_ms', 'write_ms'] as const) {
@@ -682,7 +693,7 @@ function checkHeader(h: ShardHeader): ShardHeader {
  * Decodes the uploaded bytes and checks they are the layer the header names (DATA_LOSS otherwise)
  * and exactly what the plan produces for it (FAILED_PRECONDITION otherwise).
  */
-function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource): CheckedShard {
+function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource, dataSha256: string): CheckedShard {
   const expectedName = layer.name;
   const at = where(h);
   let record: LayerRecord;
@@ -701,8 +712,15 @@ function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource):
       `${at}: the shard holds layer ${record.layer_index} "${record.layer_name}", expected layer ${h.layer_index} "${expectedName}"`,
     );
   }
+  // the digest took the data's hash from the range the header declared: it must be the data's
+  const range = dataRangeOf(h);
+  const actual = dataRangeIn([bytes], record.data);
+  if (!actual || actual.offset !== range.offset || actual.length !== range.length) {
+    const found = actual ? `[${actual.offset}, ${actual.offset + actual.length})` : 'not in its bytes';
+    throw new Rejection(Status.DATA_LOSS, `${at}: the header puts the data at [${range.offset}, ${range.offset + range.length}); the shard's data is ${found}`);
+  }
   try {
-    layer.check(record);
+    layer.check(record, dataSha256);
   } catch (e) {
     throw new Rejection(Status.FAILED_PRECONDITION, `${at}: the shard does not match the job's plan: ${(e as Error).message}`);
   }
@@ -713,6 +731,8 @@ function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource):
  * The shard's framing from its first `received` bytes, or null while too few have arrived to tell
  * (`all`: none more will). A shard whose framing is bad is rejected at once.
  */
+const dataRangeOf = (h: ShardHeader): DataRange => ({ offset: h.data_offset ?? 0, length: h.data_length ?? 0 });
+
 function frameOf(head: Uint8Array, h: ShardHeader, all: boolean): ShardFrame | null {
   try {
     return frameShard(head, h.size, `shard of layer ${h.layer_index}`);

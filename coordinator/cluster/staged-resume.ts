@@ -1,7 +1,7 @@
 // A restarted coordinator's stage directory against the job state: which staged shards count as
 // done (here, matching the recorded hash, exactly what the plan produces) and which are redone.
 
-import { createHash } from 'node:crypto';
+import { digestShard } from '../../core/format/shard-digest.js';
 import { existsSync, readFileSync, rmSync } from 'node:fs';
 import type { KV } from 'nats';
 import { decodeShard } from '../../core/format/arrow-file.js';
@@ -61,11 +61,11 @@ function recordedHash(value: Uint8Array): string {
 function staleReason(job: PreparedJob, task: LayerTask, path: string, recorded: string, finished: Map<number, FinishedLayer>): string | null {
   if (!existsSync(path)) return 'missing';
   const bytes = readFileSync(path);
-  const sha = createHash('sha256').update(bytes).digest('hex');
-  if (sha !== recorded) return `its SHA-256 ${sha} is not the recorded ${recorded || '(unreadable record)'}`;
+  const { sha256: sha, dataSha256 } = digestShard(bytes);
+  if (sha !== recorded) return `its digest ${sha} is not the recorded ${recorded || '(unreadable record)'}`;
   try {
     const record = decodeShard(bytes, `staged shard of layer ${task.layer_index}`).record;
-    checkShardRecord(record, task);
+    checkShardRecord(record, task, dataSha256);
     finished.set(task.layer_index, finishedFromRecord(job, record));
     return null;
   } catch (e) {

@@ -50,6 +50,9 @@ export interface ShardHeader {
   kernel_ms?: number;
   hash_ms?: number;
   write_ms?: number;
+  /** where the data buffer lies in the shard (core/format/shard-digest.ts); 0 / 0 from a shard that does not decode */
+  data_offset?: number;
+  data_length?: number;
 }
 
 export type UploadShardRequest =

@@ -5,7 +5,8 @@
 // Every failure is a ShardTransferError (the call's status, the peer) or a ShardFileError
 // (the local file).
 
-import { createHash, randomUUID } from 'node:crypto';
+import { randomUUID } from 'node:crypto';
+import { ShardDigest, dataRangeIn, digestShard, type DataRange } from '../../core/format/shard-digest.js';
 import { Readable } from 'node:stream';
 import { open, rename, rm, type FileHandle } from 'node:fs/promises';
 import { getClientChannel, status as Status, type ClientReadableStream, type ClientWritableStream } from '@grpc/grpc-js';
@@ -48,13 +49,17 @@ export class ShardClient {
   }
 
   /**
-   * Uploads a shard — its bytes as consecutive chunks in memory (size and SHA-256 computed here) —
-   * for the layer of `header`. `duplicate` is true when the coordinator already had exactly this
-   * shard.
+   * Uploads a shard — its bytes as consecutive chunks in memory (size and digest computed here) —
+   * for the layer of `header`. `data` is the record's data buffer among the chunks (a view, as the
+   * encoder gives it) with its SHA-256, so that only the other bytes are hashed here; without it
+   * the shard is decoded to find its data. `duplicate` is true when the coordinator already had
+   * exactly this shard.
    */
-  async upload(header: UploadHeader, shard: readonly Uint8Array[]): Promise<{ duplicate: boolean; receivedBytes: number }> {
+  async upload(
+    header: UploadHeader, shard: readonly Uint8Array[], data?: { bytes: Uint8Array; sha256: string },
+  ): Promise<{ duplicate: boolean; receivedBytes: number }> {
     const action = `upload of layer ${header.layer_index} of job "${header.job_id}"`;
-    const { size, sha256 } = digestChunks(shard);
+    const { size, sha256, range } = uploadDigest(shard, data);
     let call!: ClientWritableStream<UploadShardRequest>;
     const answer = new Promise<UploadShardResponse>((resolve, reject) => {
       call = this.client.UploadShard({ deadline: this.deadline(size) }, (err, res) => (err ? reject(err) : resolve(res!)));
@@ -64,7 +69,7 @@ export class ShardClient {
     void answer.finally(() => (finished = true)).catch(() => undefined);
     const source = Readable.from(sliceChunks(shard));
     try {
-      call.write({ header: { ...header, size, sha256 } });
+      call.write({ header: { ...header, size, sha256, data_offset: range.offset, data_length: range.length } });
       for await (const chunk of source) {
         if (finished) break; // the coordinator has answered (a rejection): stop sending
         if (!call.write({ chunk: chunk as Buffer })) await Promise.race([onceDrained(call), answer.then(() => undefined, () => undefined)]);
@@ -172,14 +177,18 @@ export class ShardClient {
   }
 }
 
-function digestChunks(chunks: readonly Uint8Array[]): { size: number; sha256: string } {
-  const hash = createHash('sha256');
-  let size = 0;
-  for (const c of chunks) {
-    hash.update(c);
-    size += c.byteLength;
+/** The shard's size, digest and data range: from the known data buffer and its hash, else by decoding the shard. */
+function uploadDigest(chunks: readonly Uint8Array[], data?: { bytes: Uint8Array; sha256: string }): { size: number; sha256: string; range: DataRange } {
+  const size = chunks.reduce((s, c) => s + c.byteLength, 0);
+  const range = data ? dataRangeIn(chunks, data.bytes) : null;
+  if (!range) {
+    const { sha256, range: found } = digestShard(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    return { size, sha256, range: found };
   }
-  return { size, sha256: hash.digest('hex') };
+  // the data's bytes are not hashed again: its SHA-256 is the one the threads computed
+  const d = new ShardDigest(size, range, data!.sha256);
+  for (const c of chunks) d.update(c);
+  return { size, sha256: d.digest(), range };
 }
 
 /** In-memory shard bytes as messages of at most MAX_CHUNK_BYTES (views, no copies). */

@@ -254,7 +254,9 @@ export class WorkerService {
           msg.term();
           return;
         }
-        up = await this.uploadWithRetry(tm, run, coordinator, await encodeShardChunks(result.record), result.outcome.timings);
+        // the data's SHA-256 is the one the threads computed: the upload digest hashes only the rest
+        const data = { bytes: result.record.data, sha256: result.record.data_sha256 };
+        up = await this.uploadWithRetry(tm, run, coordinator, await encodeShardChunks(result.record), data, result.outcome.timings);
       } finally {
         result.release();
       }
@@ -433,7 +435,9 @@ export class WorkerService {
    * Upload, retrying transient failures for a while (the coordinator may be restarting) so that a
    * finished layer is not quantized again; the task stays alive meanwhile.
    */
-  private async uploadWithRetry(tm: TaskMessage, run: string, coordinator: string, shard: readonly Uint8Array[], t: Timings): Promise<{ duplicate: boolean }> {
+  private async uploadWithRetry(
+    tm: TaskMessage, run: string, coordinator: string, shard: readonly Uint8Array[], data: { bytes: Uint8Array; sha256: string }, t: Timings,
+  ): Promise<{ duplicate: boolean }> {
     const header = {
       job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id,
       kernel: this.pool.kernel, threads: this.pool.size, read_ms: t.readMs, kernel_ms: t.kernelMs, hash_ms: t.hashMs, write_ms: t.writeMs,
@@ -441,7 +445,7 @@ export class WorkerService {
     const deadline = Date.now() + UPLOAD_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.clients.use(await this.coordinatorNow(tm, coordinator), (c) => c.upload(header, shard));
+        return await this.clients.use(await this.coordinatorNow(tm, coordinator), (c) => c.upload(header, shard, data));
       } catch (e) {
         const retryable = e instanceof ShardTransferError && e.retryable;
         if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(run)) throw e;
