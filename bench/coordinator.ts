@@ -15,7 +15,7 @@
 // AQ_BENCH_SMALL=1 uses the ~0.5 GB model instead. JSON on stdout.
 
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, statSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { tmpdir, loadavg } from 'node:os';
 import { resolveConfig } from '../core/config/load.js';
@@ -67,12 +67,31 @@ async function coordinatorRun(model: string, set: ShardSet, dir: string, windowM
     const r = c.resources();
     const summary = JSON.parse(c.stdout) as { shards_written_directly?: number; shards_from_memory?: number; shards_from_stage_files?: number };
     return {
-      reorder_window_mb: windowMb, cpu_s: r.cpu_s, user_s: r.user_s, system_s: r.system_s, wall_s: round(wall), peak_rss_mb: r.peak_rss_mb, output_bytes: statSync(out).size,
+      reorder_window_mb: windowMb, cpu_s: r.cpu_s, user_s: r.user_s, system_s: r.system_s, wall_s: round(wall), peak_rss_mb: r.peak_rss_mb, output_bytes: outputBytes(out),
       shards_written_directly: summary.shards_written_directly ?? 'n/a', shards_from_memory: summary.shards_from_memory ?? 'n/a', shards_from_stage_files: summary.shards_from_stage_files ?? 'n/a',
     };
   } finally {
     await nats.stop();
   }
+}
+
+/** Write `bytes` into a scratch file and remove it: its page-cache pages are there for the next writer. */
+function touchPages(file: string, bytes: number): void {
+  const fd = openSync(file, 'w');
+  const block = Buffer.alloc(1 << 20, 1);
+  try {
+    for (let done = 0; done < bytes; done += block.length) writeSync(fd, block);
+  } finally {
+    closeSync(fd);
+    rmSync(file);
+  }
+}
+
+/** The size of a run's output, which is then removed (its pages are freed for the next run). */
+function outputBytes(file: string): number {
+  const size = statSync(file).size;
+  rmSync(file);
+  return size;
 }
 
 /**
@@ -92,6 +111,7 @@ async function sinkRun(name: string, args: string[], ready: string, mode: 'grpc'
   const wall = (performance.now() - t0) / 1000;
   const r = JSON.parse(sink.stdout.trim().split('\n').pop()!) as { user_s: number; system_s: number; peak_rss_mb: number; bytes: number };
   if (r.bytes !== set.shard_bytes) throw new Error(`${name} received ${r.bytes} bytes, expected ${set.shard_bytes}`);
+  outputBytes(args[0]!);
   return { cpu_s: round(r.user_s + r.system_s), user_s: round(r.user_s), system_s: round(r.system_s), wall_s: round(wall), peak_rss_mb: r.peak_rss_mb };
 }
 
@@ -111,6 +131,10 @@ async function main(): Promise<void> {
 
   const dir = mkdtempSync(join(tmpdir(), 'aq-bench-coord-'));
   try {
+    // Every run writes the same bytes into page-cache pages that the one before freed: on a VM a
+    // never-touched page costs the writer several times its copy, which would be charged to
+    // whichever run came first.
+    touchPages(join(dir, 'warm.bin'), set.shard_bytes);
     const coordinator = await coordinatorRun(model, set, dir, Number(process.env.AQ_BENCH_WINDOW_MB ?? 256));
     // the same job with a small window: peak RSS follows the window, not the shard sizes
     const smallWindow = process.env.AQ_BENCH_COORDINATOR_CLI ? coordinator : await coordinatorRun(model, set, dir, 16);

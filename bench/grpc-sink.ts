@@ -10,6 +10,7 @@ import { open, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { tmpdir } from 'node:os';
 import { ShardServer } from '../coordinator/cluster/shard-server.js';
+import { ReorderWindow } from '../coordinator/cluster/reorder-window.js';
 import { decodeShard } from '../core/format/arrow-file.js';
 import { peakRssMb } from './resource-report.js';
 import type { ShardSet } from './shard-set.js';
@@ -21,6 +22,7 @@ async function main(): Promise<void> {
   const fh = await open(file, 'w');
   const stageDir = join(tmpdir(), `aq-grpc-sink-${process.pid}`); // never written (every shard is direct), but made per upload
   const server = new ShardServer({ orderWaitMs: 600_000, orderGapMs: 600_000 }); // strictly in order: every shard direct
+  const window = new ReorderWindow(256 << 20);
   let next = 0;
   let offset = 0;
   let staged = 0;
@@ -37,8 +39,9 @@ async function main(): Promise<void> {
       const l = layers.get(i);
       return l && { planHash: l.plan_hash, name: l.name, file: '', dataStart: 0, byteLength: 0, maxShardBytes: l.size, check: () => undefined };
     },
-    reserveMemory: (bytes) => new Uint8Array(bytes),
-    releaseMemory: () => undefined,
+    // reused buffers, as the coordinator's reorder window gives them (a fresh one per shard costs page faults and GC)
+    reserveMemory: (bytes) => window.tryReserve(bytes),
+    releaseMemory: (buffer) => window.release(buffer),
     recordedHash: () => undefined,
     nextLayer: () => next,
     directWriter: (i) => (i === next ? { write: (bytes, at) => fh.write(bytes, 0, bytes.byteLength, offset + at).then(() => undefined) } : null),

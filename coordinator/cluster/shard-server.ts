@@ -483,11 +483,12 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       // crash a resumed job re-checks every staged shard against the hash the job state recorded.
       await fh.close();
       fh = null;
-      // Without room in the window the shard is read back once, to be checked, and then dropped;
-      // one at a time, so that beyond the window memory grows by one shard at most.
+      // Without room in the window the shard is read back, to be checked, and then dropped — all
+      // but its data, whose hash was taken as it streamed in (readSkeleton): memory beyond the
+      // window grows by the small buffers of one shard at a time.
       const shard = buffer
         ? checkShard(buffer, header, u.layer, dataSha256)
-        : await this.withLock('read-back', async () => checkShard(await readFile(tmp), header, u.layer, dataSha256));
+        : await this.withLock('read-back', async () => checkShard(await readSkeleton(tmp, header), header, u.layer, dataSha256));
       return await this.withLock(`${header.job_id}/${header.layer_index}`, () => this.stageLocked(header, handle, tmp, shard, u.progress.receivedBytes, buffer));
     } finally {
       await fh?.close().catch(() => undefined);
@@ -732,6 +733,28 @@ function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource, 
  * (`all`: none more will). A shard whose framing is bad is rejected at once.
  */
 const dataRangeOf = (h: ShardHeader): DataRange => ({ offset: h.data_offset ?? 0, length: h.data_length ?? 0 });
+
+/**
+ * A received shard's bytes from its file, but for its data: that range stays zero and is never
+ * touched, so it takes no memory (a zero-filled allocation is not resident until written).
+ */
+async function readSkeleton(path: string, h: ShardHeader): Promise<Buffer> {
+  const { offset, length } = dataRangeOf(h);
+  const bytes = Buffer.alloc(h.size);
+  const fh = await open(path, 'r');
+  try {
+    for (const [from, to] of [[0, offset], [offset + length, h.size]] as const) {
+      for (let at = from; at < to; ) {
+        const { bytesRead } = await fh.read(bytes, at, to - at, at);
+        if (bytesRead === 0) throw new Error(`${path} ends at byte ${at}, before the ${h.size} received`);
+        at += bytesRead;
+      }
+    }
+  } finally {
+    await fh.close();
+  }
+  return bytes;
+}
 
 function frameOf(head: Uint8Array, h: ShardHeader, all: boolean): ShardFrame | null {
   try {
