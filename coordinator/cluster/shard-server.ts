@@ -224,7 +224,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
     this.idleTimeoutMs = options.idleTimeoutMs ?? 60_000;
     this.graceMs = options.graceMs ?? 5_000;
     this.orderWaitMs = options.orderWaitMs ?? 10_000;
-    this.orderGapMs = Math.min(this.orderWaitMs, options.orderGapMs ?? 1_000);
+    this.orderGapMs = Math.min(this.orderWaitMs, options.orderGapMs ?? orderGapDefault());
     this.slots = new UploadSlots(options.maxConcurrentUploads ?? 4);
     const handlers: ShardTransferHandlers = {
       UploadShard: (call, callback) => this.track(this.upload(call, callback)),
@@ -764,4 +764,10 @@ function frameOf(head: Uint8Array, h: ShardHeader, all: boolean): ShardFrame | n
     if (e instanceof FormatError) throw new Rejection(Status.DATA_LOSS, `${where(h)}: not a valid shard: ${e.message}`);
     throw e;
   }
+}
+
+/** How long an upload waits for the next layer's to start (ARROW_QUANT_ORDER_GAP_MS, default 1 s). */
+function orderGapDefault(env: NodeJS.ProcessEnv = process.env): number {
+  const v = Number(env.ARROW_QUANT_ORDER_GAP_MS);
+  return Number.isInteger(v) && v >= 0 ? v : 1_000;
 }
