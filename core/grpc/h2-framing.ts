@@ -34,14 +34,17 @@ export class MessageDecoder {
     private readonly encoding: string,
   ) {}
 
-  /** True while a message (or its prefix) is partly received: the stream must not end here. */
-  get midMessage(): boolean {
-    return this.prefixFill > 0 || this.left >= 0;
+  /** Where the stream stopped inside a message (it must not end there), or null between messages. */
+  get midMessage(): string | null {
+    if (this.prefixFill > 0) return `after ${this.prefixFill} of a message prefix's ${PREFIX_BYTES} bytes`;
+    return this.left >= 0 ? `after ${this.length - this.left} of a message's ${this.length} bytes` : null;
   }
 
-  /** Feeds one DATA buffer; returns the messages it completes, each as its pieces and length. */
-  write(data: Buffer): { pieces: Buffer[]; length: number }[] {
-    const out: { pieces: Buffer[]; length: number }[] = [];
+  /**
+   * Feeds one DATA buffer; each message it completes goes to `take` as its pieces and length,
+   * in order, before a later one in the same buffer can throw.
+   */
+  write(data: Buffer, take: (m: { pieces: Buffer[]; length: number }) => void): void {
     let i = 0;
     while (i < data.length || this.left === 0) {
       if (this.left < 0) {
@@ -61,12 +64,12 @@ export class MessageDecoder {
         this.left -= n;
       }
       if (this.left === 0) {
-        out.push({ pieces: this.pieces, length: this.length });
+        const m = { pieces: this.pieces, length: this.length };
         this.pieces = [];
         this.left = -1;
+        take(m);
       }
     }
-    return out;
   }
 
   private startMessage(): void {

@@ -47,7 +47,10 @@ export class H2Call extends EventEmitter<{ cancelled: []; drain: [] }> {
     const encoding = headers['grpc-encoding'];
     this.decoder = new MessageDecoder(MAX_MESSAGE_BYTES, typeof encoding === 'string' ? encoding : 'identity');
     stream.on('data', (data: Buffer) => this.received(data));
-    stream.on('end', () => this.push(this.decoder.midMessage ? new GrpcCallError(Status.INTERNAL, 'the stream ended inside a message') : null));
+    stream.on('end', () => {
+      const inside = this.decoder.midMessage;
+      this.push(inside ? new GrpcCallError(Status.INTERNAL, `the stream ended ${inside}`) : null);
+    });
     stream.on('drain', () => this.emit('drain'));
     stream.on('error', () => undefined); // a reset stream also closes; 'close' below handles it
     stream.on('aborted', () => this.cancel());
@@ -127,15 +130,13 @@ export class H2Call extends EventEmitter<{ cancelled: []; drain: [] }> {
 
   private received(data: Buffer): void {
     if (this.done) return;
-    let messages: ReceivedMessage[];
     try {
-      messages = this.decoder.write(data);
+      this.decoder.write(data, (m) => this.queue.push(m));
     } catch (e) {
       this.push(e as GrpcCallError);
       this.finishReading();
       return;
     }
-    for (const m of messages) this.queue.push(m);
     if (this.queue.length >= QUEUED_MESSAGES) this.stream.pause();
     this.wakeReader();
   }
