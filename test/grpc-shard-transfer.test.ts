@@ -693,3 +693,36 @@ describe('grpc h2 transport', () => {
     expect(await client.health()).toBe('SERVING');
   });
 });
+
+describe('grpc h2 transport stop', () => {
+  test('grpc h2 transport - stop(graceMs) cuts an upload that does not finish in time: cancelled, nothing left, no new calls', async () => {
+    const stopping = new ShardServer();
+    let lookedUp!: () => void;
+    const receiving = new Promise<void>((resolve) => (lookedUp = resolve));
+    stopping.registerJob(JOB, { stageDir, layer: (i) => (lookedUp(), layers.get(i)), reserveMemory: () => null, releaseMemory: () => undefined, recordedHash: () => undefined, onStaged: () => undefined });
+    const at = (await stopping.start('127.0.0.1:0')).address;
+    const raw = new (grpcServices().shardTransfer.Client)(at, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
+    try {
+      const shard = shardOf(19, 2 * MiB);
+      const ended = once(stopping, 'upload') as Promise<[UploadOutcome]>;
+      const call = raw.UploadShard({}, () => undefined);
+      call.on('error', () => undefined);
+      call.write({ header: { ...header(19), size: shard.bytes.length, sha256: shard.sha256 } });
+      call.write(chunks(shard.bytes)[0]!);
+      await receiving;
+      const t0 = performance.now();
+      await stopping.stop(200);
+      expect(performance.now() - t0).toBeLessThan(2000);
+      expect((await ended)[0]).toMatchObject({ layerIndex: 19, outcome: 'cancelled' });
+      expect(stopping.uploadsInFlight).toBe(0);
+      expect(stagedNames()).not.toContain('19.shard');
+      expect(leftovers()).toEqual([]);
+      const after = new ShardClient(at);
+      await expectTransferError(after.health(), 'UNAVAILABLE', /health check/);
+      after.close();
+    } finally {
+      raw.close();
+      await stopping.stop(0);
+    }
+  });
+});
