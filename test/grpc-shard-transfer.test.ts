@@ -684,6 +684,15 @@ describe('grpc h2 transport', () => {
     expect(leftovers()).toEqual([]);
   });
 
+  test('grpc h2 transport - a status quoting a huge client field is cut to 2048 characters (fewer when wide), and the client still gets it', async () => {
+    const res = await rawUpload([{ header: { ...header(99), worker_id: 'w'.repeat(100_000), size: 10, sha256: 'ab'.repeat(32) } }]);
+    expectStatus(res, 'NOT_FOUND', /^upload of layer 99 of job "job-1" from worker "w+…$/);
+    expect((res as ServiceError).details).toHaveLength(2049);
+    const wide = await rawUpload([{ header: { ...header(99), worker_id: '語'.repeat(5000), size: 10, sha256: 'ab'.repeat(32) } }]);
+    expectStatus(wide, 'NOT_FOUND', /^upload of layer 99 of job "job-1" from worker "語+…$/);
+    expect((wide as ServiceError).details).toHaveLength(910);
+  });
+
   test('grpc h2 transport - an unknown method is UNIMPLEMENTED (trailers-only), a request that is not gRPC gets HTTP 415', async () => {
     const unknown = await rawH2('/arrowquant.v1.ShardTransfer/Nope', [encodeMessage(new Uint8Array(0))]);
     expect(unknown).toMatchObject({ httpStatus: 200, grpcStatus: Status.UNIMPLEMENTED, trailersOnly: true, grpcMessage: 'The server does not implement the method /arrowquant.v1.ShardTransfer/Nope' });

@@ -99,7 +99,7 @@ export class H2Call extends EventEmitter<{ cancelled: []; drain: [] }> {
     if (this.statusSent) return;
     this.statusSent = true;
     clearTimeout(this.deadline);
-    const status = { 'grpc-status': String(code), 'grpc-message': encodeURI(details) };
+    const status = { 'grpc-status': String(code), 'grpc-message': statusMessage(details) };
     if (!this.stream.destroyed) {
       try {
         if (this.headersSent) {
@@ -109,7 +109,8 @@ export class H2Call extends EventEmitter<{ cancelled: []; drain: [] }> {
           this.stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', ...status }, { endStream: true });
         }
       } catch {
-        /* the stream went away meanwhile: nothing to tell */
+        // gone meanwhile, or node:http2 refused the headers: a reset at least ends the client's wait
+        this.reset();
       }
     }
     // A client still sending after the answer has its stream reset before long.
@@ -124,8 +125,18 @@ export class H2Call extends EventEmitter<{ cancelled: []; drain: [] }> {
   private sendHeaders(): void {
     if (this.headersSent) return;
     this.headersSent = true;
-    this.stream.once('wantTrailers', () => this.stream.sendTrailers(this.trailers));
+    this.stream.once('wantTrailers', () => {
+      try {
+        this.stream.sendTrailers(this.trailers);
+      } catch {
+        this.reset();
+      }
+    });
     this.stream.respond({ ':status': 200, 'content-type': 'application/grpc+proto', 'grpc-accept-encoding': 'identity', 'grpc-encoding': 'identity' }, { waitForTrailers: true });
+  }
+
+  private reset(): void {
+    if (!this.stream.destroyed) this.stream.close(H2.NGHTTP2_INTERNAL_ERROR);
   }
 
   private received(data: Buffer): void {
@@ -168,6 +179,24 @@ export class H2Call extends EventEmitter<{ cancelled: []; drain: [] }> {
     this.finishReading();
     this.emit('cancelled');
   }
+}
+
+/**
+ * Longest grpc-message sent, in characters and encoded: details may quote what a client sent, and
+ * a header block node:http2 cannot send leaves the client waiting (a 100 000-character one did).
+ */
+const MAX_STATUS_CHARS = 2048;
+const MAX_STATUS_ENCODED = 8192;
+
+/** grpc-message as grpc-js writes it (encodeURI), bounded, with lone surrogates (which encodeURI refuses) replaced. */
+function statusMessage(details: string): string {
+  const encode = (chars: number) => {
+    const bounded = details.length > chars ? `${details.slice(0, chars)}…` : details;
+    return encodeURI(bounded.replace(/[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g, '\uFFFD'));
+  };
+  const encoded = encode(MAX_STATUS_CHARS);
+  // a UTF-16 unit encodes to at most 9 characters (a 3-byte character: %XX%XX%XX), so this one fits
+  return encoded.length <= MAX_STATUS_ENCODED ? encoded : encode(Math.floor(MAX_STATUS_ENCODED / 9) - 1);
 }
 
 // ---- unary and server-streaming calls, shaped as grpc-js hands them to handlers
