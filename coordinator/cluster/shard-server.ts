@@ -1,6 +1,8 @@
 // The coordinator's gRPC data plane: workers upload quantized shards (UploadShard) and, where
 // they cannot read the model themselves, download a layer's source bytes (DownloadTensor).
-// The same server answers the standard Health service.
+// The same server answers the standard Health service. The transport is our own gRPC server on
+// node:http2 (core/grpc/h2-server.ts): a chunk arrives as the DATA pieces it came in, each hashed
+// and written (or copied into the window's buffer) without first being joined into one Buffer.
 //
 // An upload's declared size is bounded by what the job's plan allows for the layer before a byte
 // is received, and at most maxConcurrentUploads receive at once (the others are held by gRPC
