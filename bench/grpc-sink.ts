@@ -1,7 +1,7 @@
 // A second floor of bench:coordinator (a child process): the real ShardServer alone, with the
 // smallest job behind it — every upload waits for its turn and is written straight into one file
 // as it arrives, SHA-256 checked once, no plan check, no NATS, no job state. What separates it from
-// socket-sink.ts is the cost of gRPC (grpc-js over node:http2) itself; what separates the
+// socket-sink.ts is the cost of gRPC (core/grpc/h2-server.ts over node:http2) itself; what separates the
 // coordinator from it is the job. Prints "address A" once listening, then its CPU time from the
 // first upload to the end as JSON. argv: output-file manifest
 

@@ -1,14 +1,16 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { once } from 'node:events';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import http2, { type IncomingHttpHeaders, type OutgoingHttpHeaders } from 'node:http2';
 import { join } from 'node:path';
-import { credentials, type ServiceError } from '@grpc/grpc-js';
+import { credentials, status as Status, type ServiceError } from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { ShardServer, shardPath, type ShardLayerSource, type StagedShard, type UploadOutcome } from '../coordinator/cluster/shard-server.js';
 import { encodeShard, frameShard } from '../core/format/arrow-file.js';
 import { digestChunks, digestShard, type DataRange } from '../core/format/shard-digest.js';
 import type { LayerRecord } from '../core/format/layer-schema.js';
 import { ShardFileError, ShardTransferError, TlsConfigError } from '../core/grpc/errors.js';
+import { encodeMessage } from '../core/grpc/h2-framing.js';
 import { GRPC_MESSAGE_LIMITS, MAX_CHUNK_BYTES, grpcServices, type HealthCheckResponse, type UploadShardRequest, type UploadShardResponse } from '../core/grpc/proto.js';
 import { loadClientTls, loadServerTls } from '../core/grpc/tls.js';
 import { ShardClient } from '../worker/cluster/shard-client.js';
@@ -584,5 +586,171 @@ describe('grpc shards', () => {
     })();
     expect(thrown).toBeInstanceOf(TlsConfigError);
     expect(thrown).toMatchObject({ option: 'keyFile', file: missing, exitCode: 2 });
+  });
+});
+
+// ---- the transport (core/grpc/h2-server.ts) as a raw HTTP/2 client sees it
+
+const UPLOAD_PATH = '/arrowquant.v1.ShardTransfer/UploadShard';
+const uploadMethod = () => grpcServices().shardTransfer.definition.UploadShard!;
+/** An UploadShard message with its 5-byte gRPC prefix. */
+const framed = (m: UploadShardRequest) => encodeMessage(uploadMethod().requestSerialize(m));
+/** The framed messages of a whole upload of `shard` for layer `i`, in 64 KiB chunks. */
+const framedUpload = (i: number, shard: { bytes: Buffer; sha256: string }) =>
+  Buffer.concat([framed({ header: { ...header(i), size: shard.bytes.length, sha256: shard.sha256 } }), ...chunks(shard.bytes, 64 * 1024).map(framed)]);
+
+interface RawAnswer {
+  httpStatus: number;
+  grpcStatus: number;
+  grpcMessage: string;
+  /** the status came in the response headers, with no message or trailers */
+  trailersOnly: boolean;
+  body: Buffer;
+}
+
+/** One call from a bare node:http2 client: `writes` as separate writes (each flushed first when `flushEach`). */
+async function rawH2(path: string, writes: Buffer[], opts: { headers?: OutgoingHttpHeaders; flushEach?: boolean } = {}): Promise<RawAnswer> {
+  const session = http2.connect(`http://${address}`);
+  session.on('error', () => undefined);
+  try {
+    const req = session.request({ ':method': 'POST', ':path': path, 'content-type': 'application/grpc+proto', te: 'trailers', ...opts.headers });
+    req.on('error', () => undefined);
+    let head: IncomingHttpHeaders = {};
+    let trailers: IncomingHttpHeaders | null = null;
+    const body: Buffer[] = [];
+    req.on('response', (h) => (head = h));
+    req.on('trailers', (t) => (trailers = t));
+    req.on('data', (d: Buffer) => body.push(d));
+    const closed = once(req, 'close');
+    for (const w of writes) {
+      if (opts.flushEach) await new Promise<void>((resolve) => req.write(w, () => resolve()));
+      else req.write(w);
+    }
+    req.end();
+    await closed;
+    const status = trailers ?? head;
+    return {
+      httpStatus: Number(head[':status']), grpcStatus: Number(status['grpc-status']), grpcMessage: decodeURI(String(status['grpc-message'] ?? '')),
+      trailersOnly: trailers === null && head['grpc-status'] !== undefined, body: Buffer.concat(body),
+    };
+  } finally {
+    session.close();
+  }
+}
+
+/** Splits `bytes` into pieces cycling through `sizes`. */
+function split(bytes: Buffer, sizes: number[]): Buffer[] {
+  const out: Buffer[] = [];
+  for (let at = 0, k = 0; at < bytes.length; k++) {
+    const n = sizes[k % sizes.length]!;
+    out.push(bytes.subarray(at, at + n));
+    at += n;
+  }
+  return out;
+}
+
+describe('grpc h2 transport', () => {
+  test('grpc h2 transport - an upload written in small DATA frames (prefixes and lengths split) is staged byte-identical', async () => {
+    const shard = shardOf(15, 300 * 1024);
+    const pieces = split(framedUpload(15, shard), [3, 1, 4096, 2, 7000]);
+    expect(pieces.length).toBeGreaterThan(100);
+    const res = await rawH2(UPLOAD_PATH, pieces, { flushEach: true });
+    expect(res).toMatchObject({ httpStatus: 200, grpcStatus: 0, trailersOnly: false });
+    expect(res.body.readUInt32BE(1)).toBe(res.body.length - 5);
+    expect(uploadMethod().responseDeserialize(res.body.subarray(5))).toEqual({ duplicate: false, received_bytes: shard.bytes.length });
+    expect(Buffer.compare(readFileSync(shardPath(stageDir, 15)), shard.bytes)).toBe(0);
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc h2 transport - a whole upload in one write (many messages per DATA frame) is staged byte-identical', async () => {
+    const shard = shardOf(16, 200 * 1024);
+    const res = await rawH2(UPLOAD_PATH, [framedUpload(16, shard)]);
+    expect(res).toMatchObject({ grpcStatus: 0 });
+    expect(Buffer.compare(readFileSync(shardPath(stageDir, 16)), shard.bytes)).toBe(0);
+  });
+
+  test('grpc h2 transport - a compressed message is INTERNAL (UNIMPLEMENTED with an encoding), an oversize prefix RESOURCE_EXHAUSTED, trailers-only', async () => {
+    const shard = shardOf(17);
+    const head = framed({ header: { ...header(17), size: shard.bytes.length, sha256: shard.sha256 } });
+    const compressed = Buffer.from(framed({ chunk: shard.bytes }));
+    compressed[0] = 1;
+    const rejected = once(server, 'upload') as Promise<[UploadOutcome]>;
+    const plain = await rawH2(UPLOAD_PATH, [head, compressed]);
+    expect(plain).toMatchObject({ httpStatus: 200, grpcStatus: Status.INTERNAL, trailersOnly: true });
+    expect(plain.grpcMessage).toMatch(/^upload of layer 17 of job "job-1" from worker "w1": received a message flagged compressed on a call without grpc-encoding$/);
+    expect((await rejected)[0]).toMatchObject({ layerIndex: 17, outcome: 'rejected', code: 'INTERNAL' });
+    const gzip = await rawH2(UPLOAD_PATH, [head, compressed], { headers: { 'grpc-encoding': 'gzip' } });
+    expect(gzip).toMatchObject({ grpcStatus: Status.UNIMPLEMENTED, grpcMessage: expect.stringMatching(/compressed with unsupported encoding "gzip"$/) });
+    const oversize = await rawH2(UPLOAD_PATH, [head, Buffer.from([0, 0, 0x20, 0, 1]), randomBytes(1000)]);
+    expect(oversize).toMatchObject({ grpcStatus: Status.RESOURCE_EXHAUSTED, trailersOnly: true });
+    expect(oversize.grpcMessage).toMatch(/layer 17 .*: Received message larger than max \(2097153 vs 2097152\)$/);
+    expect(stagedNames()).not.toContain('17.shard');
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc h2 transport - a stream ending inside a message, or a chunk message with another field, is refused saying where', async () => {
+    const shard = shardOf(18, 8192);
+    const whole = framedUpload(18, shard);
+    const truncated = await rawH2(UPLOAD_PATH, [whole.subarray(0, whole.length - 100)]);
+    expect(truncated).toMatchObject({ grpcStatus: Status.INTERNAL });
+    expect(truncated.grpcMessage).toMatch(/^upload of layer 18 .*: the stream ended after \d+ of a message's \d+ bytes$/);
+    const head = framed({ header: { ...header(18), size: shard.bytes.length, sha256: shard.sha256 } });
+    const extraField = encodeMessage(Buffer.from([0x12, 0x02, 0xaa, 0xbb, 0x18, 0x01]));
+    const hostile = await rawH2(UPLOAD_PATH, [head, extraField]);
+    expect(hostile).toMatchObject({ grpcStatus: Status.INVALID_ARGUMENT });
+    expect(hostile.grpcMessage).toMatch(/layer 18 .*: message 2 declares a chunk of 2 bytes but holds 4 after its length; other or repeated fields are refused$/);
+    expect(stagedNames()).not.toContain('18.shard');
+    expect(leftovers()).toEqual([]);
+  });
+
+  test('grpc h2 transport - a status quoting a huge client field is cut to 2048 characters (fewer when wide), and the client still gets it', async () => {
+    const res = await rawUpload([{ header: { ...header(99), worker_id: 'w'.repeat(100_000), size: 10, sha256: 'ab'.repeat(32) } }]);
+    expectStatus(res, 'NOT_FOUND', /^upload of layer 99 of job "job-1" from worker "w+…$/);
+    expect((res as ServiceError).details).toHaveLength(2049);
+    const wide = await rawUpload([{ header: { ...header(99), worker_id: '語'.repeat(5000), size: 10, sha256: 'ab'.repeat(32) } }]);
+    expectStatus(wide, 'NOT_FOUND', /^upload of layer 99 of job "job-1" from worker "語+…$/);
+    expect((wide as ServiceError).details).toHaveLength(910);
+  });
+
+  test('grpc h2 transport - an unknown method is UNIMPLEMENTED (trailers-only), a request that is not gRPC gets HTTP 415', async () => {
+    const unknown = await rawH2('/arrowquant.v1.ShardTransfer/Nope', [encodeMessage(new Uint8Array(0))]);
+    expect(unknown).toMatchObject({ httpStatus: 200, grpcStatus: Status.UNIMPLEMENTED, trailersOnly: true, grpcMessage: 'The server does not implement the method /arrowquant.v1.ShardTransfer/Nope' });
+    const notGrpc = await rawH2(UPLOAD_PATH, [], { headers: { 'content-type': 'text/plain' } });
+    expect(notGrpc.httpStatus).toBe(415);
+    // and the server still serves after both
+    expect(await client.health()).toBe('SERVING');
+  });
+});
+
+describe('grpc h2 transport stop', () => {
+  test('grpc h2 transport - stop(graceMs) cuts an upload that does not finish in time: cancelled, nothing left, no new calls', async () => {
+    const stopping = new ShardServer();
+    let lookedUp!: () => void;
+    const receiving = new Promise<void>((resolve) => (lookedUp = resolve));
+    stopping.registerJob(JOB, { stageDir, layer: (i) => (lookedUp(), layers.get(i)), reserveMemory: () => null, releaseMemory: () => undefined, recordedHash: () => undefined, onStaged: () => undefined });
+    const at = (await stopping.start('127.0.0.1:0')).address;
+    const raw = new (grpcServices().shardTransfer.Client)(at, credentials.createInsecure(), GRPC_MESSAGE_LIMITS);
+    try {
+      const shard = shardOf(19, 2 * MiB);
+      const ended = once(stopping, 'upload') as Promise<[UploadOutcome]>;
+      const call = raw.UploadShard({}, () => undefined);
+      call.on('error', () => undefined);
+      call.write({ header: { ...header(19), size: shard.bytes.length, sha256: shard.sha256 } });
+      call.write(chunks(shard.bytes)[0]!);
+      await receiving;
+      const t0 = performance.now();
+      await stopping.stop(200);
+      expect(performance.now() - t0).toBeLessThan(2000);
+      expect((await ended)[0]).toMatchObject({ layerIndex: 19, outcome: 'cancelled' });
+      expect(stopping.uploadsInFlight).toBe(0);
+      expect(stagedNames()).not.toContain('19.shard');
+      expect(leftovers()).toEqual([]);
+      const after = new ShardClient(at);
+      await expectTransferError(after.health(), 'UNAVAILABLE', /health check/);
+      after.close();
+    } finally {
+      raw.close();
+      await stopping.stop(0);
+    }
   });
 });

@@ -1,6 +1,8 @@
 // The coordinator's gRPC data plane: workers upload quantized shards (UploadShard) and, where
 // they cannot read the model themselves, download a layer's source bytes (DownloadTensor).
-// The same server answers the standard Health service.
+// The same server answers the standard Health service. The transport is our own gRPC server on
+// node:http2 (core/grpc/h2-server.ts): a chunk arrives as the DATA pieces it came in, each hashed
+// and written (or copied into the window's buffer) without first being joined into one Buffer.
 //
 // An upload's declared size is bounded by what the job's plan allows for the layer before a byte
 // is received, and at most maxConcurrentUploads receive at once (the others are held by gRPC
@@ -20,19 +22,21 @@ import { EventEmitter } from 'node:events';
 import { createReadStream } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import { status as Status, type Server, type ServerReadableStream, type ServerWritableStream, type sendUnaryData } from '@grpc/grpc-js';
+import { status as Status } from '@grpc/grpc-js';
 import { FormatError, type OutputError } from '../../core/errors.js';
 import { decodeShard, frameShard, type ShardFrame } from '../../core/format/arrow-file.js';
 import { ShardDigest, dataRangeIn, digestShard, type DataRange } from '../../core/format/shard-digest.js';
 import type { LayerRecord } from '../../core/format/layer-schema.js';
 import { statusName } from '../../core/grpc/errors.js';
+import { GrpcCallError } from '../../core/grpc/h2-framing.js';
+import { H2GrpcServer, type H2Call, type H2ServerStream } from '../../core/grpc/h2-server.js';
 import { HealthService } from '../../core/grpc/health.js';
 import {
-  MAX_CHUNK_BYTES, SHARD_TRANSFER_SERVICE, bindServer, createGrpcServer, grpcServices, stopServer,
-  type DownloadTensorRequest, type DownloadTensorResponse, type ShardHeader, type ShardTransferHandlers, type UploadShardRequest,
-  type UploadShardResponse,
+  MAX_CHUNK_BYTES, SHARD_TRANSFER_SERVICE, grpcServices,
+  type DownloadTensorRequest, type DownloadTensorResponse, type ShardHeader, type UploadShardResponse,
 } from '../../core/grpc/proto.js';
-import { serverCredentials, type ServerTlsOptions } from '../../core/grpc/tls.js';
+import type { ServerTlsOptions } from '../../core/grpc/tls.js';
+import { UploadMessages, type UploadMessage } from './upload-messages.js';
 import { isJobId } from '../../core/cluster/job-id.js';
 import { bounded } from '../../core/cluster/bounded.js';
 import { UploadSlots } from './reorder-window.js';
@@ -169,7 +173,7 @@ interface Upload {
   header: ShardHeader;
   handle: ShardJobHandle;
   layer: ShardLayerSource;
-  messages: AsyncIterator<UploadShardRequest>;
+  messages: UploadMessages;
   isCancelled: () => boolean;
   progress: { receivedBytes: number };
   /** the window's buffer for the whole shard, if it had room */
@@ -201,7 +205,7 @@ export interface TurnWait {
 
 export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting: [TurnWait] }> {
   readonly health = new HealthService();
-  private readonly server: Server = createGrpcServer();
+  private readonly server: H2GrpcServer;
   private readonly jobs = new Map<string, ShardJobHandle>();
   /** SHA-256 of staged shards, per job and layer (filled on staging or by hashing a file found on disk) */
   private readonly stagedHashes = new Map<string, Map<number, string>>();
@@ -226,11 +230,12 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
     this.orderWaitMs = options.orderWaitMs ?? 10_000;
     this.orderGapMs = Math.min(this.orderWaitMs, options.orderGapMs ?? orderGapDefault());
     this.slots = new UploadSlots(options.maxConcurrentUploads ?? 4);
-    const handlers: ShardTransferHandlers = {
-      UploadShard: (call, callback) => this.track(this.upload(call, callback)),
-      DownloadTensor: (call) => this.track(this.download(call)),
-    };
-    this.server.addService(grpcServices().shardTransfer.definition, handlers);
+    this.server = new H2GrpcServer({ tls: options.tls ?? null });
+    const definition = grpcServices().shardTransfer.definition;
+    this.server.route(definition.UploadShard!.path, (call) => this.track(this.upload(call)));
+    this.server.addService(definition, {
+      DownloadTensor: (call: H2ServerStream<DownloadTensorRequest, DownloadTensorResponse>) => this.track(this.download(call)),
+    });
     this.health.addTo(this.server);
   }
 
@@ -255,7 +260,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
 
   /** Listens on "host:port" (port 0: the OS picks one) and reports SERVING. */
   async start(listen: string): Promise<{ port: number; address: string }> {
-    const bound = await bindServer(this.server, listen, serverCredentials(this.options.tls));
+    const bound = await this.server.start(listen);
     this.started = true;
     this.setServing(true);
     return bound;
@@ -275,8 +280,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
    */
   async stop(graceMs = this.graceMs): Promise<void> {
     this.health.shutdown();
-    if (this.started) await stopServer(this.server, graceMs);
-    else this.server.forceShutdown();
+    if (this.started) await this.server.stop(graceMs);
     this.started = false;
     await bounded(Promise.allSettled([...this.inflight]), graceMs);
   }
@@ -288,11 +292,15 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
 
   // ---- UploadShard
 
-  private async upload(
-    call: ServerReadableStream<UploadShardRequest, UploadShardResponse>,
-    callback: sendUnaryData<UploadShardResponse>,
-  ): Promise<void> {
-    const messages = call[Symbol.asyncIterator]() as AsyncIterator<UploadShardRequest>;
+  private async upload(call: H2Call): Promise<void> {
+    const messages = new UploadMessages(call);
+    const callback = (error: Rejection | null, res?: UploadShardResponse) => {
+      if (error) call.sendStatus(error.code, error.details);
+      else {
+        call.sendMessage(grpcServices().shardTransfer.definition.UploadShard!.responseSerialize(res));
+        call.sendStatus(Status.OK, 'OK');
+      }
+    };
     let cancelled = false;
     call.on('cancelled', () => {
       cancelled = true;
@@ -321,14 +329,14 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       const rejection = e instanceof Rejection ? e : new Rejection(Status.INTERNAL, `${where(header)}: ${(e as Error).message}`);
       const base = header ?? { job_id: '', layer_index: -1, worker_id: '' };
       ended({ ...outcome(base, stopped ? 'cancelled' : 'rejected', progress.receivedBytes), ...(stopped ? {} : { code: statusName(rejection.code), details: rejection.details }) });
-      if (!stopped) callback({ code: rejection.code, details: rejection.details });
+      if (!stopped) callback(rejection);
     } finally {
-      await messages.return?.().catch(() => undefined);
+      messages.close();
     }
   }
 
   /** The next message, null at the end of the stream; throws Cancelled, or DEADLINE_EXCEEDED when idle. */
-  private async nextMessage(messages: AsyncIterator<UploadShardRequest>, isCancelled: () => boolean, at = 'upload'): Promise<UploadShardRequest | null> {
+  private async nextMessage(messages: UploadMessages, isCancelled: () => boolean, at = 'upload'): Promise<UploadMessage | null> {
     let timer: NodeJS.Timeout | undefined;
     const idle = new Promise<never>((_, reject) => {
       timer = setTimeout(() => reject(new Rejection(Status.DEADLINE_EXCEEDED, `${at}: no message for ${this.idleTimeoutMs} ms`)), this.idleTimeoutMs);
@@ -338,16 +346,17 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
     try {
       const r = await Promise.race([next, idle]);
       if (isCancelled()) throw new Cancelled();
-      return r.done ? null : r.value;
+      return r;
     } catch (e) {
-      if (isCancelled() || (e as NodeJS.ErrnoException).code === 'ERR_STREAM_PREMATURE_CLOSE') throw new Cancelled();
+      if (isCancelled()) throw new Cancelled();
+      if (e instanceof GrpcCallError) throw new Rejection(e.code, `${at}: ${e.details}`);
       throw e;
     } finally {
       clearTimeout(timer);
     }
   }
 
-  private async receive(header: ShardHeader, messages: AsyncIterator<UploadShardRequest>, isCancelled: () => boolean, progress: { receivedBytes: number }): Promise<UploadShardResponse> {
+  private async receive(header: ShardHeader, messages: UploadMessages, isCancelled: () => boolean, progress: { receivedBytes: number }): Promise<UploadShardResponse> {
     const at = where(header);
     const handle = this.jobs.get(header.job_id);
     if (!handle) throw new Rejection(Status.NOT_FOUND, `${at}: unknown job "${header.job_id}" (not registered on this coordinator)`);
@@ -448,9 +457,9 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       let frame: ShardFrame | null = null;
       let upTo = 0; // shard bytes before this are written (or are not part of the batch message)
       const queue = new WriteQueue();
-      const dataSha256 = await this.receiveChunks(u, async (chunk, offset) => {
-        buffer.set(chunk, offset);
-        const received = offset + chunk.byteLength;
+      const dataSha256 = await this.receiveChunks(u, async (pieces, offset, bytes) => {
+        for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) buffer.set(pieces[p]!, at);
+        const received = offset + bytes;
         frame ??= frameOf(buffer.subarray(0, received), header, received === header.size);
         if (!frame) return;
         const from = Math.max(upTo, frame.offset);
@@ -474,9 +483,9 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
     let fh: FileHandle | null = await open(tmp, 'wx');
     try {
       const queue = new WriteQueue();
-      const dataSha256 = await this.receiveChunks(u, async (chunk, offset) => {
-        buffer?.set(chunk, offset);
-        await queue.push(() => writeAll(fh!, chunk, offset));
+      const dataSha256 = await this.receiveChunks(u, async (pieces, offset) => {
+        if (buffer) for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) buffer.set(pieces[p]!, at);
+        await queue.push(() => writeAll(fh!, pieces, offset));
       });
       await queue.drain();
       // No fsync per shard: a coordinator that crashes keeps the page cache, and after a machine
@@ -497,10 +506,11 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
   }
 
   /**
-   * Every chunk after the header, in order, checked, counted and hashed, to `take`; then the size
-   * and digest are checked. Returns the data buffer's SHA-256 (part of the digest).
+   * Every chunk after the header, in order, checked, counted and hashed, to `take` as the pieces
+   * it arrived in (`bytes` in all, at `offset` in the shard); then the size and digest are
+   * checked. Returns the data buffer's SHA-256 (part of the digest).
    */
-  private async receiveChunks(u: Upload, take: (chunk: Uint8Array, offset: number) => Promise<void>): Promise<string> {
+  private async receiveChunks(u: Upload, take: (pieces: readonly Uint8Array[], offset: number, bytes: number) => Promise<void>): Promise<string> {
     const { header, progress } = u;
     const at = where(header);
     const hash = new ShardDigest(header.size, dataRangeOf(header));
@@ -508,20 +518,20 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       const msg = await this.nextMessage(u.messages, u.isCancelled, at);
       if (msg === null) break;
       if (!msg.chunk) throw new Rejection(Status.INVALID_ARGUMENT, `${at}: message ${n + 1} carries a second header; only chunks may follow the header`);
-      const chunk = msg.chunk;
-      if (chunk.byteLength > MAX_CHUNK_BYTES) {
-        throw new Rejection(Status.INVALID_ARGUMENT, `${at}: chunk ${n} holds ${chunk.byteLength} bytes, more than the ${MAX_CHUNK_BYTES} allowed`);
+      const { chunk, bytes } = msg;
+      if (bytes > MAX_CHUNK_BYTES) {
+        throw new Rejection(Status.INVALID_ARGUMENT, `${at}: chunk ${n} holds ${bytes} bytes, more than the ${MAX_CHUNK_BYTES} allowed`);
       }
       const offset = progress.receivedBytes;
-      progress.receivedBytes += chunk.byteLength;
+      progress.receivedBytes += bytes;
       if (progress.receivedBytes > header.size) {
         throw new Rejection(Status.DATA_LOSS, `${at}: received more than the ${header.size} bytes the header declared (${progress.receivedBytes} so far)`);
       }
       if (performance.now() > u.deadline) {
         throw new Rejection(Status.DEADLINE_EXCEEDED, `${at}: ${progress.receivedBytes} of ${header.size} bytes received in ${Math.round(this.uploadBudgetMs(header.size))} ms, the most an upload of that size may take`);
       }
-      hash.update(chunk);
-      await take(chunk, offset);
+      for (const piece of chunk) hash.update(piece);
+      await take(chunk, offset, bytes);
     }
     if (progress.receivedBytes !== header.size) {
       throw new Rejection(Status.DATA_LOSS, `${at}: received ${progress.receivedBytes} bytes, the header declared ${header.size}`);
@@ -595,7 +605,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
 
   // ---- DownloadTensor
 
-  private async download(call: ServerWritableStream<DownloadTensorRequest, DownloadTensorResponse>): Promise<void> {
+  private async download(call: H2ServerStream<DownloadTensorRequest, DownloadTensorResponse>): Promise<void> {
     const { job_id, layer_index } = call.request;
     const at = `download of layer ${layer_index} of job ${isJobId(job_id) ? `"${job_id}"` : '(invalid id)'}`;
     try {
@@ -635,7 +645,7 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
 }
 
 /** Waits for a server stream to drain; throws Cancelled if the call goes away first. */
-function drained(call: ServerWritableStream<DownloadTensorRequest, DownloadTensorResponse>): Promise<void> {
+function drained(call: H2ServerStream<DownloadTensorRequest, DownloadTensorResponse>): Promise<void> {
   return new Promise((resolve, reject) => {
     const done = (err?: Error) => {
       call.off('drain', onDrain);
@@ -652,8 +662,16 @@ function drained(call: ServerWritableStream<DownloadTensorRequest, DownloadTenso
   });
 }
 
-async function writeAll(fh: FileHandle, bytes: Uint8Array, position: number): Promise<void> {
-  for (let done = 0; done < bytes.byteLength; ) done += (await fh.write(bytes, done, bytes.byteLength - done, position + done)).bytesWritten;
+/** Writes the pieces one after the other at `position` (one writev, more only after a short write). */
+async function writeAll(fh: FileHandle, pieces: readonly Uint8Array[], position: number): Promise<void> {
+  let rest = [...pieces];
+  while (rest.length > 0) {
+    let written = (await fh.writev(rest, position)).bytesWritten;
+    if (written === 0 && rest.some((r) => r.byteLength > 0)) throw new Error(`a write at ${position} wrote nothing`);
+    position += written;
+    while (rest.length > 0 && written >= rest[0]!.byteLength) written -= rest.shift()!.byteLength;
+    if (rest.length > 0 && written > 0) rest[0] = rest[0]!.subarray(written);
+  }
 }
 
 function where(h: Pick<ShardHeader, 'job_id' | 'layer_index' | 'worker_id'> | undefined): string {
@@ -675,6 +693,7 @@ function checkHeader(h: ShardHeader): ShardHeader {
   if (!isJobId(h.job_id)) bad(`job_id ${JSON.stringify(String(h.job_id).slice(0, 80))} is not a job id`);
   if (!h.plan_hash) bad('plan_hash is empty');
   if (!h.worker_id) bad('worker_id is empty');
+  if (h.worker_id.length > 256) bad(`worker_id is ${h.worker_id.length} characters, at most 256 allowed`);
   if (!SHA256_HEX.test(h.sha256)) bad(`sha256 "${h.sha256}" is not 64 lowercase hex digits`);
   if (!Number.isSafeInteger(h.size) || h.size <= 0) bad(`size ${h.size} is not a positive byte count`);
   const { offset, length } = dataRangeOf(h);

@@ -7,6 +7,7 @@
 import { status as Status, type Server, type ServerWritableStream } from '@grpc/grpc-js';
 import { bindServer, createGrpcServer, grpcServices, stopServer, type HealthCheckRequest, type HealthCheckResponse, type HealthHandlers, type ServingStatus } from './proto.js';
 import { serverCredentials, type ServerTlsOptions } from './tls.js';
+import type { H2GrpcServer } from './h2-server.js';
 
 type Watcher = ServerWritableStream<HealthCheckRequest, HealthCheckResponse>;
 
@@ -37,8 +38,8 @@ export class HealthService {
     this.watchers.clear();
   }
 
-  /** Registers the Health service on `server`. */
-  addTo(server: Server): void {
+  /** Registers the Health service on `server` (grpc-js's, or the shard server's H2GrpcServer). */
+  addTo(server: Pick<Server, 'addService'> | H2GrpcServer): void {
     server.addService(grpcServices().health.definition, this.handlers());
   }
 
