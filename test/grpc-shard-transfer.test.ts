@@ -596,8 +596,8 @@ const uploadMethod = () => grpcServices().shardTransfer.definition.UploadShard!;
 /** An UploadShard message with its 5-byte gRPC prefix. */
 const framed = (m: UploadShardRequest) => encodeMessage(uploadMethod().requestSerialize(m));
 /** The framed messages of a whole upload of `shard` for layer `i`, in 64 KiB chunks. */
-const framedUpload = (i: number, shard: { bytes: Buffer; sha256: string }) =>
-  Buffer.concat([framed({ header: { ...header(i), size: shard.bytes.length, sha256: shard.sha256 } }), ...chunks(shard.bytes, 64 * 1024).map(framed)]);
+const framedUpload = (i: number, shard: { bytes: Buffer; sha256: string; range: DataRange }) =>
+  Buffer.concat([framed({ header: { ...header(i), size: shard.bytes.length, ...digestOf(shard) } }), ...chunks(shard.bytes, 64 * 1024).map(framed)]);
 
 interface RawAnswer {
   httpStatus: number;
@@ -671,7 +671,7 @@ describe('grpc h2 transport', () => {
 
   test('grpc h2 transport - a compressed message is INTERNAL (UNIMPLEMENTED with an encoding), an oversize prefix RESOURCE_EXHAUSTED, trailers-only', async () => {
     const shard = shardOf(17);
-    const head = framed({ header: { ...header(17), size: shard.bytes.length, sha256: shard.sha256 } });
+    const head = framed({ header: { ...header(17), size: shard.bytes.length, ...digestOf(shard) } });
     const compressed = Buffer.from(framed({ chunk: shard.bytes }));
     compressed[0] = 1;
     const rejected = once(server, 'upload') as Promise<[UploadOutcome]>;
@@ -694,7 +694,7 @@ describe('grpc h2 transport', () => {
     const truncated = await rawH2(UPLOAD_PATH, [whole.subarray(0, whole.length - 100)]);
     expect(truncated).toMatchObject({ grpcStatus: Status.INTERNAL });
     expect(truncated.grpcMessage).toMatch(/^upload of layer 18 .*: the stream ended after \d+ of a message's \d+ bytes$/);
-    const head = framed({ header: { ...header(18), size: shard.bytes.length, sha256: shard.sha256 } });
+    const head = framed({ header: { ...header(18), size: shard.bytes.length, ...digestOf(shard) } });
     const extraField = encodeMessage(Buffer.from([0x12, 0x02, 0xaa, 0xbb, 0x18, 0x01]));
     const hostile = await rawH2(UPLOAD_PATH, [head, extraField]);
     expect(hostile).toMatchObject({ grpcStatus: Status.INVALID_ARGUMENT });
@@ -704,12 +704,16 @@ describe('grpc h2 transport', () => {
   });
 
   test('grpc h2 transport - a status quoting a huge client field is cut to 2048 characters (fewer when wide), and the client still gets it', async () => {
-    const res = await rawUpload([{ header: { ...header(99), worker_id: 'w'.repeat(100_000), size: 10, sha256: 'ab'.repeat(32) } }]);
-    expectStatus(res, 'NOT_FOUND', /^upload of layer 99 of job "job-1" from worker "w+…$/);
+    // the header check quotes a malformed sha256 whole: the transport cuts the status
+    const res = await rawUpload([{ header: { ...header(99), size: 10, sha256: 'X'.repeat(100_000) } }]);
+    expectStatus(res, 'INVALID_ARGUMENT', /^upload header: sha256 "X+…$/);
     expect((res as ServiceError).details).toHaveLength(2049);
-    const wide = await rawUpload([{ header: { ...header(99), worker_id: '語'.repeat(5000), size: 10, sha256: 'ab'.repeat(32) } }]);
-    expectStatus(wide, 'NOT_FOUND', /^upload of layer 99 of job "job-1" from worker "語+…$/);
+    const wide = await rawUpload([{ header: { ...header(99), size: 10, sha256: '語'.repeat(5000) } }]);
+    expectStatus(wide, 'INVALID_ARGUMENT', /^upload header: sha256 "語+…$/);
     expect((wide as ServiceError).details).toHaveLength(910);
+    // a worker_id is bounded before it can be quoted anywhere
+    const long = await rawUpload([{ header: { ...header(99), worker_id: 'w'.repeat(100_000), size: 10, sha256: 'ab'.repeat(32) } }]);
+    expectStatus(long, 'INVALID_ARGUMENT', /^upload header: worker_id is 100000 characters, at most 256 allowed$/);
   });
 
   test('grpc h2 transport - an unknown method is UNIMPLEMENTED (trailers-only), a request that is not gRPC gets HTTP 415', async () => {
@@ -735,7 +739,7 @@ describe('grpc h2 transport stop', () => {
       const ended = once(stopping, 'upload') as Promise<[UploadOutcome]>;
       const call = raw.UploadShard({}, () => undefined);
       call.on('error', () => undefined);
-      call.write({ header: { ...header(19), size: shard.bytes.length, sha256: shard.sha256 } });
+      call.write({ header: { ...header(19), size: shard.bytes.length, ...digestOf(shard) } });
       call.write(chunks(shard.bytes)[0]!);
       await receiving;
       const t0 = performance.now();

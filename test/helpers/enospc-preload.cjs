@@ -40,6 +40,12 @@ fsp.open = async function (path, ...rest) {
     reserve(typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength);
     return writeFile(data, ...more);
   };
+  // the coordinator writes a received chunk's pieces with one writev
+  const writev = fh.writev.bind(fh);
+  fh.writev = async (buffers, position) => {
+    reserve(buffers.reduce((s, b) => s + b.byteLength, 0));
+    return writev(buffers, position);
+  };
   return fh;
 };
 syncBuiltinESMExports();
