@@ -22,7 +22,7 @@ import type { LayerStats } from '../../core/quant/layer-stats.js';
 import type { QuantBits } from '../../core/quant/reference.js';
 import type { LayerMeasurer } from '../layer-measurements.js';
 import { subscribeDecoded } from '../../core/cluster/subscribe-decoded.js';
-import { recordedFailure } from './stall-detector.js';
+import { recordedFailure, stallReason } from './stall-detector.js';
 
 export interface ClusterMeasurerOptions {
   nc: NatsConnection;
@@ -305,11 +305,7 @@ export class ClusterMeasurer implements LayerMeasurer {
     }
     const idleMs = Date.now() - this.lastProgress;
     if (idleMs < this.o.stallMs) return null;
-    const workers: string[] = [];
-    for await (const k of await this.o.workersKv.keys()) workers.push(k);
-    const why = workers.length === 0
-      ? 'no live workers (none has a heartbeat in the aq-workers bucket)'
-      : `${workers.length} live worker(s); ${info.num_pending} task(s) queued and ${info.num_ack_pending} in flight on the shared consumer`;
+    const why = await stallReason(this.o.workersKv, info);
     return new JobStalledError(
       `job ${jobId}: no measurement result from the workers for ${Math.round(idleMs / 1000)} s (${this.outstanding.size} outstanding, e.g. ${label([...this.outstanding.values()][0]!.task)}): ${why}`,
     );

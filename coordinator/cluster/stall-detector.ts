@@ -15,6 +15,15 @@ export function stallTimeoutMs(env: NodeJS.ProcessEnv = process.env): number {
 }
 
 /** The failure a worker recorded for a layer (null when none is): what an event claims is checked here. */
+/** Why a job (or its measurement) may be making no progress: no live worker, or what the shared consumer holds. */
+export async function stallReason(workersKv: KV, info: { num_pending: number; num_ack_pending: number }): Promise<string> {
+  let workers = 0;
+  for await (const _ of await workersKv.keys()) workers++;
+  return workers === 0
+    ? 'no live workers (none has a heartbeat in the aq-workers bucket)'
+    : `${workers} live worker(s); ${info.num_pending} task(s) queued and ${info.num_ack_pending} in flight on the shared consumer`;
+}
+
 export async function recordedFailure(kv: KV, jobId: string, layer: number): Promise<Error | null> {
   const e = await kv.get(refusalKey(jobId, layer));
   if (!e || e.operation !== 'PUT' || !e.value.length) return null;
@@ -159,11 +168,7 @@ export class StallDetector {
     }
     const idleMs = Date.now() - this.lastProgress;
     if (idleMs < this.w.stallMs) return null;
-    const workers: string[] = [];
-    for await (const k of await this.w.workersKv.keys()) workers.push(k);
-    const why = workers.length === 0
-      ? 'no live workers (none has a heartbeat in the aq-workers bucket)'
-      : `${workers.length} live worker(s); ${info.num_pending} task(s) queued and ${info.num_ack_pending} in flight on the shared consumer`;
+    const why = await stallReason(this.w.workersKv, info);
     const missing = Array.from({ length: this.w.layers }, (_, i) => i).filter((i) => !this.w.isDone(i));
     const failures = await this.lastFailures(missing, '');
     return new JobStalledError(`job ${jobId} made no progress for ${Math.round(idleMs / 1000)} s (${done}/${this.w.layers} layers staged): ${why}${failures && `; ${failures}`}`);
