@@ -175,10 +175,10 @@ export class OrderedOutput {
     await this.asm.writeAhead(bytes, at);
   }
 
-  /** Layer `index`'s message is in the file (written by writeAhead): it counts as written. */
-  commitAhead(index: number, metaDataLength: number, bodyLength: number): void {
+  /** Layer `index`'s message was written by writeAhead: once it is in the file, it counts as written. */
+  async commitAhead(index: number, metaDataLength: number, bodyLength: number): Promise<void> {
     if (index !== this.next) throw new OutputError(`layer ${index} committed out of order (expected ${this.next})`, this.job.output);
-    this.asm.commitAhead(metaDataLength, bodyLength);
+    await this.asm.commitAhead(metaDataLength, bodyLength);
     this.advance();
   }
 

@@ -131,7 +131,11 @@ export class ShardIntake implements ShardJobHandle {
       // Next in the output and written there as it arrived: committed, then recorded with its place.
       if (out.written !== i) throw new ArrowQuantError(`layer ${i} was written directly into ${partialOutputPath(job)} but the output is at layer ${out.written}`);
       const offset = out.nextOffset;
-      out.commitAhead(i, info.frame.metaDataLength, info.frame.bodyLength);
+      // the output failing to take its last bytes (e.g. its disk full) fails the job, as in directWriter
+      await out.commitAhead(i, info.frame.metaDataLength, info.frame.bodyLength).catch((e: unknown) => {
+        this.settlement.fail(e);
+        throw e;
+      });
       this.from.direct++;
       this.finished.set(i, layer);
       // The layer is in the output now: recording it is retried (NATS may be restarting) rather than redone.

@@ -13,11 +13,12 @@
 // padding). The region's size is computed from the plan alone — the summary with every number at
 // its widest — so the file stays a function of the job, never of timing.
 
-import { open, rename, rm, type FileHandle } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 import { MetadataVersion, RecordBatchStreamWriter, Table, tableFromIPC, tableToIPC, type Schema } from 'apache-arrow';
 import { FileBlock, Footer } from 'apache-arrow/ipc/metadata/file';
 import { FormatError, OutputError, outputErrorFrom } from '../errors.js';
 import { COLUMN_NAMES, batchToRecord, layerBatch, layerSchema, type LayerRecord } from './layer-schema.js';
+import { OutputFile } from './output-file.js';
 
 const MAGIC = Buffer.from('ARROW1\0\0', 'latin1');
 const EOS = Buffer.from([0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0]);
@@ -175,7 +176,7 @@ export function flushBehindBytes(env: NodeJS.ProcessEnv = process.env): number {
  * complete (temporary name + rename); on any failure nothing is left behind.
  */
 export class ArrowFileAssembler {
-  private fh: FileHandle | null = null;
+  private file: OutputFile | null = null;
   private offset: number;
   private readonly blocks: FileBlock[] = [];
   private readonly tmp: string;
@@ -197,8 +198,8 @@ export class ArrowFileAssembler {
   static async create(path: string, reservedSchemaBytes: number, tmp?: string): Promise<ArrowFileAssembler> {
     const a = new ArrowFileAssembler(path, reservedSchemaBytes, tmp);
     try {
-      a.fh = await open(a.tmp, 'w');
-      await writeAt(a.fh, MAGIC, 0);
+      a.file = await OutputFile.create(a.tmp);
+      await a.file.write(MAGIC, 0);
     } catch (e) {
       await a.abort();
       throw outputErrorFrom(path, e);
@@ -213,13 +214,13 @@ export class ArrowFileAssembler {
   static async reopen(path: string, reservedSchemaBytes: number, tmp: string, blocks: readonly { metaDataLength: number; bodyLength: number; offset: number }[]): Promise<ArrowFileAssembler> {
     const a = new ArrowFileAssembler(path, reservedSchemaBytes, tmp);
     try {
-      a.fh = await open(tmp, 'r+');
+      a.file = await OutputFile.existing(tmp);
       for (const b of blocks) {
         if (b.offset !== a.offset) throw new OutputError(`partial file ${tmp}: layer ${a.blocks.length} starts at ${b.offset}, expected ${a.offset}`, path);
         a.blocks.push(new FileBlock(b.metaDataLength, b.bodyLength, b.offset));
         a.offset += b.metaDataLength + b.bodyLength;
       }
-      await a.fh.truncate(a.offset);
+      await a.file.truncate(a.offset);
     } catch (e) {
       await a.abort();
       throw e instanceof OutputError ? e : outputErrorFrom(path, e);
@@ -235,18 +236,21 @@ export class ArrowFileAssembler {
   /** Close the file and leave it where it is (a cluster job that stops keeps its partial file to resume). */
   async detach(): Promise<void> {
     await this.syncing?.catch(() => undefined);
-    if (this.fh) await this.fh.close().catch(() => undefined);
-    this.fh = null;
+    if (this.file) await this.file.close().catch(() => this.file?.discard());
+    this.file = null;
+  }
+
+  /** Whether the file is written past the page cache (output-file.ts). */
+  get direct(): boolean {
+    return this.file?.direct ?? false;
   }
 
   async append(msg: BatchMessage): Promise<void> {
     await this.guard(async () => {
       this.blocks.push(new FileBlock(msg.metaDataLength, msg.bodyLength, this.offset));
-      // The pieces' positions are known: write them concurrently (the page-cache copies of a
-      // large layer then proceed on several I/O threads at once).
-      const writes: Promise<number>[] = [];
+      const writes: Promise<void>[] = [];
       for (const c of msg.chunks) {
-        writes.push(writeAt(this.fh!, c, this.offset));
+        writes.push(this.file!.write(c, this.offset));
         this.offset += c.byteLength;
       }
       await Promise.all(writes);
@@ -261,16 +265,21 @@ export class ArrowFileAssembler {
    */
   async writeAhead(bytes: Uint8Array, at: number): Promise<void> {
     await this.guard(async () => {
-      await writeAt(this.fh!, bytes, this.offset + at);
+      await this.file!.write(bytes, this.offset + at);
     });
   }
 
-  /** The next layer's message, `metaDataLength + bodyLength` bytes, has been written by writeAhead(). */
-  commitAhead(metaDataLength: number, bodyLength: number): void {
-    this.throwSyncError();
-    this.blocks.push(new FileBlock(metaDataLength, bodyLength, this.offset));
-    this.offset += metaDataLength + bodyLength;
-    this.flushBehind();
+  /**
+   * The next layer's message, `metaDataLength + bodyLength` bytes, has been written by
+   * writeAhead(): once it is in the file (what a crash of this process keeps), it counts.
+   */
+  async commitAhead(metaDataLength: number, bodyLength: number): Promise<void> {
+    await this.guard(async () => {
+      await this.file!.flush();
+      this.blocks.push(new FileBlock(metaDataLength, bodyLength, this.offset));
+      this.offset += metaDataLength + bodyLength;
+      this.flushBehind();
+    });
   }
 
   private syncing: Promise<void> | null = null;
@@ -286,7 +295,7 @@ export class ArrowFileAssembler {
   private flushBehind(): void {
     if (this.syncing || this.offset - this.syncedUpTo < this.flushEvery) return;
     const upTo = this.offset;
-    this.syncing = this.fh!.datasync().then(
+    this.syncing = this.file!.datasync().then(
       () => {
         this.syncedUpTo = upTo;
         this.syncing = null;
@@ -298,13 +307,14 @@ export class ArrowFileAssembler {
     );
   }
 
-  /** Append the record batch message of a whole shard held in memory. */
+  /** Append the record batch message of a whole shard held in memory; it is in the file when this resolves. */
   async appendShardBytes(shard: Uint8Array, what: string): Promise<void> {
     const frame = frameShard(shard, shard.byteLength, what);
     await this.append({ chunks: [shard.subarray(frame.offset, frame.offset + frame.length)], metaDataLength: frame.metaDataLength, bodyLength: frame.bodyLength });
+    await this.guard(() => this.file!.flush());
   }
 
-  /** Append the record batch message of a staged shard file, copied through a reused buffer. */
+  /** Append the record batch message of a staged shard file, copied through a reused buffer; it is in the file when this resolves. */
   async appendShardFile(shardPath: string, what: string): Promise<void> {
     await this.guard(async () => {
       const src = await open(shardPath, 'r');
@@ -328,9 +338,12 @@ export class ArrowFileAssembler {
           const n = Math.min(buf.length, frame.length - done);
           const { bytesRead } = await src.read(buf, 0, n, frame.offset + done);
           if (bytesRead === 0) throw new FormatError(`${what}: shard file ends early`, shardPath);
-          this.offset += await writeAt(this.fh!, buf.subarray(0, bytesRead), this.offset);
+          // the window copies the bytes before write() resolves: the buffer can be read into again
+          await this.file!.write(buf.subarray(0, bytesRead), this.offset);
+          this.offset += bytesRead;
           done += bytesRead;
         }
+        await this.file!.flush();
       } finally {
         await src.close();
       }
@@ -345,30 +358,31 @@ export class ArrowFileAssembler {
       if (message.byteLength > this.reserved) {
         throw new OutputError(`schema metadata needs ${message.byteLength} bytes but ${this.reserved} were reserved`, this.path);
       }
-      this.offset += await writeAt(this.fh!, EOS, this.offset);
+      const f = this.file!;
       const footer = Footer.encode(new Footer(schema, MetadataVersion.V5, this.blocks, []));
-      this.offset += await writeAt(this.fh!, footer, this.offset);
-      this.offset += await writeAt(this.fh!, Buffer.from(Int32Array.of(footer.byteLength).buffer), this.offset);
-      this.offset += await writeAt(this.fh!, MAGIC.subarray(0, 6), this.offset);
-      await this.fh!.truncate(this.offset); // bytes of an abandoned writeAhead() may lie past the end
+      for (const piece of [EOS, footer, Buffer.from(Int32Array.of(footer.byteLength).buffer), MAGIC.subarray(0, 6)]) {
+        await f.write(piece, this.offset);
+        this.offset += piece.byteLength;
+      }
+      await f.truncate(this.offset); // bytes of an abandoned writeAhead() may lie past the end
       // The schema message fills the reserved region: its length prefix counts the zero padding.
       const region = Buffer.alloc(this.reserved);
       Buffer.from(message).copy(region);
       region.writeInt32LE(this.reserved - 8, 4);
-      await writeAt(this.fh!, region, MAGIC.byteLength);
+      await f.write(region, MAGIC.byteLength);
       await this.syncing;
       this.throwSyncError();
-      await this.fh!.sync();
-      await this.fh!.close();
-      this.fh = null;
+      await f.sync();
+      await f.close();
+      this.file = null;
       await rename(this.tmp, this.path);
     });
   }
 
   async abort(): Promise<void> {
     await this.syncing?.catch(() => undefined);
-    if (this.fh) await this.fh.close().catch(() => undefined);
-    this.fh = null;
+    await this.file?.discard();
+    this.file = null;
     await rm(this.tmp, { force: true });
   }
 
@@ -385,13 +399,4 @@ export class ArrowFileAssembler {
       throw e instanceof FormatError ? e : outputErrorFrom(this.path, e);
     }
   }
-}
-
-async function writeAt(fh: FileHandle, bytes: Uint8Array, position: number): Promise<number> {
-  let done = 0;
-  while (done < bytes.byteLength) {
-    const { bytesWritten } = await fh.write(bytes, done, bytes.byteLength - done, position + done);
-    done += bytesWritten;
-  }
-  return bytes.byteLength;
 }
