@@ -1,6 +1,7 @@
 // Hygiene of long-lived cluster processes (issue 10): a worker does not keep a gRPC channel per
 // job it ever served, the task stream and job state have limits, and the worker's health follows
 // its NATS connection both ways. Real nats-server and worker process.
+import { createServer, type AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
 import { connect, nanos } from 'nats';
@@ -64,6 +65,27 @@ describe('worker hygiene', () => {
     clients.closeAll();
     expect(clients.size).toBe(0);
     expect(closed.at(-1)).toBe(addr(6));
+  });
+
+  test('worker hygiene - connect() opens the channel before its first call, which then uses the same channel', async () => {
+    const server = createServer((socket) => socket.destroy());
+    const connected = new Promise<void>((resolve) => server.once('connection', () => resolve()));
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    const address = `127.0.0.1:${(server.address() as AddressInfo).port}`;
+    const clients = new ShardClients((a) => new ShardClient(a, null));
+    try {
+      clients.connect(address);
+      expect(clients.size).toBe(1);
+      await connected; // the TCP connection was made with no call
+      let viaConnect!: ShardClient;
+      clients.connect(address); // again: the same channel
+      expect(clients.size).toBe(1);
+      await clients.use(address, async (c) => (viaConnect = c));
+      await clients.use(address, async (c) => expect(c).toBe(viaConnect));
+    } finally {
+      clients.closeAll();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    }
   });
 
   test('worker hygiene - the task stream and the job state have limits (task age and size, job-state TTL, heartbeat TTL); an older stream without them gets them', async () => {

@@ -19,7 +19,7 @@
 
 import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import { createReadStream } from 'node:fs';
+import { createReadStream, existsSync } from 'node:fs';
 import { mkdir, open, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { status as Status } from '@grpc/grpc-js';
@@ -576,9 +576,12 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
   private async stagedHash(jobId: string, handle: ShardJobHandle, index: number): Promise<string | undefined> {
     const known = this.hashesOf(jobId).get(index) ?? handle.recordedHash(index);
     if (known !== undefined) return known;
+    // Called several times per upload: a missing file is the usual answer, found without an exception.
+    const path = shardPath(handle.stageDir, index);
+    if (!existsSync(path)) return undefined;
     let bytes: Buffer;
     try {
-      bytes = await readFile(shardPath(handle.stageDir, index));
+      bytes = await readFile(path);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw e;

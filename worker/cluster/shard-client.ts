@@ -168,6 +168,15 @@ export class ShardClient {
     });
   }
 
+  /** Start connecting without waiting (the first call then need not wait for it); never throws. */
+  connect(): void {
+    try {
+      getClientChannel(this.client).getConnectivityState(true);
+    } catch {
+      /* the next call reports what is wrong */
+    }
+  }
+
   close(): void {
     this.client.close();
   }

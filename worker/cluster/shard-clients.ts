@@ -51,6 +51,17 @@ export class ShardClients {
     }
   }
 
+  /** Start connecting the channel to `address` (opened if need be) without waiting; a failure shows in the next use. */
+  connect(address: string): void {
+    let e = this.entries.get(address);
+    if (!e) {
+      e = { client: this.make(address), used: this.now(), inUse: 0 };
+      this.entries.set(address, e);
+      this.sweep();
+    }
+    e.client.connect();
+  }
+
   /** Close every channel (the worker is stopping). */
   closeAll(): void {
     for (const e of this.entries.values()) e.client.close();

@@ -61,6 +61,8 @@ export interface WorkerServiceOptions {
 const HEARTBEAT_MS = 5_000;
 /** How long a finished layer's upload is retried before the task is released. */
 const UPLOAD_RETRY_MS = 30_000;
+/** How long the coordinator's address read at a task's start is used without reading the job state again. */
+const COORDINATOR_FRESH_MS = 2_000;
 
 export class WorkerService {
   readonly id: string;
@@ -164,8 +166,10 @@ export class WorkerService {
   }
 
   private async lane(n: number): Promise<void> {
-    // A lane quantizes its next layer while the previous one uploads (one upload at a time).
+    // A lane quantizes its next layer while the previous one uploads (one upload at a time; a
+    // task's acknowledgement and report no longer hold up the next upload).
     let uploading: Promise<void> = Promise.resolve();
+    const running = new Set<Promise<void>>();
     while (!this.stopping) {
       let msg: JsMsg | null;
       try {
@@ -183,15 +187,28 @@ export class WorkerService {
       }
       let quantized!: () => void;
       const computed = new Promise<void>((resolve) => (quantized = resolve));
+      let uploaded!: () => void;
+      const sent = new Promise<void>((resolve) => (uploaded = resolve));
       // handle() reports its own failures; a rejection here must not fail the next layer
-      uploading = this.handle(msg, uploading, quantized).catch((e: Error) => this.log(`worker ${this.id}: lane ${n}: ${e.message}`)).finally(quantized);
+      const handled = this.handle(msg, uploading, quantized, uploaded)
+        .catch((e: Error) => this.log(`worker ${this.id}: lane ${n}: ${e.message}`))
+        .finally(() => {
+          quantized();
+          uploaded();
+          running.delete(handled);
+        });
+      running.add(handled);
+      uploading = sent;
       await computed;
     }
-    await uploading;
+    await Promise.all(running);
   }
 
-  /** `previous` is the lane's upload in flight; `quantized` is called once this layer's row is made. */
-  private async handle(msg: JsMsg, previous: Promise<void> = Promise.resolve(), quantized: () => void = () => undefined): Promise<void> {
+  /**
+   * `previous` is the lane's upload in flight; `quantized` is called once this layer's row is
+   * made, `uploaded` once its upload is over (the lane's next may start).
+   */
+  private async handle(msg: JsMsg, previous: Promise<void> = Promise.resolve(), quantized: () => void = () => undefined, uploaded: () => void = () => undefined): Promise<void> {
     if (isMeasureSubject(msg.subject)) return handleMeasureTask(msg, this.measureHost);
     let tm: TaskMessage;
     try {
@@ -213,6 +230,7 @@ export class WorkerService {
       return;
     }
     const coordinator = held.state.coordinator || tm.coordinator;
+    const coordinatorReadAt = performance.now();
     if (await this.alreadyStaged(task)) {
       await msg.ackAck().catch(() => msg.ack());
       this.log(`worker ${this.id}: skipped ${tag}: its shard is already staged`);
@@ -244,6 +262,8 @@ export class WorkerService {
           this.id,
         );
       }
+      // The channel connects while the layer is quantized (the first upload to a coordinator does not wait for it).
+      this.clients.connect(coordinator);
       // The shard goes from the buffers the threads filled straight into the upload.
       const result = await this.runner.run(input);
       quantized();
@@ -256,9 +276,10 @@ export class WorkerService {
         }
         // the data's SHA-256 is the one the threads computed: the upload digest hashes only the rest
         const data = { bytes: result.record.data, sha256: result.record.data_sha256 };
-        up = await this.uploadWithRetry(tm, run, coordinator, await encodeShardChunks(result.record), data, result.outcome.timings);
+        up = await this.uploadWithRetry(tm, run, { address: coordinator, readAt: coordinatorReadAt }, await encodeShardChunks(result.record), data, result.outcome.timings);
       } finally {
         result.release();
+        uploaded();
       }
       const outcome = result.outcome;
       await msg.ackAck().catch(() => msg.ack());
@@ -436,8 +457,9 @@ export class WorkerService {
    * finished layer is not quantized again; the task stays alive meanwhile.
    */
   private async uploadWithRetry(
-    tm: TaskMessage, run: string, coordinator: string, shard: readonly Uint8Array[], data: { bytes: Uint8Array; sha256: string }, t: Timings,
+    tm: TaskMessage, run: string, known: { address: string; readAt: number }, shard: readonly Uint8Array[], data: { bytes: Uint8Array; sha256: string }, t: Timings,
   ): Promise<{ duplicate: boolean }> {
+    const coordinator = known.address;
     const header = {
       job_id: tm.task.job_id, layer_index: tm.task.layer_index, plan_hash: tm.task.plan_hash, worker_id: this.id,
       kernel: this.pool.kernel, threads: this.pool.size, read_ms: t.readMs, kernel_ms: t.kernelMs, hash_ms: t.hashMs, write_ms: t.writeMs,
@@ -445,7 +467,10 @@ export class WorkerService {
     const deadline = Date.now() + UPLOAD_RETRY_MS;
     for (let attempt = 0; ; attempt++) {
       try {
-        return await this.clients.use(await this.coordinatorNow(tm, coordinator), (c) => c.upload(header, shard, data));
+        // The address read from the job state when the task began is used while it is fresh; a retry, or a long layer, reads it again.
+        const fresh = attempt === 0 && performance.now() - known.readAt < COORDINATOR_FRESH_MS;
+        const address = fresh ? coordinator : await this.coordinatorNow(tm, coordinator);
+        return await this.clients.use(address, (c) => c.upload(header, shard, data));
       } catch (e) {
         const retryable = e instanceof ShardTransferError && e.retryable;
         if (!retryable || Date.now() > deadline || this.stopping || this.cancelled.has(run)) throw e;
