@@ -6,9 +6,10 @@
 // × 1 thread and 1 worker × 2 threads, coordinated over loopback NATS JetStream + gRPC. Prints the
 // throughput ratios, the coordinator's CPU (user + system of its whole process) against the local
 // run's total CPU, the workers' CPU, peak RSS and whether every output is byte-identical to the
-// local one. AQ_BENCH_SMALL=1 runs RTN on the small model too (a quick check); AQ_BENCH_CLI runs
-// another build. Table on stderr,
-// JSON on stdout. Needs `nats-server` on the PATH.
+// local one; also against the local run writing through the page cache (ARROW_QUANT_DIRECT_IO=0),
+// as it did when the cluster targets were set. AQ_BENCH_SMALL=1 runs RTN on the small model too
+// (a quick check); AQ_BENCH_CLI runs another build. Table on stderr, JSON on stdout. Needs
+// `nats-server` on the PATH.
 
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
@@ -23,8 +24,8 @@ interface Run {
   summary: Record<string, unknown>;
 }
 
-async function quantize(model: string, out: string, args: string[], report: string): Promise<Run> {
-  const p = new BenchProcess([CLI(), 'quantize', model, '-o', out, '--json', ...args], report);
+async function quantize(model: string, out: string, args: string[], report: string, env: NodeJS.ProcessEnv = {}): Promise<Run> {
+  const p = new BenchProcess([CLI(), 'quantize', model, '-o', out, '--json', ...args], report, env);
   const code = await p.exited;
   if (code !== 0) throw new Error(`quantize ${args.join(' ')} exited ${code}:\n${p.stderr}`);
   const summary = JSON.parse(p.stdout) as { elapsed_s: number; input_gb_per_s: number };
@@ -52,6 +53,12 @@ async function clusterRun(model: string, dir: string, tag: string, workers: numb
 async function job(name: string, model: string, refine: string, dir: string) {
   const local = await quantize(model, join(dir, `${name}-local.arrow`), ['--threads', '2', '--refine', refine], join(dir, `${name}-local.json`));
   const localBytes = readFileSync(join(dir, `${name}-local.arrow`));
+  // For comparison with the figures of the issue: the local run as it was then, its output written
+  // through the page cache (ARROW_QUANT_DIRECT_IO=0); the required ratios are against the local run above.
+  const pageCacheOut = join(dir, `${name}-local-page-cache.arrow`);
+  const pageCache = await quantize(model, pageCacheOut, ['--threads', '2', '--refine', refine], join(dir, `${name}-local-page-cache.json`), { ARROW_QUANT_DIRECT_IO: '0' });
+  if (!readFileSync(pageCacheOut).equals(localBytes)) throw new Error(`${name}: the local run through the page cache wrote other bytes than with O_DIRECT`);
+  rmSync(pageCacheOut, { force: true });
   const rows = [];
   for (const [workers, threads] of [[2, 1], [1, 2]] as const) {
     const c = await clusterRun(model, dir, `${name}-${workers}x${threads}`, workers, threads, refine);
@@ -61,11 +68,17 @@ async function job(name: string, model: string, refine: string, dir: string) {
       cluster: `${workers} workers × ${threads} thread${threads > 1 ? 's' : ''}`,
       elapsed_s: c.elapsed_s, input_gb_per_s: c.input_gb_per_s, ratio_vs_local: round(c.input_gb_per_s / local.input_gb_per_s),
       coordinator_cpu: c.cpu, coordinator_cpu_vs_local_total_cpu: round(c.cpu.cpu_s / local.cpu.cpu_s),
+      ratio_vs_local_page_cache: round(c.input_gb_per_s / pageCache.input_gb_per_s), coordinator_cpu_vs_local_page_cache_cpu: round(c.cpu.cpu_s / pageCache.cpu.cpu_s),
       workers_cpu_s: c.workers.map((w) => w.cpu_s), workers_peak_rss_mb: c.workers.map((w) => w.peak_rss_mb),
       grpc_bytes_received: c.summary.grpc_bytes_received, shards_written_directly: c.summary.shards_written_directly, shards_from_memory: c.summary.shards_from_memory, shards_from_stage_files: c.summary.shards_from_stage_files, identical,
     });
   }
-  return { job: name, model, model_gb: round(statSync(model).size / 1e9), refine, local: { elapsed_s: local.elapsed_s, input_gb_per_s: local.input_gb_per_s, cpu: local.cpu }, clusters: rows };
+  return {
+    job: name, model, model_gb: round(statSync(model).size / 1e9), refine,
+    local: { elapsed_s: local.elapsed_s, input_gb_per_s: local.input_gb_per_s, cpu: local.cpu },
+    local_page_cache: { elapsed_s: pageCache.elapsed_s, input_gb_per_s: pageCache.input_gb_per_s, cpu: pageCache.cpu },
+    clusters: rows,
+  };
 }
 
 async function main(): Promise<void> {
@@ -78,9 +91,11 @@ async function main(): Promise<void> {
     const required = { rtn: 0.6, search: 0.85 };
     for (const j of jobs) {
       process.stderr.write(`\n${j.job} (${j.model_gb} GB${j.refine === 'search' ? ', refine=search' : ', RTN'}): local 2 threads ${j.local.input_gb_per_s} GB/s (${j.local.elapsed_s} s, CPU ${j.local.cpu.cpu_s} s)\n`);
+      process.stderr.write(`  (the local run writing through the page cache, as when the issue was filed: ${j.local_page_cache.input_gb_per_s} GB/s, ${j.local_page_cache.elapsed_s} s, CPU ${j.local_page_cache.cpu.cpu_s} s)\n`);
       for (const r of j.clusters) {
         process.stderr.write(
-          `  ${r.cluster.padEnd(22)} ${r.input_gb_per_s} GB/s (${r.elapsed_s} s) ratio ${r.ratio_vs_local}${r.cluster.startsWith('2') ? ` (required ≥ ${required[j.job as 'rtn' | 'search']})` : ''}; coordinator CPU ${r.coordinator_cpu.cpu_s} s = ${r.coordinator_cpu_vs_local_total_cpu}× local (required ≤ 0.5); workers CPU ${r.workers_cpu_s.join(' + ')} s; identical ${r.identical}\n`,
+          `  ${r.cluster.padEnd(22)} ${r.input_gb_per_s} GB/s (${r.elapsed_s} s) ratio ${r.ratio_vs_local}${r.cluster.startsWith('2') ? ` (required ≥ ${required[j.job as 'rtn' | 'search']})` : ''}; coordinator CPU ${r.coordinator_cpu.cpu_s} s = ${r.coordinator_cpu_vs_local_total_cpu}× local (required ≤ 0.5); workers CPU ${r.workers_cpu_s.join(' + ')} s; identical ${r.identical}\n` +
+            `  ${''.padEnd(22)} vs the page-cache local: ratio ${r.ratio_vs_local_page_cache}, coordinator CPU ${r.coordinator_cpu_vs_local_page_cache_cpu}×\n`,
         );
       }
     }

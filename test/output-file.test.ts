@@ -3,12 +3,12 @@
 // ends up exactly as a plain file written with the same calls would; flush() puts every byte
 // written so far into the file, which a SIGKILLed process then keeps.
 import { spawn } from 'node:child_process';
-import { closeSync, constants, existsSync, mkdtempSync, openSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
+import { closeSync, constants, existsSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, test } from 'vitest';
 import { OutputFile } from '../core/format/output-file.js';
 import { seededRandom as rng } from '../core/model/random.js';
-import { ROOT } from './helpers/cli.js';
+import { FIXTURE_MODELS, ROOT, runCli } from './helpers/cli.js';
 import { tempDir } from './helpers/models.js';
 
 const { dir, cleanup } = tempDir('aq-output-file-');
@@ -161,6 +161,17 @@ describe('output file', () => {
     } finally {
       rmSync(shm, { recursive: true, force: true });
     }
+  });
+
+  test('output file - ARROW_QUANT_DIRECT_IO takes 0 or 1; anything else is an error naming it', async () => {
+    process.env.ARROW_QUANT_DIRECT_IO = 'off';
+    await expect(OutputFile.create(join(dir, 'bad-env.bin'))).rejects.toThrow(/ARROW_QUANT_DIRECT_IO must be 0 or 1, got "off"/);
+    expect(existsSync(join(dir, 'bad-env.bin'))).toBe(false);
+    const out = join(dir, 'bad-env.arrow');
+    const r = await runCli(['quantize', join(FIXTURE_MODELS, 'stories260K-bf16.safetensors'), '-o', out], { env: { ARROW_QUANT_DIRECT_IO: 'off' } });
+    expect(r.code, r.stderr).toBe(2);
+    expect(r.stderr).toMatch(/ARROW_QUANT_DIRECT_IO must be 0 or 1, got "off"/);
+    expect(readdirSync(dir).filter((f) => f.startsWith('bad-env'))).toEqual([]);
   });
 
   test('output file - a write after a failure fails with it, and discard() never throws', async () => {

@@ -16,7 +16,7 @@
 import { open, rename, rm } from 'node:fs/promises';
 import { MetadataVersion, RecordBatchStreamWriter, Table, tableFromIPC, tableToIPC, type Schema } from 'apache-arrow';
 import { FileBlock, Footer } from 'apache-arrow/ipc/metadata/file';
-import { FormatError, OutputError, outputErrorFrom } from '../errors.js';
+import { ConfigError, FormatError, OutputError, outputErrorFrom } from '../errors.js';
 import { COLUMN_NAMES, batchToRecord, layerBatch, layerSchema, type LayerRecord } from './layer-schema.js';
 import { OutputFile } from './output-file.js';
 
@@ -202,7 +202,7 @@ export class ArrowFileAssembler {
       await a.file.write(MAGIC, 0);
     } catch (e) {
       await a.abort();
-      throw outputErrorFrom(path, e);
+      throw e instanceof ConfigError ? e : outputErrorFrom(path, e);
     }
     return a;
   }
@@ -223,7 +223,7 @@ export class ArrowFileAssembler {
       await a.file.truncate(a.offset);
     } catch (e) {
       await a.abort();
-      throw e instanceof OutputError ? e : outputErrorFrom(path, e);
+      throw e instanceof OutputError || e instanceof ConfigError ? e : outputErrorFrom(path, e);
     }
     return a;
   }

@@ -14,6 +14,7 @@
 
 import { constants } from 'node:fs';
 import { open, type FileHandle } from 'node:fs/promises';
+import { ConfigError } from '../errors.js';
 
 /** O_DIRECT's alignment of offsets, lengths and memory: the largest logical block size in use. */
 const BLOCK = 4096;
@@ -23,9 +24,12 @@ const WASM_PAGE = 64 << 10;
 // (the project's TypeScript libraries leave out the WebAssembly namespace: only this is used)
 declare const WebAssembly: { Memory: new (descriptor: { initial: number }) => { buffer: ArrayBuffer } };
 
-/** Whether the output may be opened with O_DIRECT (ARROW_QUANT_DIRECT_IO=0 turns it off). */
+/** Whether the output may be opened with O_DIRECT (ARROW_QUANT_DIRECT_IO=0 turns it off, 1 or unset leaves it on). */
 export function directIoAllowed(env: NodeJS.ProcessEnv = process.env): boolean {
-  return env.ARROW_QUANT_DIRECT_IO !== '0';
+  const v = env.ARROW_QUANT_DIRECT_IO;
+  if (v === undefined || v === '' || v === '1') return true;
+  if (v === '0') return false;
+  throw new ConfigError(`ARROW_QUANT_DIRECT_IO must be 0 or 1, got ${JSON.stringify(v.slice(0, 100))}`, 'ARROW_QUANT_DIRECT_IO', 'environment');
 }
 
 const roundDown = (n: number) => n - (n % BLOCK);
