@@ -269,6 +269,8 @@ export class WorkerService {
       quantized();
       let up: { duplicate: boolean };
       try {
+        // encoded while the previous upload runs: the next one starts the moment that one is over
+        const chunks = await encodeShardChunks(result.record);
         await previous;
         if (this.cancelled.has(run)) {
           msg.term();
@@ -276,7 +278,7 @@ export class WorkerService {
         }
         // the data's SHA-256 is the one the threads computed: the upload digest hashes only the rest
         const data = { bytes: result.record.data, sha256: result.record.data_sha256 };
-        up = await this.uploadWithRetry(tm, run, { address: coordinator, readAt: coordinatorReadAt }, await encodeShardChunks(result.record), data, result.outcome.timings);
+        up = await this.uploadWithRetry(tm, run, { address: coordinator, readAt: coordinatorReadAt }, chunks, data, result.outcome.timings);
       } finally {
         result.release();
         uploaded();
