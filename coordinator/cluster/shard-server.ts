@@ -453,22 +453,30 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       if ((await this.stagedHash(header.job_id, handle, header.layer_index)) !== undefined) return null;
       const writer = handle.directWriter!(header.layer_index);
       if (!writer) return null;
+      // The check decodes the shard from `buffer`, which gets every byte but the data: the data was
+      // hashed as it arrived and goes from the received pieces straight into the output's window.
       const buffer = u.buffer!;
+      const data = dataRangeOf(header);
       let frame: ShardFrame | null = null;
-      let upTo = 0; // shard bytes before this are written (or are not part of the batch message)
       const queue = new WriteQueue();
       const dataSha256 = await this.receiveChunks(u, async (pieces, offset, bytes) => {
-        for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) buffer.set(pieces[p]!, at);
+        for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) copyOutside(pieces[p]!, at, data, buffer);
         const received = offset + bytes;
-        frame ??= frameOf(buffer.subarray(0, received), header, received === header.size);
-        if (!frame) return;
-        const from = Math.max(upTo, frame.offset);
-        const to = Math.min(received, frame.offset + frame.length);
-        if (to > from) {
-          const bytes = buffer.subarray(from, to);
-          await queue.push(() => writer.write(bytes, from - frame!.offset));
+        if (!frame) {
+          frame = frameOf(buffer.subarray(0, received), header, received === header.size);
+          if (!frame) return;
+          // what came before (the message's start: never data, which follows its metadata) is in `buffer`
+          const before = buffer.subarray(frame.offset, Math.max(frame.offset, offset));
+          if (before.byteLength > 0) await queue.push(() => writer.write(before, 0));
         }
-        upTo = received;
+        const end = frame.offset + frame.length;
+        for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) {
+          const from = Math.max(at, frame.offset);
+          const to = Math.min(at + pieces[p]!.byteLength, end);
+          if (to <= from) continue;
+          const part = pieces[p]!.subarray(from - at, to - at);
+          await queue.push(() => writer.write(part, from - frame!.offset));
+        }
       });
       await queue.drain();
       const shard = checkShard(buffer, header, u.layer, dataSha256);
@@ -755,6 +763,17 @@ function checkShard(bytes: Uint8Array, h: ShardHeader, layer: ShardLayerSource, 
  * (`all`: none more will). A shard whose framing is bad is rejected at once.
  */
 const dataRangeOf = (h: ShardHeader): DataRange => ({ offset: h.data_offset ?? 0, length: h.data_length ?? 0 });
+
+/** Copy the bytes of `piece` (at `at` in the shard) that lie outside the data range into `into`. */
+function copyOutside(piece: Uint8Array, at: number, data: DataRange, into: Uint8Array): void {
+  const end = at + piece.byteLength;
+  const dataEnd = data.offset + data.length;
+  if (at < data.offset) into.set(piece.subarray(0, Math.min(piece.byteLength, data.offset - at)), at);
+  if (end > dataEnd) {
+    const from = Math.max(at, dataEnd);
+    into.set(piece.subarray(from - at), from);
+  }
+}
 
 /**
  * A received shard's bytes from its file, but for its data: that range stays zero and is never
