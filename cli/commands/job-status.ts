@@ -1,7 +1,6 @@
 // `status [JOB] --coordinator` and `cancel JOB --coordinator`: the coordinator service's jobs
 // (state, layers, queue position, result) and the cluster's workers, through the job API.
 
-import type { JobMessage, ListResponse } from '../../core/grpc/jobs-proto.js';
 import { connectJobApi, unary, type CoordinatorClientValues } from '../job-client.js';
 import { formatBytes, formatTable } from '../table.js';
 import type { CommandIO } from './io.js';

@@ -4,7 +4,7 @@
 
 import type { ServiceError } from '@grpc/grpc-js';
 import { UsageError } from '../../core/errors.js';
-import type { JobEvent, JobMessage, SubmitResponse } from '../../core/grpc/jobs-proto.js';
+import type { JobEvent, JobMessage } from '../../core/grpc/jobs-proto.js';
 import type { RunSummary } from '../../coordinator/local-run.js';
 import { JobApiError, connectJobApi, toJobApiError, unary, type CoordinatorClientValues, type JobApi } from '../job-client.js';
 import { effectiveConfig, type ConfigValues } from '../options.js';

@@ -53,7 +53,6 @@ export class MultipleChoiceKnapsack {
   /** per item: units above its smallest choice, per choice */
   private readonly units: Int32Array[];
   private readonly table: Uint8Array[] | null = null;
-  private readonly best: Float64Array | null = null;
   /** byte-unit states the table covers (0 without a table) */
   private readonly maxStates: number = 0;
 
@@ -102,7 +101,6 @@ export class MultipleChoiceKnapsack {
       this.table.push(row);
       prev = cur;
     }
-    this.best = prev;
     this.maxStates = states;
   }
 
