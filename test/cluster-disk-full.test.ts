@@ -5,51 +5,30 @@
 // rerun publishes the exhausted layer again).
 import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
-import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
-import { startCli, stopAll, type Proc } from './helpers/processes.js';
+import { describe, expect, test } from 'vitest';
+import type { Proc } from './helpers/processes.js';
+import { clusterFixture } from './helpers/cluster-fixture.js';
 import { connect } from 'nats';
 import { TASK_STREAM, WORKER_CONSUMER } from '../core/cluster/names.js';
 import { FIXTURE_MODELS, ROOT, runCli } from './helpers/cli.js';
-import { tempDir } from './helpers/models.js';
 
-const { dir, cleanup } = tempDir('aq-cluster-enospc-');
+const cluster = clusterFixture('aq-cluster-enospc-');
+const { dir } = cluster;
 const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '3', ARROW_QUANT_JOB_LEASE_MS: '4000' };
 const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
 const PRELOAD = `--require ${join(ROOT, 'test', 'helpers', 'enospc-preload.cjs')}`;
 
-let nats: NatsTestServer;
-let procs: Proc[] = [];
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-});
-
-afterEach(async () => {
-  await stopAll(procs);
-  procs = [];
-});
-
-afterAll(async () => {
-  await nats?.stop();
-  cleanup();
-});
-
-function start(args: string[], env: NodeJS.ProcessEnv = {}): Proc {
-  const p = startCli(args, { ...ENV, ...env });
-  procs.push(p);
-  return p;
-}
+const start = (args: string[], env: NodeJS.ProcessEnv = {}): Proc => cluster.start(args, { ...ENV, ...env });
 
 const worker = (args: string[] = [], env: NodeJS.ProcessEnv = {}) =>
-  start(['worker', '--nats', nats.url, '--threads', '1', '--grace', '2', ...args], env);
+  start(['worker', '--nats', cluster.nats.url, '--threads', '1', '--grace', '2', ...args], env);
 
 const coordinator = (out: string, args: string[] = [], env: NodeJS.ProcessEnv = {}) =>
-  start(['quantize', BF16, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', ...args], env);
+  start(['quantize', BF16, '-o', out, '--nats', cluster.nats.url, '--listen', '127.0.0.1:0', ...args], env);
 
 /** Waits (bounded) until the shared consumer has nothing queued or in flight: what is left in the stream is dead. */
 async function untilConsumerIdle(): Promise<void> {
-  const nc = await connect({ servers: nats.url });
+  const nc = await connect({ servers: cluster.nats.url });
   try {
     const jsm = await nc.jetstreamManager();
     for (const deadline = Date.now() + 30_000; ; ) {

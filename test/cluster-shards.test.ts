@@ -1,10 +1,10 @@
 // Cluster mode: what the coordinator accepts as a layer's shard (issue 10, items 2 and 16, and
 // "a layer counts as done only if its bytes are where this run's merge reads them"), against a
 // real nats-server, real worker and coordinator processes.
-import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { digestShard } from '../core/format/shard-digest.js';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 import { connect, type JsMsg, type NatsConnection } from 'nats';
 import { TASK_STREAM, WORKER_CONSUMER, layerKey } from '../core/cluster/names.js';
 import { decodeMessage, taskMessageSchema, type TaskMessage } from '../core/cluster/messages.js';
@@ -15,50 +15,32 @@ import { encodeShard } from '../core/format/arrow-file.js';
 import type { LayerRecord } from '../core/format/layer-schema.js';
 import { LayerRunner } from '../worker/layer-runner.js';
 import { ThreadPool } from '../worker/thread-pool.js';
-import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
-import { startCli, stopAll, type Proc } from './helpers/processes.js';
+import type { Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
-import { tempDir, writeSlowModel } from './helpers/models.js';
+import { writeSlowModel } from './helpers/models.js';
+import { clusterFixture } from './helpers/cluster-fixture.js';
 
-const { dir, cleanup } = tempDir('aq-cluster-shards-');
+const cluster = clusterFixture('aq-cluster-shards-');
+const { dir, modelsDir } = cluster;
 const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20' };
 const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
 const SLOW = { ARROWQUANT_KERNEL: 'reference' };
 /** every wait on a job has this bound: a hang fails the test with the processes' output */
 const JOB_BOUND_MS = 90_000;
 
-let nats: NatsTestServer;
-let procs: Proc[] = [];
 let slowModel: string;
 let slowLocal: Buffer;
-const modelsDir = join(dir, 'models');
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  mkdirSync(modelsDir);
   ({ model: slowModel, local: slowLocal } = await writeSlowModel(dir, modelsDir, 3));
 });
 
-afterEach(async () => {
-  await stopAll(procs);
-  procs = [];
-});
-
-afterAll(async () => {
-  await nats?.stop();
-  cleanup();
-});
-
 function worker(env: NodeJS.ProcessEnv = {}): Proc {
-  const p = startCli(['worker', '--nats', nats.url, '--concurrency', '1', '--threads', '1', '--model-root', FIXTURE_MODELS, '--model-root', modelsDir, '--grace', '5'], { ...ENV, ...env });
-  procs.push(p);
-  return p;
+  return cluster.worker([], { ...ENV, ...env });
 }
 
 function coordinator(model: string, out: string, args: string[] = []): Proc {
-  const p = startCli(['quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json', ...args], ENV);
-  procs.push(p);
-  return p;
+  return cluster.start(['quantize', model, '-o', out, '--nats', cluster.nats.url, '--listen', '127.0.0.1:0', '--json', ...args], ENV);
 }
 
 async function exitWithin(p: Proc, what: string): Promise<number | string> {
@@ -157,7 +139,7 @@ describe('cluster shards', () => {
     expect(s.layers_resumed).toBeLessThan(s.layers);
     expect(s.layers_resumed + s.layers_published).toBe(s.layers);
     // and the job state holds no layer keys once the job is done
-    const nc = await connect({ servers: nats.url });
+    const nc = await connect({ servers: cluster.nats.url });
     try {
       const kv = await jobsBucket(nc);
       expect((await kv.get(layerKey(jobId, layer)))?.operation ?? 'none').not.toBe('PUT');
@@ -189,7 +171,7 @@ describe('cluster shards', () => {
     const out = join(dir, 'plan-check.arrow');
     const c = coordinator(BF16, out);
     const jobId = (await c.waitFor(/job \w+: 48 layers/))[0]!.split(' ')[1]!.replace(':', '');
-    const nc: NatsConnection = await connect({ servers: nats.url });
+    const nc: NatsConnection = await connect({ servers: cluster.nats.url });
     const pool = await ThreadPool.start(1);
     try {
       // this test is the misbehaving worker: pull a 4-bit task of the job, upload wrong shards, release it

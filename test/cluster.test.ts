@@ -2,7 +2,7 @@
 // run byte for byte, and the guarantees of distributed.md under kills and restarts.
 import { existsSync, mkdirSync, readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 import { connect, type NatsConnection } from 'nats';
 import { resolveConfig } from '../core/config/load.js';
 import { prepareJob } from '../coordinator/job.js';
@@ -11,49 +11,31 @@ import { decodeMessage, encodeMessage, taskMessageSchema, workerEventSchema } fr
 import { ShardClient } from '../worker/cluster/shard-client.js';
 import { ShardTransferError } from '../core/grpc/errors.js';
 import { encodeShard } from '../core/format/arrow-file.js';
-import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
 import { startCli, stopAll, type Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
-import { tempDir, writeSlowModel } from './helpers/models.js';
+import { writeSlowModel } from './helpers/models.js';
+import { clusterFixture } from './helpers/cluster-fixture.js';
 
-const { dir, cleanup } = tempDir('aq-cluster-');
+const cluster = clusterFixture('aq-cluster-');
+const { dir, modelsDir } = cluster;
 // Short ack wait so that a killed worker's task comes back quickly; heartbeats keep live ones.
 const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20', ARROW_QUANT_JOB_LEASE_MS: '4000' };
 const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
 const MIXED = ['--mixed-precision', '--target-size-mb', '0.22'];
 
-let nats: NatsTestServer;
-let procs: Proc[] = [];
 let slowModel: string;
 let slowLocal: Buffer;
-const modelsDir = join(dir, 'models');
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  mkdirSync(modelsDir);
   ({ model: slowModel, local: slowLocal } = await writeSlowModel(dir, modelsDir, 3));
 });
 
-afterEach(async () => {
-  await stopAll(procs);
-  procs = [];
-});
-
-afterAll(async () => {
-  await nats?.stop();
-  cleanup();
-});
-
 function worker(args: string[] = [], env: NodeJS.ProcessEnv = {}): Proc {
-  const p = startCli(['worker', '--nats', nats.url, '--concurrency', '1', '--threads', '1', '--model-root', FIXTURE_MODELS, '--model-root', modelsDir, '--grace', '5', ...args], { ...ENV, ...env });
-  procs.push(p);
-  return p;
+  return cluster.worker(args, { ...ENV, ...env });
 }
 
 function coordinator(model: string, out: string, args: string[] = []): Proc {
-  const p = startCli(['quantize', model, '-o', out, '--nats', nats.url, '--listen', '127.0.0.1:0', '--json', ...args], ENV);
-  procs.push(p);
-  return p;
+  return cluster.start(['quantize', model, '-o', out, '--nats', cluster.nats.url, '--listen', '127.0.0.1:0', '--json', ...args], ENV);
 }
 
 const SLOW = { ARROWQUANT_KERNEL: 'reference' };
@@ -80,7 +62,7 @@ describe('cluster', () => {
       await stopAll(ws);
       for (const w of ws) expect(w.err()).toMatch(/stopped after \d+ layers/);
       expect(ws.reduce((s, w) => s + (w.err().match(/uploaded layer/g)?.length ?? 0), 0)).toBe(48);
-      procs = [];
+      cluster.procs.length = 0;
     }
     // nothing staged is left next to the output
     expect(readdirSync(dir).filter((f) => f.includes('.stage'))).toEqual([]);
@@ -131,22 +113,22 @@ describe('cluster', () => {
     const out = join(dir, 'nats-restart.arrow');
     const c = coordinator(slowModel, out, ['--refine', 'search']);
     await Promise.race(ws.map((w) => w.waitFor(/uploaded layer/)));
-    await nats.restart();
+    await cluster.nats.restart();
     expect(await c.exited, c.err()).toBe(0);
     expect(Buffer.compare(readFileSync(out), slowLocal)).toBe(0);
     expect(ws.some((w) => /NATS (disconnect|reconnect)/.test(w.err()))).toBe(true);
   });
 
   test(`cluster - a task naming a file outside the worker's model roots is refused and reported`, async () => {
-    const w = startCli(['worker', '--nats', nats.url, '--threads', '1', '--model-root', join(dir, 'models')], ENV);
-    procs.push(w);
+    const w = startCli(['worker', '--nats', cluster.nats.url, '--threads', '1', '--model-root', join(dir, 'models')], ENV);
+    cluster.procs.push(w);
     await w.waitFor(/ready/);
     const c = coordinator(BF16, join(dir, 'refused.arrow'));
     expect(await c.exited, c.err()).toBe(1);
     expect(c.err()).toMatch(/refused layer \d+ \(.+\) of job \w+: .*stories260K-bf16\.safetensors is not under its model roots/);
     expect(existsSync(join(dir, 'refused.arrow'))).toBe(false);
     // a crafted task of a job no coordinator holds: dropped at once, nothing read, nothing reported
-    const nc = await connect({ servers: nats.url });
+    const nc = await connect({ servers: cluster.nats.url });
     const events: unknown[] = [];
     const sub = nc.subscribe(eventsSubject('crafted'), { callback: (_e, m) => events.push(decodeMessage(workerEventSchema, m.data, m.subject)) });
     const real = prepareJob(BF16, resolveConfig({}), join(dir, 'unused.arrow')).tasks[0]!;
@@ -163,8 +145,8 @@ describe('cluster', () => {
   test('cluster - a worker without the model files downloads tensors (--allow-download); its health service answers', async () => {
     const empty = join(dir, 'no-models');
     mkdirSync(empty, { recursive: true });
-    const w = startCli(['worker', '--nats', nats.url, '--threads', '1', '--model-root', empty, '--health-listen', '127.0.0.1:0', '--allow-download'], ENV);
-    procs.push(w);
+    const w = startCli(['worker', '--nats', cluster.nats.url, '--threads', '1', '--model-root', empty, '--health-listen', '127.0.0.1:0', '--allow-download'], ENV);
+    cluster.procs.push(w);
     await w.waitFor(/ready/);
     const address = /health service on (\S+)/.exec((await w.waitFor(/health service on \S+/))[0]!)![1]!;
     const probe = new ShardClient(address, null);
@@ -186,19 +168,19 @@ describe('cluster', () => {
     const c = coordinator(slowModel, out, ['--refine', 'search', '--bits', '8']);
     const jobId = (await c.waitFor(/job \w+: \d+ layers/))[0]!.split(' ')[1]!.replace(':', '');
     await w.waitFor(/uploaded layer/);
-    const st = await runCli(['status', '--nats', nats.url, '--json']);
+    const st = await runCli(['status', '--nats', cluster.nats.url, '--json']);
     expect(st.code, st.stderr).toBe(0);
     const doc = JSON.parse(st.stdout);
     expect(doc.workers.some((x: { kernel: string; threads: number }) => x.kernel === 'reference' && x.threads === 1)).toBe(true);
     expect(doc.jobs.find((j: { job_id: string }) => j.job_id === jobId), `${jobId} in ${st.stdout}`).toMatchObject({ state: 'running', model: 'slow' });
     expect(st.stderr).toMatch(/1 job\(s\)|\d+ job\(s\)/);
-    const cancel = await runCli(['cancel', jobId, '--nats', nats.url]);
+    const cancel = await runCli(['cancel', jobId, '--nats', cluster.nats.url]);
     expect(cancel.code).toBe(0);
     expect(await c.exited).toBe(130);
     expect(c.err()).toMatch(new RegExp(`job ${jobId} was cancelled`));
     expect(existsSync(out)).toBe(false);
     expect(readdirSync(dir).filter((f) => f.startsWith('.cancelled.arrow'))).toEqual([]);
-    const after = JSON.parse((await runCli(['status', jobId, '--nats', nats.url, '--json'])).stdout);
+    const after = JSON.parse((await runCli(['status', jobId, '--nats', cluster.nats.url, '--json'])).stdout);
     expect(after.jobs[0]).toMatchObject({ job_id: jobId, state: 'cancelled', layers_staged: 0 });
   });
 
@@ -206,7 +188,7 @@ describe('cluster', () => {
     const out = join(dir, 'corrupt.arrow');
     const c = coordinator(BF16, out);
     // this test is the misbehaving worker: pull one task, upload garbage, release it
-    const nc: NatsConnection = await connect({ servers: nats.url });
+    const nc: NatsConnection = await connect({ servers: cluster.nats.url });
     const consumer = await nc.jetstream().consumers.get(TASK_STREAM, WORKER_CONSUMER);
     const jobId = (await c.waitFor(/job \w+: 48 layers/))[0]!.split(' ')[1]!.replace(':', '');
     let msg = null;

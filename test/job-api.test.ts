@@ -1,30 +1,28 @@
 // The coordinator service and its job API on host processes: a real nats-server, real worker and
 // coordinator processes, `arrowquant submit/watch/status/cancel` as a user runs them.
-import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { basename, join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { beforeAll, describe, expect, test } from 'vitest';
 import { resolveConfig } from '../core/config/load.js';
 import { runLocalJob } from '../coordinator/local-run.js';
 import { writeSafetensors } from '../core/model/safetensors-writer.js';
 import { syntheticLlamaTensors } from '../core/model/synthetic-llama.js';
-import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
-import { startCli, stopAll, type Proc } from './helpers/processes.js';
+import { startCli, type Proc } from './helpers/processes.js';
 import { FIXTURE_MODELS, runCli } from './helpers/cli.js';
-import { tempDir, writeSlowModel } from './helpers/models.js';
+import { writeSlowModel } from './helpers/models.js';
+import { clusterFixture } from './helpers/cluster-fixture.js';
 import { generateTestCerts } from './helpers/certs.js';
 import { credentials } from '@grpc/grpc-js';
 import { grpcServices } from '../core/grpc/proto.js';
 
-const { dir, cleanup } = tempDir('aq-jobapi-');
+const cluster = clusterFixture('aq-jobapi-', 2);
+const { dir, modelsDir } = cluster;
 const ENV = { ARROW_QUANT_TASK_ACK_WAIT_MS: '2000', ARROW_QUANT_TASK_MAX_DELIVER: '20' };
 const BF16 = join(FIXTURE_MODELS, 'stories260K-bf16.safetensors');
 const MIXED = ['--mixed-precision', '--target-size-mb', '0.22'];
 const TOKEN = 'test-token-0123456789';
 const tokenFile = join(dir, 'token');
-const modelsDir = join(dir, 'models');
 
-let nats: NatsTestServer;
-let procs: Proc[] = [];
 let slowModel: string;
 /** four times the work per layer of slowModel: a job on it is still running seconds after its first layer */
 let slowerModel: string;
@@ -32,8 +30,6 @@ let slowLocal: Buffer;
 let bf16Local: Buffer;
 
 beforeAll(async () => {
-  nats = await startNatsServer();
-  mkdirSync(modelsDir);
   writeFileSync(tokenFile, `${TOKEN}\n`);
   // With the TypeScript reference kernel and the clipping search a layer of this model takes a
   // while on a worker: cancels and kills land in the middle of the job.
@@ -46,28 +42,15 @@ beforeAll(async () => {
   bf16Local = readFileSync(local);
 });
 
-afterEach(async () => {
-  await stopAll(procs);
-  procs = [];
-});
-
-afterAll(async () => {
-  await nats?.stop();
-  cleanup();
-});
-
 function worker(env: NodeJS.ProcessEnv = {}): Proc {
-  const p = startCli(['worker', '--nats', nats.url, '--concurrency', '1', '--threads', '1', '--model-root', FIXTURE_MODELS, '--model-root', modelsDir, '--grace', '2'], { ...ENV, ...env });
-  procs.push(p);
-  return p;
+  return cluster.worker([], { ...ENV, ...env });
 }
 
 /** A coordinator service; resolves with its job API address once it listens. */
 async function coordinator(data: string, args: string[] = []): Promise<{ proc: Proc; address: string; metrics?: string }> {
   // The data directory's name is the service's name: each test's jobs are its own.
-  const proc = startCli(['coordinator', '--name', basename(data), '--nats', nats.url, '--listen', '127.0.0.1:0', '--shard-listen', '127.0.0.1:0', '--data', data,
+  const proc = cluster.start(['coordinator', '--name', basename(data), '--nats', cluster.nats.url, '--listen', '127.0.0.1:0', '--shard-listen', '127.0.0.1:0', '--data', data,
     '--model-root', FIXTURE_MODELS, '--model-root', modelsDir, '--auth-token-file', tokenFile, '--grace', '2', ...args], ENV);
-  procs.push(proc);
   const line = (await proc.waitFor(/job API listening on [\d.]+:\d+/))[0]!;
   const metrics = /metrics on http:\/\/([\d.]+:\d+)/.exec(proc.err())?.[1];
   return { proc, address: /[\d.]+:\d+$/.exec(line)![0], metrics };
@@ -210,7 +193,7 @@ describe('job api', () => {
     await w.waitFor(/ready/);
     const c = await coordinator(data);
     const sub = startCli(['submit', slowerModel, '-o', 'cancelled.arrow', ...client(c.address), '--refine', 'search', '--bits', '8'], ENV);
-    procs.push(sub);
+    cluster.procs.push(sub);
     const id = /job (\w+) submitted/.exec((await sub.waitFor(/job \w+ submitted/))[0]!)![1]!;
     await c.proc.waitFor(/layer 1\/\d+ staged/);
     // status JOB: the running job with its layers staged so far
@@ -228,7 +211,7 @@ describe('job api', () => {
     expect(readdirSync(join(data, 'stage'))).toEqual([]);
     // SIGINT to a following submit cancels its job, as it would a local quantize.
     const sigint = startCli(['submit', slowerModel, '-o', 'interrupted.arrow', ...client(c.address), '--refine', 'search', '--bits', '8'], ENV);
-    procs.push(sigint);
+    cluster.procs.push(sigint);
     const id2 = /job (\w+) submitted/.exec((await sigint.waitFor(/job \w+ submitted/))[0]!)![1]!;
     await c.proc.waitFor(/layer 1\/\d+ staged/, 2);
     sigint.signal('SIGINT');
@@ -266,12 +249,12 @@ describe('job api', () => {
     const w = worker({ ARROWQUANT_KERNEL: 'reference' });
     await w.waitFor(/ready/);
     // A `quantize --nats` coordinator holds the cluster job of the same model and settings.
-    const holder = startCli(['quantize', slowerModel, '-o', join(dir, 'held-elsewhere.arrow'), '--nats', nats.url, '--listen', '127.0.0.1:0', '--refine', 'search'], { ...ENV, ...lease });
-    procs.push(holder);
+    const holder = startCli(['quantize', slowerModel, '-o', join(dir, 'held-elsewhere.arrow'), '--nats', cluster.nats.url, '--listen', '127.0.0.1:0', '--refine', 'search'], { ...ENV, ...lease });
+    cluster.procs.push(holder);
     await holder.waitFor(/job \w+: \d+ layers/);
-    const proc = startCli(['coordinator', '--name', 'd7', '--nats', nats.url, '--listen', '127.0.0.1:0', '--shard-listen', '127.0.0.1:0', '--data', data,
+    const proc = startCli(['coordinator', '--name', 'd7', '--nats', cluster.nats.url, '--listen', '127.0.0.1:0', '--shard-listen', '127.0.0.1:0', '--data', data,
       '--model-root', modelsDir, '--auth-token-file', tokenFile, '--grace', '2'], { ...ENV, ...lease });
-    procs.push(proc);
+    cluster.procs.push(proc);
     const address = /[\d.]+:\d+$/.exec((await proc.waitFor(/job API listening on [\d.]+:\d+/))[0]!)![0];
     const d = await runCli(['submit', slowerModel, '-o', 'held.arrow', ...client(address), '--detach', '--refine', 'search']);
     expect(d.code, d.stderr).toBe(0);

@@ -2,8 +2,7 @@
 // job it ever served, the task stream and job state have limits, and the worker's health follows
 // its NATS connection both ways. Real nats-server and worker process.
 import { createServer, type AddressInfo } from 'node:net';
-import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest';
+import { describe, expect, test } from 'vitest';
 import { connect, nanos } from 'nats';
 import { credentials } from '@grpc/grpc-js';
 import { ShardClient } from '../worker/cluster/shard-client.js';
@@ -11,25 +10,10 @@ import { ShardClients } from '../worker/cluster/shard-clients.js';
 import { ensureTaskQueue, jobsBucket, workersBucket } from '../core/cluster/jetstream-setup.js';
 import { JOBS_BUCKET, TASK_STREAM, WORKERS_BUCKET } from '../core/cluster/names.js';
 import { grpcServices, type HealthCheckResponse } from '../core/grpc/proto.js';
-import { startNatsServer, type NatsTestServer } from './helpers/nats-server.js';
-import { startCli, stopAll, type Proc } from './helpers/processes.js';
+import { clusterFixture } from './helpers/cluster-fixture.js';
 import { FIXTURE_MODELS } from './helpers/cli.js';
 
-let nats: NatsTestServer;
-let procs: Proc[] = [];
-
-beforeAll(async () => {
-  nats = await startNatsServer();
-});
-
-afterEach(async () => {
-  await stopAll(procs);
-  procs = [];
-});
-
-afterAll(async () => {
-  await nats?.stop();
-});
+const cluster = clusterFixture('aq-worker-hygiene-');
 
 describe('worker hygiene', () => {
   test('worker hygiene - gRPC channels: idle ones beyond the cap and any idle too long are closed, one in use never', async () => {
@@ -89,7 +73,7 @@ describe('worker hygiene', () => {
   });
 
   test('worker hygiene - the task stream and the job state have limits (task age and size, job-state TTL, heartbeat TTL); an older stream without them gets them', async () => {
-    const nc = await connect({ servers: nats.url });
+    const nc = await connect({ servers: cluster.nats.url });
     try {
       await ensureTaskQueue(nc);
       await jobsBucket(nc);
@@ -114,8 +98,7 @@ describe('worker hygiene', () => {
   });
 
   test('worker hygiene - health follows the NATS connection: NOT_SERVING while it is down, SERVING once it is back', async () => {
-    const w = startCli(['worker', '--nats', nats.url, '--threads', '1', '--model-root', FIXTURE_MODELS, '--grace', '1', '--health-listen', '127.0.0.1:0']);
-    procs.push(w);
+    const w = cluster.start(['worker', '--nats', cluster.nats.url, '--threads', '1', '--model-root', FIXTURE_MODELS, '--grace', '1', '--health-listen', '127.0.0.1:0']);
     await w.waitFor(/ready/);
     const at = /health service on (\S+)/.exec((await w.waitFor(/health service on \S+/))[0]!)![1]!;
     const raw = new (grpcServices().health.Client)(at, credentials.createInsecure());
@@ -125,7 +108,7 @@ describe('worker hygiene', () => {
     const backAgain = new Promise<void>((resolve) => {
       watch.on('data', (r: HealthCheckResponse) => {
         seen.push(r.status);
-        if (seen.length === 1) void nats.restart();
+        if (seen.length === 1) void cluster.nats.restart();
         if (seen.length > 2 && r.status === 'SERVING') resolve();
       });
     });
