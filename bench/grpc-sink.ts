@@ -44,7 +44,7 @@ async function main(): Promise<void> {
     releaseMemory: (buffer) => window.release(buffer),
     recordedHash: () => undefined,
     nextLayer: () => next,
-    directWriter: (i) => (i === next ? { write: (bytes, at) => fh.write(bytes, 0, bytes.byteLength, offset + at).then(() => undefined) } : null),
+    directWriter: (i) => (i === next ? { write: (pieces, at) => fh.writev(pieces as Uint8Array[], offset + at).then(() => undefined) } : null),
     onStaged: (_i, shard) => {
       if (shard.path !== null) throw new Error('the grpc sink writes every shard directly (an upload arrived out of order)');
       offset += shard.frame.metaDataLength + shard.frame.bodyLength;

@@ -2,7 +2,7 @@
 // peak RSS recorded by resource-report.ts, and the synthetic models of .bench/.
 
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, readFileSync, statSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, readSync, statSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
@@ -16,6 +16,25 @@ const PRELOAD = () => pathToFileURL(join(packageRoot(), 'dist', 'bench', 'resour
 
 /** A ~0.5 GB model for the slower jobs (refine: search). */
 export const BENCH_LLAMA_SMALL: LlamaShape = { hidden: 2048, intermediate: 5504, layers: 4, vocab: 16000, heads: 16, kvHeads: 16 };
+
+/**
+ * Read `path` through once, so that the run after it finds the file in the page cache. This
+ * machine's kernel pages out memory it finds cold (DAMON), the page cache included, so a model
+ * read a minute ago may be partly back on disk: without this the first run of a series pays for it.
+ */
+export function warmFile(path: string): void {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.allocUnsafe(16 << 20);
+    for (let at = 0; ; ) {
+      const n = readSync(fd, buf, 0, buf.length, at);
+      if (n === 0) break;
+      at += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+}
 
 export async function benchModelOf(shape: LlamaShape, name: string): Promise<string> {
   const dir = join(packageRoot(), '.bench');

@@ -170,9 +170,9 @@ export class OrderedOutput {
   }
 
   /** Write part of layer `index`'s message, which must be the next one, straight into the file (ArrowFileAssembler.writeAhead). */
-  async writeAhead(index: number, bytes: Uint8Array, at: number): Promise<void> {
+  async writeAhead(index: number, pieces: readonly Uint8Array[], at: number): Promise<void> {
     if (index !== this.next) throw new OutputError(`layer ${index} written ahead out of order (expected ${this.next})`, this.job.output);
-    await this.asm.writeAhead(bytes, at);
+    await this.asm.writeAhead(pieces, at);
   }
 
   /** Layer `index`'s message was written by writeAhead: once it is in the file, it counts as written. */

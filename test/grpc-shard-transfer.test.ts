@@ -139,7 +139,7 @@ beforeAll(async () => {
       memory.room += buffer.byteLength;
       memory.reserved -= buffer.byteLength;
     },
-    directWriter: (i) => (i === DIRECT_LAYER && !directDone ? { write: async (bytes, at) => void directWrites.push({ at, bytes: Buffer.from(bytes) }) } : null),
+    directWriter: (i) => (i === DIRECT_LAYER && !directDone ? { write: async (pieces, at) => void directWrites.push({ at, bytes: Buffer.concat(pieces) }) } : null),
     recordedHash: () => undefined,
     onStaged: (index, shard) => {
       staged.push({ index, shard });
@@ -362,7 +362,7 @@ describe('grpc shards', () => {
     ordered.registerJob(JOB, {
       stageDir: orderedStage, layer: (i) => layers.get(i), reserveMemory: (n) => new Uint8Array(n), releaseMemory: () => undefined, recordedHash: () => undefined,
       nextLayer: () => next,
-      directWriter: (i) => (i === next ? { write: async (bytes, at) => void output.push({ layer: i, at, bytes: Buffer.from(bytes) }) } : null),
+      directWriter: (i) => (i === next ? { write: async (pieces, at) => void output.push({ layer: i, at, bytes: Buffer.concat(pieces) }) } : null),
       onStaged: (i, shard) => {
         seen.push(shard);
         if (shard.path === null) next = i + 1;

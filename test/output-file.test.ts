@@ -71,14 +71,19 @@ async function exercise(path: string, seed: number): Promise<{ file: OutputFile;
   for (let step = 0; step < 60; step++) {
     const kind = r();
     if (kind < 0.5) {
-      // a burst of sequential appends issued together, as an upload's chunks are
+      // a burst of sequential appends issued together, as an upload's chunks are (or as one writev of them)
       const pending: Promise<void>[] = [];
+      const asOne = r() < 0.4;
+      const pieces: Buffer[] = [];
+      const from = size();
       for (let k = 1 + ((r() * 4) | 0); k > 0; k--) {
         const b = piece(r, r() < 0.2 ? 1 + ((r() * 6 * MiB) | 0) : 1 + ((r() * 70_000) | 0));
         const at = size();
         model.write(b, at);
-        pending.push(file.write(b, at));
+        if (asOne) pieces.push(b);
+        else pending.push(file.write(b, at));
       }
+      if (asOne) pending.push(file.writev(pieces, from));
       await Promise.all(pending);
     } else if (kind < 0.7) {
       const b = piece(r, 1 + ((r() * 20_000) | 0));

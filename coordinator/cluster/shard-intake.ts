@@ -99,8 +99,8 @@ export class ShardIntake implements ShardJobHandle {
     if (this.settlement.failed || i !== this.out.written || this.finished.has(i)) return null;
     // the output failing (e.g. its disk full) fails the job: no other worker can fix that
     return {
-      write: (bytes, at) =>
-        this.out.writeAhead(i, bytes, at).catch((e: unknown) => {
+      write: (pieces, at) =>
+        this.out.writeAhead(i, pieces, at).catch((e: unknown) => {
           this.settlement.fail(e);
           throw e;
         }),

@@ -92,7 +92,8 @@ export interface StagedShard {
 /** Puts an upload's record batch message into the job's output as it arrives (see directWriter). */
 export interface DirectWriter {
   /** Write `bytes` at `at` bytes into the layer's record batch message. */
-  write(bytes: Uint8Array, at: number): Promise<void>;
+  /** `pieces`, consecutive, at `at` bytes into the record batch message */
+  write(pieces: readonly Uint8Array[], at: number): Promise<void>;
 }
 
 /** What the coordinator registers for each job it serves. */
@@ -462,21 +463,22 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
       const dataSha256 = await this.receiveChunks(u, async (pieces, offset, bytes) => {
         for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) copyOutside(pieces[p]!, at, data, buffer);
         const received = offset + bytes;
+        const parts: Uint8Array[] = [];
         if (!frame) {
           frame = frameOf(buffer.subarray(0, received), header, received === header.size);
           if (!frame) return;
           // what came before (the message's start: never data, which follows its metadata) is in `buffer`
-          const before = buffer.subarray(frame.offset, Math.max(frame.offset, offset));
-          if (before.byteLength > 0) await queue.push(() => writer.write(before, 0));
+          if (offset > frame.offset) parts.push(buffer.subarray(frame.offset, offset));
         }
+        const start = Math.max(offset, frame.offset) - (parts[0]?.byteLength ?? 0);
         const end = frame.offset + frame.length;
         for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) {
           const from = Math.max(at, frame.offset);
           const to = Math.min(at + pieces[p]!.byteLength, end);
-          if (to <= from) continue;
-          const part = pieces[p]!.subarray(from - at, to - at);
-          await queue.push(() => writer.write(part, from - frame!.offset));
+          if (to > from) parts.push(pieces[p]!.subarray(from - at, to - at));
         }
+        // one write per message, not per HTTP/2 DATA piece
+        if (parts.length) await queue.push(() => writer.write(parts, start - frame!.offset));
       });
       await queue.drain();
       const shard = checkShard(buffer, header, u.layer, dataSha256);

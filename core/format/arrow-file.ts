@@ -263,9 +263,9 @@ export class ArrowFileAssembler {
    * into the message (a shard written as it arrives). Nothing counts until commitAhead(); an
    * abandoned message is overwritten by the next one, and finish() cuts what lies past the end.
    */
-  async writeAhead(bytes: Uint8Array, at: number): Promise<void> {
+  async writeAhead(pieces: readonly Uint8Array[], at: number): Promise<void> {
     await this.guard(async () => {
-      await this.file!.write(bytes, this.offset + at);
+      await this.file!.writev(pieces, this.offset + at);
     });
   }
 
