@@ -464,13 +464,14 @@ export class ShardServer extends EventEmitter<{ upload: [UploadOutcome]; waiting
         for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) copyOutside(pieces[p]!, at, data, buffer);
         const received = offset + bytes;
         const parts: Uint8Array[] = [];
+        let start = offset; // where `parts` begin in the shard
         if (!frame) {
           frame = frameOf(buffer.subarray(0, received), header, received === header.size);
           if (!frame) return;
           // what came before (the message's start: never data, which follows its metadata) is in `buffer`
           if (offset > frame.offset) parts.push(buffer.subarray(frame.offset, offset));
+          start = frame.offset; // the message starts in this chunk or in one before it
         }
-        const start = Math.max(offset, frame.offset) - (parts[0]?.byteLength ?? 0);
         const end = frame.offset + frame.length;
         for (let at = offset, p = 0; p < pieces.length; at += pieces[p]!.byteLength, p++) {
           const from = Math.max(at, frame.offset);

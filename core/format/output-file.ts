@@ -113,7 +113,7 @@ export class OutputFile {
 
   /** Write `bytes` at `position` (writes take effect in the order they are called). */
   write(bytes: Uint8Array, position: number): Promise<void> {
-    return this.serial(() => (this.halves ? this.writeDirect(bytes, position) : writeAt(this.fh, bytes, position)));
+    return this.writev([bytes], position);
   }
 
   /** Write consecutive `pieces` from `position` on, as one write. */
